@@ -12,7 +12,7 @@ pub fn sinusoidal_embedding_into(t: &[f32], dim: usize, out: &mut [f32]) {
     let half = dim / 2;
     for (row, &tv) in out.chunks_exact_mut(dim).zip(t) {
         for i in 0..half {
-            let omega = MAX_PERIOD.powf(-(2 * i) as f64 / dim as f64);
+            let omega = MAX_PERIOD.powf(-((2 * i) as f64) / dim as f64);
             let angle = tv as f64 * omega;
             row[2 * i] = angle.sin() as f32;
             row[2 * i + 1] = angle.cos() as f32;
