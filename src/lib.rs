@@ -20,6 +20,6 @@ pub mod rng;
 pub mod tensor;
 pub mod train;
 
-pub use autograd::{Gradients, ParamId, ParamStore, Tape, Var};
+pub use autograd::{Gradients, ParamGrads, ParamId, ParamStore, Tape, Var};
 pub use error::{Error, Result};
 pub use tensor::{Device, Tensor};
