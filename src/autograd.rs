@@ -659,10 +659,7 @@ impl Tape {
                 vec![(*x, ops::reduce_rows_backward(g, *how, val(*x).shape())?)]
             }
             Op::ReduceFeatures { x, how } => {
-                vec![(
-                    *x,
-                    ops::reduce_features_backward(g, *how, val(*x).shape())?,
-                )]
+                vec![(*x, ops::reduce_features_backward(g, *how, val(*x).shape())?)]
             }
             Op::Softmax { x } => vec![(*x, ops::softmax_backward(y, g)?)],
             Op::LogSoftmax { x } => vec![(*x, ops::log_softmax_backward(y, g)?)],
@@ -683,10 +680,7 @@ impl Tape {
                 vec![(*x, ops::masked_set_reduce_backward(g, mask, *how, set)?)]
             }
             Op::GatherRows { x, indices } => {
-                vec![(
-                    *x,
-                    ops::gather_rows_backward(g, indices, val(*x).shape())?,
-                )]
+                vec![(*x, ops::gather_rows_backward(g, indices, val(*x).shape())?)]
             }
             Op::Mse { prediction, target } => {
                 let dp = ops::mse_backward(val(*prediction), val(*target), g)?;
@@ -711,7 +705,11 @@ impl Tape {
             backend.fill(&shape, 0.0)
         };
         let right = x.cols() - offset - g.cols();
-        let left_pad = if offset > 0 { Some(zeros(offset)?) } else { None };
+        let left_pad = if offset > 0 {
+            Some(zeros(offset)?)
+        } else {
+            None
+        };
         let right_pad = if right > 0 { Some(zeros(right)?) } else { None };
         let parts: Vec<&Tensor> = left_pad
             .iter()

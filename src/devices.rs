@@ -43,7 +43,10 @@ pub struct WgpuAdapterInfo {
 
 /// Runs `f`, turning a panic inside a driver binding into an error message. cudarc
 /// panics when a symbol is missing from an old driver; a listing must not die of it.
-fn without_panics<T>(what: &str, f: impl FnOnce() -> std::result::Result<T, String>) -> std::result::Result<T, String> {
+fn without_panics<T>(
+    what: &str,
+    f: impl FnOnce() -> std::result::Result<T, String>,
+) -> std::result::Result<T, String> {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| Err(format!("{what} panicked")))
 }
 
@@ -91,7 +94,9 @@ pub fn nvrtc_version() -> std::result::Result<(i32, i32), String> {
         let (mut major, mut minor) = (0, 0);
         // SAFETY: nvrtcVersion writes two ints through valid pointers.
         let status = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
-        status.result().map_err(|e| format!("nvrtcVersion failed: {e:?}"))?;
+        status
+            .result()
+            .map_err(|e| format!("nvrtcVersion failed: {e:?}"))?;
         Ok((major, minor))
     })
 }
@@ -117,12 +122,29 @@ fn wgpu_instance() -> wgpu::Instance {
     wgpu::Instance::new(desc)
 }
 
+/// Preference of a graphics API for compute: the native APIs first, OpenGL (compute
+/// through GLES emulation, fewer features) last. Lower is better.
+fn wgpu_backend_rank(backend: wgpu::Backend) -> u8 {
+    match backend {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        wgpu::Backend::Gl => 2,
+        wgpu::Backend::Noop => 3,
+        _ => 1,
+    }
+}
+
+/// The adapters in the order that defines `wgpu:N`: native APIs (Vulkan, Metal, DX12)
+/// before OpenGL, and otherwise in the driver's enumeration order (a stable sort), so
+/// `wgpu:0` is the best compute adapter. [`wgpu_adapters`] and [`open_wgpu_device`] both
+/// use this order.
 fn enumerate_wgpu_adapters() -> Vec<wgpu::Adapter> {
     let instance = wgpu_instance();
-    catch_unwind(AssertUnwindSafe(|| {
+    let mut adapters = catch_unwind(AssertUnwindSafe(|| {
         pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
     }))
-    .unwrap_or_default()
+    .unwrap_or_default();
+    adapters.sort_by_key(|a| wgpu_backend_rank(a.get_info().backend));
+    adapters
 }
 
 /// Every wgpu adapter, in enumeration order (empty when there is no driver).
@@ -138,9 +160,11 @@ pub fn wgpu_adapters() -> Vec<WgpuAdapterInfo> {
                 name: info.name,
                 backend: format!("{:?}", info.backend),
                 device_type: format!("{:?}", info.device_type),
-                driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+                driver: format!("{} {}", info.driver, info.driver_info)
+                    .trim()
+                    .to_string(),
                 max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
-                max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+                max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
             }
         })
         .collect()

@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use crate::backend::{self, AdamStep, Backend, BinaryOp, MatLayout, MatmulDims, Reduction, UnaryOp};
+use crate::backend::{
+    self, AdamStep, Backend, BinaryOp, MatLayout, MatmulDims, Reduction, UnaryOp,
+};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -38,14 +40,21 @@ fn at_least_rank(op: &'static str, x: &Tensor, rank: usize) -> Result<()> {
     if x.rank() < rank {
         return Err(Error::invalid(
             op,
-            format!("needs a tensor of rank >= {rank}, got shape {:?}", x.shape()),
+            format!(
+                "needs a tensor of rank >= {rank}, got shape {:?}",
+                x.shape()
+            ),
         ));
     }
     Ok(())
 }
 
 /// The sizes of `op(a)·op(b)` in `layout`: `[m,k]·[k,n]` or batched `[b,m,k]·[b,k,n]`.
-pub fn matmul_dims(a: &[usize], b: &[usize], layout: MatLayout) -> Result<(MatmulDims, Vec<usize>)> {
+pub fn matmul_dims(
+    a: &[usize],
+    b: &[usize],
+    layout: MatLayout,
+) -> Result<(MatmulDims, Vec<usize>)> {
     let op = "matmul";
     let batched = match (a.len(), b.len()) {
         (2, 2) => false,
@@ -80,7 +89,11 @@ pub fn matmul_dims(a: &[usize], b: &[usize], layout: MatLayout) -> Result<(Matmu
         return Err(Error::shape_because(op, a, b, &why));
     }
     let dims = MatmulDims { batch, m, k: ka, n };
-    let out = if batched { vec![batch, m, n] } else { vec![m, n] };
+    let out = if batched {
+        vec![batch, m, n]
+    } else {
+        vec![m, n]
+    };
     Ok((dims, out))
 }
 
@@ -204,7 +217,12 @@ pub fn reduce_rows_backward(dy: &Tensor, how: Reduction, out_shape: &[usize]) ->
     let op = "reduce_rows_backward";
     let backend = backend_of(op, &[dy])?;
     if dy.rank() != 1 || out_shape.last() != Some(&dy.numel()) {
-        return Err(Error::shape_because(op, dy.shape(), out_shape, "dy must be [n] for an input [..., n]"));
+        return Err(Error::shape_because(
+            op,
+            dy.shape(),
+            out_shape,
+            "dy must be [n] for an input [..., n]",
+        ));
     }
     backend.reduce_rows_backward(dy, how, out_shape)
 }
@@ -217,11 +235,20 @@ pub fn reduce_features(x: &Tensor, how: Reduction) -> Result<Tensor> {
 }
 
 /// The backward of [`reduce_features`]: `dy` `[...]` spread over the last axis of `out_shape`.
-pub fn reduce_features_backward(dy: &Tensor, how: Reduction, out_shape: &[usize]) -> Result<Tensor> {
+pub fn reduce_features_backward(
+    dy: &Tensor,
+    how: Reduction,
+    out_shape: &[usize],
+) -> Result<Tensor> {
     let op = "reduce_features_backward";
     let backend = backend_of(op, &[dy])?;
     if out_shape.is_empty() || dy.shape() != &out_shape[..out_shape.len() - 1] {
-        return Err(Error::shape_because(op, dy.shape(), out_shape, "dy must be the input shape without its last axis"));
+        return Err(Error::shape_because(
+            op,
+            dy.shape(),
+            out_shape,
+            "dy must be the input shape without its last axis",
+        ));
     }
     backend.reduce_features_backward(dy, how, out_shape)
 }
@@ -270,19 +297,33 @@ pub fn log_softmax_backward(y: &Tensor, dy: &Tensor) -> Result<Tensor> {
 fn check_norm_params(op: &'static str, x: &Tensor, gamma: &Tensor) -> Result<()> {
     at_least_rank(op, x, 1)?;
     if gamma.shape() != [x.cols()] {
-        return Err(Error::shape_because(op, x.shape(), gamma.shape(), "gamma and beta must be [n] for an input [..., n]"));
+        return Err(Error::shape_because(
+            op,
+            x.shape(),
+            gamma.shape(),
+            "gamma and beta must be [n] for an input [..., n]",
+        ));
     }
     Ok(())
 }
 
 /// Layer norm over the last axis; returns (y, mean, rstd).
-pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result<(Tensor, Tensor, Tensor)> {
+pub fn layer_norm(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f32,
+) -> Result<(Tensor, Tensor, Tensor)> {
     let op = "layer_norm";
     let backend = backend_of(op, &[x, gamma, beta])?;
     check_norm_params(op, x, gamma)?;
     check_norm_params(op, x, beta)?;
-    if !(eps > 0.0) {
-        return Err(Error::invalid(op, format!("eps must be positive, got {eps}")));
+    // Written to reject NaN as well as non-positive values.
+    if eps.is_nan() || eps <= 0.0 {
+        return Err(Error::invalid(
+            op,
+            format!("eps must be positive, got {eps}"),
+        ));
     }
     backend.layer_norm(x, gamma, beta, eps)
 }
@@ -301,7 +342,12 @@ pub fn layer_norm_backward(
     same_shape(op, x, dy)?;
     same_shape(op, mean, rstd)?;
     if mean.shape() != [x.rows()] {
-        return Err(Error::shape_because(op, x.shape(), mean.shape(), "mean and rstd must be [rows]"));
+        return Err(Error::shape_because(
+            op,
+            x.shape(),
+            mean.shape(),
+            "mean and rstd must be [rows]",
+        ));
     }
     backend.layer_norm_backward(x, gamma, mean, rstd, dy)
 }
@@ -320,14 +366,24 @@ pub fn logsumexp_backward(x: &Tensor, lse: &Tensor, dy: &Tensor) -> Result<Tenso
     at_least_rank(op, x, 1)?;
     same_shape(op, lse, dy)?;
     if lse.shape() != &x.shape()[..x.rank() - 1] {
-        return Err(Error::shape_because(op, x.shape(), lse.shape(), "lse must be the input shape without its last axis"));
+        return Err(Error::shape_because(
+            op,
+            x.shape(),
+            lse.shape(),
+            "lse must be the input shape without its last axis",
+        ));
     }
     backend.logsumexp_backward(x, lse, dy)
 }
 
 fn check_set_mask(op: &'static str, x: &[usize], mask: &Tensor) -> Result<()> {
     if x.len() != 3 || mask.shape() != &x[..2] {
-        return Err(Error::shape_because(op, x, mask.shape(), "expects x [batch, set, feat] and mask [batch, set]"));
+        return Err(Error::shape_because(
+            op,
+            x,
+            mask.shape(),
+            "expects x [batch, set, feat] and mask [batch, set]",
+        ));
     }
     Ok(())
 }
@@ -342,11 +398,21 @@ pub fn masked_set_reduce(x: &Tensor, mask: &Tensor, how: Reduction) -> Result<Te
 }
 
 /// The backward of [`masked_set_reduce`] for sets of `set_size` elements.
-pub fn masked_set_reduce_backward(dy: &Tensor, mask: &Tensor, how: Reduction, set_size: usize) -> Result<Tensor> {
+pub fn masked_set_reduce_backward(
+    dy: &Tensor,
+    mask: &Tensor,
+    how: Reduction,
+    set_size: usize,
+) -> Result<Tensor> {
     let op = "masked_set_reduce_backward";
     let backend = backend_of(op, &[dy, mask])?;
     if dy.rank() != 2 {
-        return Err(Error::shape_because(op, dy.shape(), mask.shape(), "dy must be [batch, feat]"));
+        return Err(Error::shape_because(
+            op,
+            dy.shape(),
+            mask.shape(),
+            "dy must be [batch, feat]",
+        ));
     }
     check_set_mask(op, &[dy.shape()[0], set_size, dy.shape()[1]], mask)?;
     backend.masked_set_reduce_backward(dy, mask, how, set_size)
@@ -354,7 +420,10 @@ pub fn masked_set_reduce_backward(dy: &Tensor, mask: &Tensor, how: Reduction, se
 
 fn check_indices(op: &'static str, indices: &[u32], rows: usize) -> Result<()> {
     if let Some(bad) = indices.iter().find(|&&i| i as usize >= rows) {
-        return Err(Error::invalid(op, format!("index {bad} out of range for {rows} rows")));
+        return Err(Error::invalid(
+            op,
+            format!("index {bad} out of range for {rows} rows"),
+        ));
     }
     Ok(())
 }
@@ -372,8 +441,17 @@ pub fn gather_rows(x: &Tensor, indices: &[u32]) -> Result<Tensor> {
 pub fn gather_rows_backward(dy: &Tensor, indices: &[u32], out_shape: &[usize]) -> Result<Tensor> {
     let op = "gather_rows_backward";
     let backend = backend_of(op, &[dy])?;
-    if out_shape.is_empty() || dy.rank() != out_shape.len() || dy.shape()[0] != indices.len() || dy.shape()[1..] != out_shape[1..] {
-        return Err(Error::shape_because(op, dy.shape(), out_shape, "dy must be [indices, ...] of the input's row shape"));
+    if out_shape.is_empty()
+        || dy.rank() != out_shape.len()
+        || dy.shape()[0] != indices.len()
+        || dy.shape()[1..] != out_shape[1..]
+    {
+        return Err(Error::shape_because(
+            op,
+            dy.shape(),
+            out_shape,
+            "dy must be [indices, ...] of the input's row shape",
+        ));
     }
     check_indices(op, indices, out_shape[0])?;
     backend.gather_rows_backward(dy, indices, out_shape)
@@ -395,13 +473,24 @@ pub fn mse_backward(prediction: &Tensor, target: &Tensor, dy: &Tensor) -> Result
     let backend = backend_of(op, &[prediction, target, dy])?;
     same_shape(op, prediction, target)?;
     if dy.numel() != 1 {
-        return Err(Error::shape_because(op, dy.shape(), &[], "dy must have one element"));
+        return Err(Error::shape_because(
+            op,
+            dy.shape(),
+            &[],
+            "dy must have one element",
+        ));
     }
     backend.mse_backward(prediction, target, dy)
 }
 
 /// One Adam(W) step in place; all four tensors have the same shape.
-pub fn adam_update(param: &mut Tensor, grad: &Tensor, m: &mut Tensor, v: &mut Tensor, step: &AdamStep) -> Result<()> {
+pub fn adam_update(
+    param: &mut Tensor,
+    grad: &Tensor,
+    m: &mut Tensor,
+    v: &mut Tensor,
+    step: &AdamStep,
+) -> Result<()> {
     let op = "adam_update";
     let backend = backend_of(op, &[param, grad, m, v])?;
     same_shape(op, param, grad)?;

@@ -54,7 +54,10 @@ impl AdamConfig {
             && self.eps > 0.0
             && self.weight_decay >= 0.0;
         if !ok {
-            return Err(Error::invalid("Adam", format!("invalid hyper-parameters {self:?}")));
+            return Err(Error::invalid(
+                "Adam",
+                format!("invalid hyper-parameters {self:?}"),
+            ));
         }
         Ok(())
     }

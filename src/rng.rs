@@ -235,7 +235,11 @@ mod tests {
             ),
         ];
         for (counter, key, expected) in cases {
-            assert_eq!(philox4x32_10(counter, key), expected, "counter {counter:x?}");
+            assert_eq!(
+                philox4x32_10(counter, key),
+                expected,
+                "counter {counter:x?}"
+            );
         }
     }
 
@@ -283,7 +287,8 @@ mod tests {
         let t = 1.0 / (1.0 + 0.327_591_1 * x);
         let poly = t
             * (0.254_829_592
-                + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+                + t * (-0.284_496_736
+                    + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
         let erf = 1.0 - poly * (-x * x).exp();
         0.5 * (1.0 + erf.copysign(z))
     }
@@ -298,7 +303,10 @@ mod tests {
         // Standard errors: 1/√N ≈ 0.0032 for the mean, √(2/N) ≈ 0.0045 for the variance;
         // 5 standard errors keeps a correct generator failing with probability < 1e-6.
         assert!(mean.abs() < 5.0 / (N as f64).sqrt(), "mean {mean}");
-        assert!((var - 1.0).abs() < 5.0 * (2.0 / N as f64).sqrt(), "variance {var}");
+        assert!(
+            (var - 1.0).abs() < 5.0 * (2.0 / N as f64).sqrt(),
+            "variance {var}"
+        );
 
         let mut sorted: Vec<f64> = z.iter().map(|&v| v as f64).collect();
         sorted.sort_by(f64::total_cmp);

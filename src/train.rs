@@ -60,11 +60,17 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.validation_fraction) {
             return Err(Error::invalid(
                 op,
-                format!("validation_fraction must be in [0, 1), got {}", self.validation_fraction),
+                format!(
+                    "validation_fraction must be in [0, 1), got {}",
+                    self.validation_fraction
+                ),
             ));
         }
         if rows < 2 {
-            return Err(Error::invalid(op, format!("needs at least 2 rows, got {rows}")));
+            return Err(Error::invalid(
+                op,
+                format!("needs at least 2 rows, got {rows}"),
+            ));
         }
         Ok(())
     }
@@ -129,7 +135,8 @@ where
     F: FnMut(&mut Tape, &ParamStore, &[u32]) -> Result<Var>,
 {
     cfg.validate(rows)?;
-    let (mut train_rows, val_rows) = train_validation_split(rows, cfg.validation_fraction, cfg.seed);
+    let (mut train_rows, val_rows) =
+        train_validation_split(rows, cfg.validation_fraction, cfg.seed);
     let batches_per_epoch = train_rows.len().div_ceil(cfg.batch_size);
     let schedule = CosineSchedule {
         base_lr: cfg.optimizer.lr,
@@ -165,7 +172,13 @@ where
         let validation_loss = if val_rows.is_empty() {
             None
         } else {
-            Some(evaluate(store, &val_rows, cfg.batch_size, epoch, &mut loss)?)
+            Some(evaluate(
+                store,
+                &val_rows,
+                cfg.batch_size,
+                epoch,
+                &mut loss,
+            )?)
         };
         let current = validation_loss.unwrap_or(train_loss);
         let improved = current < best.0 - cfg.min_delta;
@@ -202,7 +215,13 @@ where
 }
 
 /// The row-weighted mean loss over `rows`, without recording gradients.
-fn evaluate<F>(store: &ParamStore, rows: &[u32], batch_size: usize, epoch: usize, loss: &mut F) -> Result<f32>
+fn evaluate<F>(
+    store: &ParamStore,
+    rows: &[u32],
+    batch_size: usize,
+    epoch: usize,
+    loss: &mut F,
+) -> Result<f32>
 where
     F: FnMut(&mut Tape, &ParamStore, &[u32]) -> Result<Var>,
 {
@@ -220,7 +239,9 @@ fn finite_loss(tape: &Tape, l: Var, epoch: usize) -> Result<f32> {
     if !value.is_finite() {
         return Err(Error::invalid(
             "train",
-            format!("loss is {value} in epoch {epoch}: training diverged (lower the learning rate?)"),
+            format!(
+                "loss is {value} in epoch {epoch}: training diverged (lower the learning rate?)"
+            ),
         ));
     }
     Ok(value)

@@ -15,11 +15,17 @@ fn an_input_used_twice_gets_the_sum_of_both_gradients() {
     let sq = tape.mul(x, x).unwrap();
     let lin = tape.scale(x, 3.0).unwrap();
     let s = tape.add(sq, lin).unwrap();
-    let loss = tape.reduce_all(s, amortize::backend::Reduction::Sum).unwrap();
+    let loss = tape
+        .reduce_all(s, amortize::backend::Reduction::Sum)
+        .unwrap();
     let grads = tape.backward(loss).unwrap();
     let g = grads.get(x).unwrap().to_vec().unwrap();
     for (gi, xi) in g.iter().zip(x0.to_vec().unwrap()) {
-        assert!((gi - (2.0 * xi + 3.0)).abs() < 1e-5, "{gi} vs {}", 2.0 * xi + 3.0);
+        assert!(
+            (gi - (2.0 * xi + 3.0)).abs() < 1e-5,
+            "{gi} vs {}",
+            2.0 * xi + 3.0
+        );
     }
 }
 
@@ -35,7 +41,9 @@ fn a_parameter_used_in_two_layers_accumulates() {
     let x = tape.constant(x0.clone());
     let h = tape.matmul(x, w, MatLayout::NT).unwrap();
     let y = tape.matmul(h, w, MatLayout::NT).unwrap();
-    let loss = tape.reduce_all(y, amortize::backend::Reduction::Sum).unwrap();
+    let loss = tape
+        .reduce_all(y, amortize::backend::Reduction::Sum)
+        .unwrap();
     let g = tape.backward(loss).unwrap().param_grads().unwrap();
     let gw = g.get(id).unwrap().to_vec().unwrap();
 
@@ -62,7 +70,11 @@ fn a_parameter_used_in_two_layers_accumulates() {
         plus[i] += 1e-2;
         minus[i] -= 1e-2;
         let fd = (f(&plus) - f(&minus)) / 2e-2;
-        assert!((gw[i] as f64 - fd).abs() < 1e-3 * fd.abs().max(1.0), "w[{i}]: {} vs {fd}", gw[i]);
+        assert!(
+            (gw[i] as f64 - fd).abs() < 1e-3 * fd.abs().max(1.0),
+            "w[{i}]: {} vs {fd}",
+            gw[i]
+        );
     }
 }
 
@@ -89,7 +101,10 @@ fn backward_of_a_non_scalar_needs_a_seed_of_its_shape() {
     assert!(tape.backward(y).is_err(), "backward needs a scalar loss");
     assert!(tape.backward_with(y, Tensor::zeros(&[3, 2])).is_err());
     let grads = tape.backward_with(y, Tensor::full(&[2, 3], 1.0)).unwrap();
-    let (g, yv) = (grads.get(x).unwrap().to_vec().unwrap(), tape.value(y).to_vec().unwrap());
+    let (g, yv) = (
+        grads.get(x).unwrap().to_vec().unwrap(),
+        tape.value(y).to_vec().unwrap(),
+    );
     for (gi, yi) in g.iter().zip(yv) {
         assert!((gi - yi).abs() < 1e-6);
     }

@@ -13,7 +13,10 @@ fn rejects<T: std::fmt::Debug>(op: &str, result: Result<T>) {
         Ok(v) => panic!("{op} accepted bad input and returned {v:?}"),
         Err(e) => {
             let msg = e.to_string();
-            assert!(msg.starts_with(&format!("{op}:")), "{op}: error does not name the op: {msg}");
+            assert!(
+                msg.starts_with(&format!("{op}:")),
+                "{op}: error does not name the op: {msg}"
+            );
         }
     }
 }
@@ -25,11 +28,20 @@ fn matmul_rejects_inner_dimension_and_rank_mismatches() {
     for layout in [MatLayout::NN, MatLayout::NT, MatLayout::TN] {
         rejects("matmul", ops::matmul(&a, &b, layout));
     }
-    rejects("matmul", ops::matmul(&randn(&[2, 4, 3], 3), &randn(&[3, 3, 2], 4), MatLayout::NN));
-    rejects("matmul", ops::matmul(&randn(&[12], 5), &randn(&[3, 2], 6), MatLayout::NN));
+    rejects(
+        "matmul",
+        ops::matmul(&randn(&[2, 4, 3], 3), &randn(&[3, 3, 2], 4), MatLayout::NN),
+    );
+    rejects(
+        "matmul",
+        ops::matmul(&randn(&[12], 5), &randn(&[3, 2], 6), MatLayout::NN),
+    );
     let err = ops::matmul(&a, &b, MatLayout::NN).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("[4, 3]") && msg.contains("[5, 2]"), "both shapes named: {msg}");
+    assert!(
+        msg.contains("[4, 3]") && msg.contains("[5, 2]"),
+        "both shapes named: {msg}"
+    );
     assert!(matches!(err, Error::Shape { .. }));
 }
 
@@ -61,7 +73,10 @@ fn feature_ops_reject_bad_widths() {
     rejects("concat", ops::concat(&[]));
     rejects("split", ops::split(&a, &[1, 1]));
     rejects("split", ops::split(&a, &[2, 2]));
-    rejects("reduce_rows_backward", ops::reduce_rows_backward(&randn(&[2], 3), Reduction::Sum, &[4, 3]));
+    rejects(
+        "reduce_rows_backward",
+        ops::reduce_rows_backward(&randn(&[2], 3), Reduction::Sum, &[4, 3]),
+    );
     rejects(
         "reduce_features_backward",
         ops::reduce_features_backward(&randn(&[3], 4), Reduction::Mean, &[4, 3]),
@@ -71,11 +86,26 @@ fn feature_ops_reject_bad_widths() {
 #[test]
 fn normalizing_ops_reject_bad_shapes() {
     let x = randn(&[4, 3], 1);
-    rejects("softmax_backward", ops::softmax_backward(&x, &randn(&[4, 2], 2)));
-    rejects("log_softmax_backward", ops::log_softmax_backward(&x, &randn(&[3, 3], 3)));
-    rejects("logsumexp_backward", ops::logsumexp_backward(&x, &randn(&[3], 4), &randn(&[4], 5)));
-    rejects("layer_norm", ops::layer_norm(&x, &randn(&[4], 6), &randn(&[3], 7), 1e-5));
-    rejects("layer_norm", ops::layer_norm(&x, &randn(&[3], 6), &randn(&[3], 7), 0.0));
+    rejects(
+        "softmax_backward",
+        ops::softmax_backward(&x, &randn(&[4, 2], 2)),
+    );
+    rejects(
+        "log_softmax_backward",
+        ops::log_softmax_backward(&x, &randn(&[3, 3], 3)),
+    );
+    rejects(
+        "logsumexp_backward",
+        ops::logsumexp_backward(&x, &randn(&[3], 4), &randn(&[4], 5)),
+    );
+    rejects(
+        "layer_norm",
+        ops::layer_norm(&x, &randn(&[4], 6), &randn(&[3], 7), 1e-5),
+    );
+    rejects(
+        "layer_norm",
+        ops::layer_norm(&x, &randn(&[3], 6), &randn(&[3], 7), 0.0),
+    );
     let (_, mean, rstd) = ops::layer_norm(&x, &randn(&[3], 6), &randn(&[3], 7), 1e-5).unwrap();
     rejects(
         "layer_norm_backward",
@@ -86,17 +116,38 @@ fn normalizing_ops_reject_bad_shapes() {
 #[test]
 fn set_gather_and_loss_ops_reject_bad_shapes_and_indices() {
     let x = randn(&[2, 5, 3], 1);
-    rejects("masked_set_reduce", ops::masked_set_reduce(&x, &Tensor::full(&[2, 4], 1.0), Reduction::Mean));
-    rejects("masked_set_reduce", ops::masked_set_reduce(&randn(&[10, 3], 2), &Tensor::full(&[2, 5], 1.0), Reduction::Sum));
+    rejects(
+        "masked_set_reduce",
+        ops::masked_set_reduce(&x, &Tensor::full(&[2, 4], 1.0), Reduction::Mean),
+    );
+    rejects(
+        "masked_set_reduce",
+        ops::masked_set_reduce(
+            &randn(&[10, 3], 2),
+            &Tensor::full(&[2, 5], 1.0),
+            Reduction::Sum,
+        ),
+    );
     rejects(
         "masked_set_reduce_backward",
-        ops::masked_set_reduce_backward(&randn(&[2, 3], 3), &Tensor::full(&[2, 5], 1.0), Reduction::Sum, 4),
+        ops::masked_set_reduce_backward(
+            &randn(&[2, 3], 3),
+            &Tensor::full(&[2, 5], 1.0),
+            Reduction::Sum,
+            4,
+        ),
     );
     let rows = randn(&[4, 3], 4);
     rejects("gather_rows", ops::gather_rows(&rows, &[0, 4]));
-    rejects("gather_rows_backward", ops::gather_rows_backward(&randn(&[3, 3], 5), &[0, 1], &[4, 3]));
+    rejects(
+        "gather_rows_backward",
+        ops::gather_rows_backward(&randn(&[3, 3], 5), &[0, 1], &[4, 3]),
+    );
     rejects("mse", ops::mse(&rows, &randn(&[4, 2], 6)));
-    rejects("mse_backward", ops::mse_backward(&rows, &rows, &randn(&[2], 7)));
+    rejects(
+        "mse_backward",
+        ops::mse_backward(&rows, &rows, &randn(&[2], 7)),
+    );
 }
 
 #[test]
@@ -115,7 +166,10 @@ fn adam_update_rejects_moments_of_another_shape() {
         bias_correction1: 0.1,
         bias_correction2: 0.001,
     };
-    rejects("adam_update", ops::adam_update(&mut p, &g, &mut m, &mut v, &step));
+    rejects(
+        "adam_update",
+        ops::adam_update(&mut p, &g, &mut m, &mut v, &step),
+    );
 }
 
 #[test]

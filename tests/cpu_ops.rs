@@ -30,7 +30,9 @@ fn naive_matmul(a: &[f32], b: &[f32], layout: MatLayout, d: MatmulDims) -> Vec<f
         let b = &b[bi * d.k * d.n..];
         for i in 0..d.m {
             for j in 0..d.n {
-                let s: f64 = (0..d.k).map(|p| at(a, a_cols, i, p, ta) * at(b, b_cols, p, j, tb)).sum();
+                let s: f64 = (0..d.k)
+                    .map(|p| at(a, a_cols, i, p, ta) * at(b, b_cols, p, j, tb))
+                    .sum();
                 c[(bi * d.m + i) * d.n + j] = s as f32;
             }
         }
@@ -40,9 +42,18 @@ fn naive_matmul(a: &[f32], b: &[f32], layout: MatLayout, d: MatmulDims) -> Vec<f
 
 #[test]
 fn matmul_matches_naive_loop_for_every_layout_and_edge_shape() {
-    // Shapes that hit the 4×16 register tile's edges, the serial path and the parallel
-    // path (2·64·96·80 multiply-adds > the parallel threshold), and a batch.
-    let shapes = [(1, 1, 1, 1), (1, 3, 5, 7), (1, 4, 16, 16), (1, 17, 9, 33), (2, 64, 96, 80), (3, 5, 2, 19)];
+    // Tiny and odd shapes (dimensions ≤ 5 included), batches, and the parallel path:
+    // 300·64·70 multiply-adds exceed the serial threshold and 300 rows split into row
+    // blocks of 128, 128 and 44.
+    let shapes = [
+        (1, 1, 1, 1),
+        (1, 3, 5, 7),
+        (1, 4, 16, 16),
+        (1, 17, 9, 33),
+        (2, 64, 96, 80),
+        (3, 5, 2, 19),
+        (1, 300, 64, 70),
+    ];
     for &(batch, m, k, n) in &shapes {
         for layout in [MatLayout::NN, MatLayout::NT, MatLayout::TN] {
             let (sa, sb) = match layout {
@@ -60,7 +71,11 @@ fn matmul_matches_naive_loop_for_every_layout_and_edge_shape() {
                 (a, b)
             };
             let c = ops::matmul(&a, &b, layout).unwrap();
-            let want_shape: Vec<usize> = if batch == 1 { vec![m, n] } else { vec![batch, m, n] };
+            let want_shape: Vec<usize> = if batch == 1 {
+                vec![m, n]
+            } else {
+                vec![batch, m, n]
+            };
             assert_eq!(c.shape(), want_shape.as_slice());
             let err = max_rel_err(&c.to_vec().unwrap(), &expect);
             assert!(err < 1e-5, "{layout:?} {batch}x{m}x{k}x{n}: error {err}");
@@ -97,13 +112,25 @@ fn binary_broadcast_adds_the_row_to_every_row() {
 fn unary_ops_match_their_formulas() {
     let x = randn(&[257], 7).to_vec().unwrap();
     for op in UnaryOp::ALL {
-        let input: Vec<f32> = if op == UnaryOp::Log { x.iter().map(|v| v.abs() + 0.1).collect() } else { x.clone() };
-        let y = ops::unary(op, &Tensor::from_slice(&input, &[257]).unwrap()).unwrap().to_vec().unwrap();
+        let input: Vec<f32> = if op == UnaryOp::Log {
+            x.iter().map(|v| v.abs() + 0.1).collect()
+        } else {
+            x.clone()
+        };
+        let y = ops::unary(op, &Tensor::from_slice(&input, &[257]).unwrap())
+            .unwrap()
+            .to_vec()
+            .unwrap();
         for (&xi, &yi) in input.iter().zip(&y) {
             let v = xi as f64;
             let expect = match op {
                 UnaryOp::Relu => v.max(0.0),
-                UnaryOp::Gelu => 0.5 * v * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v.powi(3))).tanh()),
+                UnaryOp::Gelu => {
+                    0.5 * v
+                        * (1.0
+                            + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v.powi(3)))
+                                .tanh())
+                }
                 UnaryOp::Silu => v / (1.0 + (-v).exp()),
                 UnaryOp::Tanh => v.tanh(),
                 UnaryOp::Sigmoid => 1.0 / (1.0 + (-v).exp()),
@@ -111,7 +138,10 @@ fn unary_ops_match_their_formulas() {
                 UnaryOp::Exp => v.exp(),
                 UnaryOp::Log => v.ln(),
             };
-            assert!((yi as f64 - expect).abs() <= 1e-6 * expect.abs().max(1.0), "{op:?}({xi}) = {yi}, expected {expect}");
+            assert!(
+                (yi as f64 - expect).abs() <= 1e-6 * expect.abs().max(1.0),
+                "{op:?}({xi}) = {yi}, expected {expect}"
+            );
         }
     }
 }
@@ -133,13 +163,21 @@ fn activations_do_not_overflow_at_extremes() {
 #[test]
 fn softmax_log_softmax_logsumexp_are_stable_for_large_inputs() {
     // exp(1000) overflows f32 and f64: only a max-subtracted kernel gets these right.
-    let x = Tensor::from_vec(vec![1000.0, 1001.0, 999.0, -1000.0, -1001.0, -999.0], &[2, 3]).unwrap();
+    let x = Tensor::from_vec(
+        vec![1000.0, 1001.0, 999.0, -1000.0, -1001.0, -999.0],
+        &[2, 3],
+    )
+    .unwrap();
     let p = ops::softmax(&x).unwrap().to_vec().unwrap();
     let (e0, e1, e2) = ((-1.0f64).exp(), 1.0, (-2.0f64).exp());
     let z = e0 + e1 + e2;
     let expect = [e0 / z, e1 / z, e2 / z];
     for r in 0..2 {
-        let row_expect = if r == 0 { expect } else { [expect[0], expect[2], expect[1]] };
+        let row_expect = if r == 0 {
+            expect
+        } else {
+            [expect[0], expect[2], expect[1]]
+        };
         for j in 0..3 {
             assert!((p[r * 3 + j] as f64 - row_expect[j]).abs() < 1e-6);
         }
@@ -160,8 +198,16 @@ fn layer_norm_matches_formula() {
     let gamma = uniform(&[cols], 0.5, 1.5, 9);
     let beta = randn(&[cols], 10);
     let (y, mean, rstd) = ops::layer_norm(&x, &gamma, &beta, 1e-5).unwrap();
-    let (xv, g, b) = (x.to_vec().unwrap(), gamma.to_vec().unwrap(), beta.to_vec().unwrap());
-    let (y, mean, rstd) = (y.to_vec().unwrap(), mean.to_vec().unwrap(), rstd.to_vec().unwrap());
+    let (xv, g, b) = (
+        x.to_vec().unwrap(),
+        gamma.to_vec().unwrap(),
+        beta.to_vec().unwrap(),
+    );
+    let (y, mean, rstd) = (
+        y.to_vec().unwrap(),
+        mean.to_vec().unwrap(),
+        rstd.to_vec().unwrap(),
+    );
     for r in 0..rows {
         let row = &xv[r * cols..(r + 1) * cols];
         let mu = row.iter().map(|&v| v as f64).sum::<f64>() / cols as f64;
@@ -191,7 +237,12 @@ fn reductions_match_sums() {
         let s: f64 = xv[i * 5..(i + 1) * 5].iter().map(|&v| v as f64).sum();
         assert!((feats.to_vec().unwrap()[i] as f64 - s).abs() < 1e-6);
     }
-    assert!((ops::sum_all(&x).unwrap().item().unwrap() as f64 - xv.iter().map(|&v| v as f64).sum::<f64>()).abs() < 1e-5);
+    assert!(
+        (ops::sum_all(&x).unwrap().item().unwrap() as f64
+            - xv.iter().map(|&v| v as f64).sum::<f64>())
+        .abs()
+            < 1e-5
+    );
 }
 
 #[test]
@@ -199,7 +250,10 @@ fn masked_mean_ignores_padding_and_gives_zero_for_an_empty_set() {
     let x = randn(&[2, 3, 2], 12);
     let xv = x.to_vec().unwrap();
     let mask = Tensor::from_vec(vec![1., 0., 1., 0., 0., 0.], &[2, 3]).unwrap();
-    let y = ops::masked_set_reduce(&x, &mask, Reduction::Mean).unwrap().to_vec().unwrap();
+    let y = ops::masked_set_reduce(&x, &mask, Reduction::Mean)
+        .unwrap()
+        .to_vec()
+        .unwrap();
     for f in 0..2 {
         assert!((y[f] - (xv[f] + xv[4 + f]) / 2.0).abs() < 1e-6);
         assert_eq!(y[2 + f], 0.0);
@@ -207,7 +261,12 @@ fn masked_mean_ignores_padding_and_gives_zero_for_an_empty_set() {
     // Changing a padded element changes nothing.
     let mut xv2 = xv.clone();
     xv2[2] = 1e6;
-    let y2 = ops::masked_set_reduce(&Tensor::from_vec(xv2, &[2, 3, 2]).unwrap(), &mask, Reduction::Mean).unwrap();
+    let y2 = ops::masked_set_reduce(
+        &Tensor::from_vec(xv2, &[2, 3, 2]).unwrap(),
+        &mask,
+        Reduction::Mean,
+    )
+    .unwrap();
     assert_eq!(y2.to_vec().unwrap(), y);
 }
 
@@ -222,7 +281,12 @@ fn gather_and_mse_match_definitions() {
     let t = randn(&[4, 3], 14);
     let m = ops::mse(&x, &t).unwrap();
     assert_eq!(m.shape(), &[] as &[usize]);
-    let expect: f64 = xv.iter().zip(t.to_vec().unwrap()).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / 12.0;
+    let expect: f64 = xv
+        .iter()
+        .zip(t.to_vec().unwrap())
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .sum::<f64>()
+        / 12.0;
     assert!((m.item().unwrap() as f64 - expect).abs() < 1e-6);
 }
 

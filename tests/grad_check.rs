@@ -49,7 +49,11 @@ fn check(name: &str, inputs: &[Tensor], f: impl Fn(&mut Tape, &[Var]) -> Result<
             .unwrap_or_else(|| panic!("{name}: input {i} got no gradient"))
             .to_vec()
             .unwrap();
-        assert_eq!(analytic.len(), input.numel(), "{name}: gradient {i} has the wrong size");
+        assert_eq!(
+            analytic.len(),
+            input.numel(),
+            "{name}: gradient {i} has the wrong size"
+        );
         let base = input.to_vec().unwrap();
         let stride = (base.len() / MAX_CHECKED).max(1);
         for e in (0..base.len()).step_by(stride) {
@@ -76,7 +80,13 @@ fn away_from_zero(shape: &[usize], seed: u64) -> Tensor {
         .to_vec()
         .unwrap()
         .into_iter()
-        .map(|x| if x.abs() < 0.2 { x.signum() * 0.2 + x } else { x })
+        .map(|x| {
+            if x.abs() < 0.2 {
+                x.signum() * 0.2 + x
+            } else {
+                x
+            }
+        })
         .collect();
     Tensor::from_vec(v, shape).unwrap()
 }
@@ -89,9 +99,11 @@ fn matmul_all_layouts() {
         (MatLayout::TN, [7, 5], [7, 3]),
     ];
     for (layout, sa, sb) in cases {
-        check(&format!("matmul {layout:?}"), &[randn(&sa, 1), randn(&sb, 2)], |t, v| {
-            t.matmul(v[0], v[1], layout)
-        });
+        check(
+            &format!("matmul {layout:?}"),
+            &[randn(&sa, 1), randn(&sb, 2)],
+            |t, v| t.matmul(v[0], v[1], layout),
+        );
     }
 }
 
@@ -103,9 +115,11 @@ fn batched_matmul_all_layouts() {
         (MatLayout::TN, [3, 6, 4], [3, 6, 5]),
     ];
     for (layout, sa, sb) in cases {
-        check(&format!("bmm {layout:?}"), &[randn(&sa, 3), randn(&sb, 4)], |t, v| {
-            t.matmul(v[0], v[1], layout)
-        });
+        check(
+            &format!("bmm {layout:?}"),
+            &[randn(&sa, 3), randn(&sb, 4)],
+            |t, v| t.matmul(v[0], v[1], layout),
+        );
     }
 }
 
@@ -114,19 +128,25 @@ fn binary_ops_same_shape_and_broadcast() {
     for op in [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div] {
         // Division needs a denominator away from 0.
         let b = uniform(&[4, 6], 0.5, 2.0, 5);
-        check(&format!("{op:?} same shape"), &[randn(&[4, 6], 6), b], |t, v| {
-            t.binary(op, v[0], v[1])
-        });
+        check(
+            &format!("{op:?} same shape"),
+            &[randn(&[4, 6], 6), b],
+            |t, v| t.binary(op, v[0], v[1]),
+        );
         for bias_shape in [vec![6], vec![1, 6]] {
             let b = uniform(&bias_shape, 0.5, 2.0, 7);
-            check(&format!("{op:?} broadcast {bias_shape:?}"), &[randn(&[4, 6], 8), b], |t, v| {
-                t.binary(op, v[0], v[1])
-            });
+            check(
+                &format!("{op:?} broadcast {bias_shape:?}"),
+                &[randn(&[4, 6], 8), b],
+                |t, v| t.binary(op, v[0], v[1]),
+            );
         }
         let b3 = uniform(&[5], 0.5, 2.0, 9);
-        check(&format!("{op:?} broadcast over rank 3"), &[randn(&[2, 3, 5], 10), b3], |t, v| {
-            t.binary(op, v[0], v[1])
-        });
+        check(
+            &format!("{op:?} broadcast over rank 3"),
+            &[randn(&[2, 3, 5], 10), b3],
+            |t, v| t.binary(op, v[0], v[1]),
+        );
     }
 }
 
@@ -153,10 +173,16 @@ fn unary_ops() {
 
 #[test]
 fn concat_and_split() {
-    check("concat", &[randn(&[3, 2], 16), randn(&[3, 5], 17), randn(&[3, 1], 18)], |t, v| {
-        t.concat(v)
-    });
-    check("concat rank 3", &[randn(&[2, 3, 2], 19), randn(&[2, 3, 4], 20)], |t, v| t.concat(v));
+    check(
+        "concat",
+        &[randn(&[3, 2], 16), randn(&[3, 5], 17), randn(&[3, 1], 18)],
+        |t, v| t.concat(v),
+    );
+    check(
+        "concat rank 3",
+        &[randn(&[2, 3, 2], 19), randn(&[2, 3, 4], 20)],
+        |t, v| t.concat(v),
+    );
     // Uses two of three pieces (the middle one unused) and mixes them, so each piece's
     // gradient must land at its own offset.
     check("split", &[randn(&[4, 7], 21)], |t, v| {
@@ -170,23 +196,39 @@ fn concat_and_split() {
 #[test]
 fn reductions() {
     for how in [Reduction::Sum, Reduction::Mean] {
-        check(&format!("reduce_rows {how:?}"), &[randn(&[5, 3], 22)], |t, v| t.reduce_rows(v[0], how));
-        check(&format!("reduce_rows rank 3 {how:?}"), &[randn(&[2, 4, 3], 23)], |t, v| {
-            t.reduce_rows(v[0], how)
-        });
-        check(&format!("reduce_features {how:?}"), &[randn(&[5, 3], 24)], |t, v| {
-            t.reduce_features(v[0], how)
-        });
-        check(&format!("reduce_all {how:?}"), &[randn(&[2, 3, 4], 25)], |t, v| t.reduce_all(v[0], how));
+        check(
+            &format!("reduce_rows {how:?}"),
+            &[randn(&[5, 3], 22)],
+            |t, v| t.reduce_rows(v[0], how),
+        );
+        check(
+            &format!("reduce_rows rank 3 {how:?}"),
+            &[randn(&[2, 4, 3], 23)],
+            |t, v| t.reduce_rows(v[0], how),
+        );
+        check(
+            &format!("reduce_features {how:?}"),
+            &[randn(&[5, 3], 24)],
+            |t, v| t.reduce_features(v[0], how),
+        );
+        check(
+            &format!("reduce_all {how:?}"),
+            &[randn(&[2, 3, 4], 25)],
+            |t, v| t.reduce_all(v[0], how),
+        );
     }
 }
 
 #[test]
 fn softmax_family_and_logsumexp() {
     check("softmax", &[randn(&[4, 6], 26)], |t, v| t.softmax(v[0]));
-    check("log_softmax", &[randn(&[4, 6], 27)], |t, v| t.log_softmax(v[0]));
+    check("log_softmax", &[randn(&[4, 6], 27)], |t, v| {
+        t.log_softmax(v[0])
+    });
     check("logsumexp", &[randn(&[4, 6], 28)], |t, v| t.logsumexp(v[0]));
-    check("logsumexp rank 3", &[randn(&[2, 3, 5], 29)], |t, v| t.logsumexp(v[0]));
+    check("logsumexp rank 3", &[randn(&[2, 3, 5], 29)], |t, v| {
+        t.logsumexp(v[0])
+    });
 }
 
 #[test]
@@ -194,7 +236,9 @@ fn layer_norm_all_inputs() {
     let x = randn(&[5, 8], 30);
     let gamma = uniform(&[8], 0.5, 1.5, 31);
     let beta = randn(&[8], 32);
-    check("layer_norm", &[x, gamma, beta], |t, v| t.layer_norm(v[0], v[1], v[2], 1e-5));
+    check("layer_norm", &[x, gamma, beta], |t, v| {
+        t.layer_norm(v[0], v[1], v[2], 1e-5)
+    });
 }
 
 #[test]
@@ -206,21 +250,29 @@ fn masked_set_reduce_with_padding_and_empty_set() {
     )
     .unwrap();
     for how in [Reduction::Sum, Reduction::Mean] {
-        check(&format!("masked_set_reduce {how:?}"), &[randn(&[3, 4, 5], 33)], |t, v| {
-            t.masked_set_reduce(v[0], &mask, how)
-        });
+        check(
+            &format!("masked_set_reduce {how:?}"),
+            &[randn(&[3, 4, 5], 33)],
+            |t, v| t.masked_set_reduce(v[0], &mask, how),
+        );
     }
 }
 
 #[test]
 fn gather_rows_with_repeats() {
-    check("gather_rows", &[randn(&[5, 3], 34)], |t, v| t.gather_rows(v[0], &[4, 0, 4, 2, 4]));
-    check("gather_rows rank 3", &[randn(&[4, 2, 3], 35)], |t, v| t.gather_rows(v[0], &[1, 1, 3]));
+    check("gather_rows", &[randn(&[5, 3], 34)], |t, v| {
+        t.gather_rows(v[0], &[4, 0, 4, 2, 4])
+    });
+    check("gather_rows rank 3", &[randn(&[4, 2, 3], 35)], |t, v| {
+        t.gather_rows(v[0], &[1, 1, 3])
+    });
 }
 
 #[test]
 fn mse_both_operands() {
-    check("mse", &[randn(&[6, 3], 36), randn(&[6, 3], 37)], |t, v| t.mse(v[0], v[1]));
+    check("mse", &[randn(&[6, 3], 36), randn(&[6, 3], 37)], |t, v| {
+        t.mse(v[0], v[1])
+    });
 }
 
 #[test]

@@ -44,7 +44,9 @@ fn adam_by_hand(p: f64, grads: &[f64], lr: f64, wd: f64, decoupled: bool) -> f64
 #[test]
 fn adam_first_steps_match_the_hand_computation() {
     let mut store = ParamStore::new();
-    store.add("p", Tensor::from_vec(vec![1.0, -2.0], &[2]).unwrap()).unwrap();
+    store
+        .add("p", Tensor::from_vec(vec![1.0, -2.0], &[2]).unwrap())
+        .unwrap();
     let mut adam = Adam::new(AdamConfig::adam(0.1)).unwrap();
     let seq = [[0.5, 2.0], [-1.0, 0.25], [0.3, -4.0]];
     for g in seq {
@@ -61,16 +63,31 @@ fn adam_first_steps_match_the_hand_computation() {
     for (i, &start) in [1.0, -2.0].iter().enumerate() {
         let g: Vec<f64> = seq.iter().map(|s| s[i] as f64).collect();
         let expected = adam_by_hand(start, &g, 0.1, 0.0, false);
-        assert!((p[i] as f64 - expected).abs() < 1e-5, "p[{i}] = {} vs {expected}", p[i]);
+        assert!(
+            (p[i] as f64 - expected).abs() < 1e-5,
+            "p[{i}] = {} vs {expected}",
+            p[i]
+        );
     }
     assert_eq!(adam.steps(), 3);
 }
 
 #[test]
 fn adamw_decays_decoupled_and_adam_couples_the_l2_term() {
-    for (config, decoupled) in [(AdamConfig::adamw(0.1, 0.5), true), (AdamConfig { weight_decay: 0.5, ..AdamConfig::adam(0.1) }, false)] {
+    for (config, decoupled) in [
+        (AdamConfig::adamw(0.1, 0.5), true),
+        (
+            AdamConfig {
+                weight_decay: 0.5,
+                ..AdamConfig::adam(0.1)
+            },
+            false,
+        ),
+    ] {
         let mut store = ParamStore::new();
-        store.add("p", Tensor::from_vec(vec![2.0], &[1]).unwrap()).unwrap();
+        store
+            .add("p", Tensor::from_vec(vec![2.0], &[1]).unwrap())
+            .unwrap();
         let mut adam = Adam::new(config).unwrap();
         for g in [0.5f32, -0.2] {
             let grads = grads_equal_to(&store, &[("p", vec![g])]);
@@ -78,7 +95,10 @@ fn adamw_decays_decoupled_and_adam_couples_the_l2_term() {
         }
         let p = store.get(store.id("p").unwrap()).item().unwrap() as f64;
         let expected = adam_by_hand(2.0, &[0.5, -0.2], 0.1, 0.5, decoupled);
-        assert!((p - expected).abs() < 1e-5, "decoupled={decoupled}: {p} vs {expected}");
+        assert!(
+            (p - expected).abs() < 1e-5,
+            "decoupled={decoupled}: {p} vs {expected}"
+        );
     }
     // The two forms differ: AdamW's first step is 2 − 0.1·0.5·2 − 0.1 = 1.8, Adam+L2's 1.9.
     assert!((adam_by_hand(2.0, &[0.5], 0.1, 0.5, true) - 1.8).abs() < 1e-7);
@@ -87,14 +107,27 @@ fn adamw_decays_decoupled_and_adam_couples_the_l2_term() {
 
 #[test]
 fn adam_rejects_invalid_hyper_parameters() {
-    assert!(Adam::new(AdamConfig { beta1: 1.0, ..AdamConfig::adam(0.1) }).is_err());
-    assert!(Adam::new(AdamConfig { eps: 0.0, ..AdamConfig::adam(0.1) }).is_err());
+    assert!(Adam::new(AdamConfig {
+        beta1: 1.0,
+        ..AdamConfig::adam(0.1)
+    })
+    .is_err());
+    assert!(Adam::new(AdamConfig {
+        eps: 0.0,
+        ..AdamConfig::adam(0.1)
+    })
+    .is_err());
     assert!(Adam::new(AdamConfig::adam(-1.0)).is_err());
 }
 
 #[test]
 fn cosine_schedule_warms_up_then_decays_to_the_floor() {
-    let s = CosineSchedule { base_lr: 1.0, min_lr: 0.1, warmup_steps: 4, total_steps: 14 };
+    let s = CosineSchedule {
+        base_lr: 1.0,
+        min_lr: 0.1,
+        warmup_steps: 4,
+        total_steps: 14,
+    };
     let lrs: Vec<f32> = (0..20).map(|t| s.lr_at(t)).collect();
     assert_eq!(&lrs[..4], &[0.25, 0.5, 0.75, 1.0]);
     assert!((lrs[4] - 1.0).abs() < 1e-6);

@@ -1,7 +1,7 @@
 //! The minibatch loop: a small MLP fits a smooth function; early stopping restores the best.
 
 use amortize::backend::UnaryOp;
-use amortize::nn::ResidualMlp;
+use amortize::nn::{MlpShape, ResidualMlp};
 use amortize::optim::AdamConfig;
 use amortize::rng::{streams, PhiloxStream};
 use amortize::train::{fit, TrainConfig};
@@ -10,7 +10,11 @@ use amortize::{ParamStore, Tape, Tensor};
 fn rows_of(data: &[f32], cols: usize, batch: &[u32]) -> Tensor {
     let picked: Vec<f32> = batch
         .iter()
-        .flat_map(|&r| data[r as usize * cols..(r as usize + 1) * cols].iter().copied())
+        .flat_map(|&r| {
+            data[r as usize * cols..(r as usize + 1) * cols]
+                .iter()
+                .copied()
+        })
         .collect();
     Tensor::from_vec(picked, &[batch.len(), cols]).unwrap()
 }
@@ -23,7 +27,19 @@ fn a_residual_mlp_fits_sin_2x() {
     let y: Vec<f32> = x.iter().map(|v| (2.0 * v).sin()).collect();
     let mut store = ParamStore::new();
     let mut rng = PhiloxStream::new(1, streams::INIT, 0);
-    let net = ResidualMlp::new(&mut store, "net", 1, 32, 1, 2, UnaryOp::Silu, &mut rng).unwrap();
+    let net = ResidualMlp::new(
+        &mut store,
+        "net",
+        MlpShape {
+            in_features: 1,
+            width: 32,
+            out_features: 1,
+            hidden_layers: 2,
+            activation: UnaryOp::Silu,
+        },
+        &mut rng,
+    )
+    .unwrap();
     let cfg = TrainConfig {
         epochs: 150,
         batch_size: 64,
@@ -48,9 +64,17 @@ fn a_residual_mlp_fits_sin_2x() {
     // sin(2x) on [−2, 2] has variance ≈ 0.5; a validation MSE below 2e-3 means the net
     // explains > 99.5% of it, which a linear fit (MSE ≈ 0.3) or a net that stopped
     // learning early cannot reach.
-    assert!(report.best_loss < 2e-3, "best validation MSE {}", report.best_loss);
+    assert!(
+        report.best_loss < 2e-3,
+        "best validation MSE {}",
+        report.best_loss
+    );
     let first = report.history[0].validation_loss.unwrap();
-    assert!(first > 10.0 * report.best_loss, "loss fell from {first} to {}", report.best_loss);
+    assert!(
+        first > 10.0 * report.best_loss,
+        "loss fell from {first} to {}",
+        report.best_loss
+    );
 }
 
 #[test]
@@ -62,7 +86,19 @@ fn early_stopping_on_noise_restores_the_best_parameters() {
     PhiloxStream::new(2, streams::DATA, 1).fill_normal(0.0, 1.0, &mut y);
     let mut store = ParamStore::new();
     let mut rng = PhiloxStream::new(2, streams::INIT, 0);
-    let net = ResidualMlp::new(&mut store, "net", 4, 64, 1, 2, UnaryOp::Relu, &mut rng).unwrap();
+    let net = ResidualMlp::new(
+        &mut store,
+        "net",
+        MlpShape {
+            in_features: 4,
+            width: 64,
+            out_features: 1,
+            hidden_layers: 2,
+            activation: UnaryOp::Relu,
+        },
+        &mut rng,
+    )
+    .unwrap();
     let cfg = TrainConfig {
         epochs: 200,
         batch_size: 32,
@@ -79,21 +115,36 @@ fn early_stopping_on_noise_restores_the_best_parameters() {
     };
     let report = fit(&mut store, N, &cfg, &mut loss, |_| {}).unwrap();
     // Targets are independent of inputs: the net overfits and validation stops improving.
-    assert!(report.stopped_early, "ran all {} epochs", report.history.len());
+    assert!(
+        report.stopped_early,
+        "ran all {} epochs",
+        report.history.len()
+    );
     assert_eq!(report.history.len(), report.best_epoch + cfg.patience);
     // The restored parameters reproduce the best validation loss.
-    let (_, val_rows) = amortize::train::train_validation_split(N, cfg.validation_fraction, cfg.seed);
+    let (_, val_rows) =
+        amortize::train::train_validation_split(N, cfg.validation_fraction, cfg.seed);
     let mut tape = Tape::no_grad();
     let l = loss(&mut tape, &store, &val_rows).unwrap();
     let restored = tape.value(l).item().unwrap();
-    assert!((restored - report.best_loss).abs() < 1e-4 * report.best_loss.max(1.0), "{restored} vs {}", report.best_loss);
+    assert!(
+        (restored - report.best_loss).abs() < 1e-4 * report.best_loss.max(1.0),
+        "{restored} vs {}",
+        report.best_loss
+    );
 }
 
 #[test]
 fn a_diverging_loss_is_an_error_not_a_silent_nan() {
     let mut store = ParamStore::new();
-    let id = store.add("w", Tensor::from_vec(vec![1.0], &[1, 1]).unwrap()).unwrap();
-    let cfg = TrainConfig { epochs: 2, batch_size: 4, ..TrainConfig::default() };
+    let id = store
+        .add("w", Tensor::from_vec(vec![1.0], &[1, 1]).unwrap())
+        .unwrap();
+    let cfg = TrainConfig {
+        epochs: 2,
+        batch_size: 4,
+        ..TrainConfig::default()
+    };
     let err = fit(
         &mut store,
         8,

@@ -20,23 +20,28 @@ use crate::tensor::{Device, Storage, Tensor};
 /// fork/join costs a few microseconds, more than a small op takes.
 const PARALLEL_WORK: usize = 1 << 15;
 
-/// Rows of C one matmul task computes. A multiple of [`MR`].
-const ROWS_PER_TASK: usize = 16;
-/// Rows of C held in registers by the micro-kernel.
-const MR: usize = 4;
-/// Columns of C held in registers by the micro-kernel (4 rows × 16 columns = 16 SSE registers).
-const NR: usize = 16;
+/// Rows of C one matmul task computes: big enough that the GEMM's packing pays off,
+/// small enough that a [4096, 128] product splits over every core.
+const ROWS_PER_TASK: usize = 128;
+
+/// Below this many multiply-adds a matmul runs on the calling thread: the GEMM does
+/// ~20 GFLOP/s per core, so this is ~50 µs of work, well above rayon's fork/join cost.
+const MATMUL_PARALLEL_WORK: usize = 1 << 20;
 
 // ---------------------------------------------------------------------------------------
 // matmul
 // ---------------------------------------------------------------------------------------
 
 /// C = op(A)·op(B) for `dims.batch` independent products, row-major, per `layout`
-/// (see [`MatLayout`]): C[b,i,j] = Σ_p A'[b,i,p]·B'[b,p,j], summed in order p = 0..k.
+/// (see [`MatLayout`]): C[b,i,j] = Σ_p A'[b,i,p]·B'[b,p,j].
 ///
-/// NN and TN share one register-blocked kernel that reads A through strides; NT first
-/// transposes B (weights, usually small next to the activations) so the inner loop runs
-/// over contiguous columns and vectorizes.
+/// Each task is one block of rows of C handed to `matrixmultiply::sgemm` (the GEMM
+/// behind nalgebra, with run-time AVX/FMA dispatch) through strides, so the transposed
+/// layouts cost no copy. We call it directly: through nalgebra, views with a dimension
+/// ≤ 5 take nalgebra's own loop, which wrote out of bounds on our strided views
+/// (valgrind). `benches/matmul.rs` chose it over our own register-tiled loop, which ran
+/// at a third of its speed on [4096×128]·[128×128] (see `benches/RESULTS.md`). The blocks are fixed by the shape,
+/// not the thread count, so results do not depend on the number of threads.
 pub fn matmul(a: &[f32], b: &[f32], c: &mut [f32], layout: MatLayout, dims: MatmulDims) {
     let MatmulDims { batch, m, k, n } = dims;
     if c.is_empty() {
@@ -46,94 +51,55 @@ pub fn matmul(a: &[f32], b: &[f32], c: &mut [f32], layout: MatLayout, dims: Matm
         c.fill(0.0);
         return;
     }
-    let transposed_b;
-    let (b, a_row_stride, a_col_stride) = match layout {
-        MatLayout::NN => (b, k, 1),
-        MatLayout::TN => (b, 1, m),
-        MatLayout::NT => {
-            let mut t = vec![0.0; batch * k * n];
-            for (src, dst) in b.chunks_exact(n * k).zip(t.chunks_exact_mut(k * n)) {
-                transpose(src, dst, n, k);
-            }
-            transposed_b = t;
-            (&transposed_b[..], k, 1)
+    // (row stride, column stride) of op(A) [m, k] and op(B) [k, n] in their buffers.
+    let (a_strides, b_strides) = match layout {
+        MatLayout::NN => ((k, 1), (n, 1)),
+        MatLayout::NT => ((k, 1), (1, k)),
+        MatLayout::TN => ((1, m), (n, 1)),
+    };
+    let task = |(batch_index, (block_index, c_block)): (usize, (usize, &mut [f32]))| {
+        let row0 = block_index * ROWS_PER_TASK;
+        let rows = c_block.len() / n;
+        let a_block = &a[batch_index * m * k + row0 * a_strides.0..(batch_index + 1) * m * k];
+        let b_block = &b[batch_index * k * n..(batch_index + 1) * k * n];
+        // The last element each operand reaches must lie inside its slice.
+        debug_assert!((rows - 1) * a_strides.0 + (k - 1) * a_strides.1 < a_block.len());
+        debug_assert!((k - 1) * b_strides.0 + (n - 1) * b_strides.1 < b_block.len());
+        // SAFETY: op(A) is `rows × k` and op(B) `k × n` with the strides above, both inside
+        // their slices (asserted in debug builds; guaranteed by `ops::matmul_dims`);
+        // `c_block` holds exactly `rows × n` row-major elements; beta = 0 means C is
+        // written, never read, so garbage (or NaN) in it cannot leak into the result.
+        unsafe {
+            matrixmultiply::sgemm(
+                rows,
+                k,
+                n,
+                1.0,
+                a_block.as_ptr(),
+                a_strides.0 as isize,
+                a_strides.1 as isize,
+                b_block.as_ptr(),
+                b_strides.0 as isize,
+                b_strides.1 as isize,
+                0.0,
+                c_block.as_mut_ptr(),
+                n as isize,
+                1,
+            );
         }
     };
-    let task = |(batch_index, block): (usize, (usize, &mut [f32]))| {
-        let (block_index, c_block) = block;
-        let a = &a[batch_index * m * k..(batch_index + 1) * m * k];
-        let b = &b[batch_index * k * n..(batch_index + 1) * k * n];
-        let row0 = block_index * ROWS_PER_TASK;
-        matmul_rows(a, b, c_block, row0, a_row_stride, a_col_stride, k, n);
-    };
-    let blocks = c.chunks_mut(m * n).enumerate().flat_map(|(batch_index, cb)| {
-        cb.chunks_mut(ROWS_PER_TASK * n)
-            .enumerate()
-            .map(move |blk| (batch_index, blk))
-    });
-    if batch * m * n * k < PARALLEL_WORK {
+    let blocks = c
+        .chunks_mut(m * n)
+        .enumerate()
+        .flat_map(|(batch_index, cb)| {
+            cb.chunks_mut(ROWS_PER_TASK * n)
+                .enumerate()
+                .map(move |blk| (batch_index, blk))
+        });
+    if batch * m * n * k < MATMUL_PARALLEL_WORK {
         blocks.for_each(task);
     } else {
         blocks.collect::<Vec<_>>().into_par_iter().for_each(task);
-    }
-}
-
-/// dst[j,i] = src[i,j] for a `[rows, cols]` source.
-fn transpose(src: &[f32], dst: &mut [f32], rows: usize, cols: usize) {
-    for i in 0..rows {
-        for j in 0..cols {
-            dst[j * rows + i] = src[i * cols + j];
-        }
-    }
-}
-
-/// Rows `row0..row0 + c.len()/n` of C = A·B, where A[i,p] = a[i·rs + p·cs] and B is `[k, n]`.
-#[allow(clippy::too_many_arguments)]
-fn matmul_rows(
-    a: &[f32],
-    b: &[f32],
-    c: &mut [f32],
-    row0: usize,
-    rs: usize,
-    cs: usize,
-    k: usize,
-    n: usize,
-) {
-    let rows = c.len() / n;
-    let mut i = 0;
-    while i < rows {
-        let mr = MR.min(rows - i);
-        let mut j = 0;
-        while j < n {
-            let nr = NR.min(n - j);
-            let mut acc = [[0.0f32; NR]; MR];
-            if mr == MR && nr == NR {
-                for p in 0..k {
-                    let brow: &[f32; NR] = b[p * n + j..p * n + j + NR].try_into().unwrap();
-                    for (r, acc_row) in acc.iter_mut().enumerate() {
-                        let av = a[(row0 + i + r) * rs + p * cs];
-                        for (x, &bv) in acc_row.iter_mut().zip(brow) {
-                            *x += av * bv;
-                        }
-                    }
-                }
-            } else {
-                for p in 0..k {
-                    let brow = &b[p * n + j..p * n + j + nr];
-                    for (r, acc_row) in acc.iter_mut().enumerate().take(mr) {
-                        let av = a[(row0 + i + r) * rs + p * cs];
-                        for (x, &bv) in acc_row.iter_mut().zip(brow) {
-                            *x += av * bv;
-                        }
-                    }
-                }
-            }
-            for (r, acc_row) in acc.iter().enumerate().take(mr) {
-                c[(i + r) * n + j..(i + r) * n + j + nr].copy_from_slice(&acc_row[..nr]);
-            }
-            j += NR;
-        }
-        i += MR;
     }
 }
 
@@ -623,7 +589,10 @@ impl Backend for CpuBackend {
     }
 
     fn describe(&self) -> String {
-        format!("CPU reference backend ({} rayon threads)", rayon::current_num_threads())
+        format!(
+            "CPU reference backend ({} rayon threads)",
+            rayon::current_num_threads()
+        )
     }
 
     fn upload(&self, data: &[f32], shape: &[usize]) -> Result<Tensor> {
@@ -668,7 +637,9 @@ impl Backend for CpuBackend {
     fn unary_backward(&self, op: UnaryOp, x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Tensor> {
         let name = op.name();
         let (xd, yd, dyd) = (data(x, name)?, data(y, name)?, data(dy, name)?);
-        Ok(new_tensor(x.shape(), |o| unary_backward(op, xd, yd, dyd, o)))
+        Ok(new_tensor(x.shape(), |o| {
+            unary_backward(op, xd, yd, dyd, o)
+        }))
     }
 
     fn concat(&self, parts: &[&Tensor]) -> Result<Tensor> {
@@ -717,7 +688,9 @@ impl Backend for CpuBackend {
     ) -> Result<Tensor> {
         let d = data(dy, "reduce_rows_backward")?;
         let rows = out_shape.iter().product::<usize>() / d.len().max(1);
-        Ok(new_tensor(out_shape, |o| reduce_rows_backward(d, rows, how, o)))
+        Ok(new_tensor(out_shape, |o| {
+            reduce_rows_backward(d, rows, how, o)
+        }))
     }
 
     fn reduce_features(&self, x: &Tensor, how: Reduction) -> Result<Tensor> {
@@ -875,7 +848,9 @@ impl Backend for CpuBackend {
     fn mse_backward(&self, prediction: &Tensor, target: &Tensor, dy: &Tensor) -> Result<Tensor> {
         let op = "mse_backward";
         let (p, t, g) = (data(prediction, op)?, data(target, op)?, data(dy, op)?);
-        Ok(new_tensor(prediction.shape(), |o| mse_backward(p, t, g[0], o)))
+        Ok(new_tensor(prediction.shape(), |o| {
+            mse_backward(p, t, g[0], o)
+        }))
     }
 
     fn adam_update(

@@ -257,8 +257,12 @@ pub trait Backend: Send + Sync {
     /// Reduces `[rows, n]` (leading axes flattened) over the rows to `[n]`.
     fn reduce_rows(&self, x: &Tensor, how: Reduction) -> Result<Tensor>;
     /// The backward of `reduce_rows`: `[n]` repeated over rows into `out_shape` (÷ rows for a mean).
-    fn reduce_rows_backward(&self, dy: &Tensor, how: Reduction, out_shape: &[usize])
-        -> Result<Tensor>;
+    fn reduce_rows_backward(
+        &self,
+        dy: &Tensor,
+        how: Reduction,
+        out_shape: &[usize],
+    ) -> Result<Tensor>;
     /// Reduces the last axis: `[..., n]` to `[...]`.
     fn reduce_features(&self, x: &Tensor, how: Reduction) -> Result<Tensor>;
     /// The backward of `reduce_features`: each value repeated over the last axis of `out_shape`.
@@ -339,13 +343,11 @@ pub fn for_device(device: Device) -> Result<Arc<dyn Backend>> {
         Device::Cpu => Ok(cpu::CpuBackend::shared()),
         Device::Cuda(_) => Err(Error::Device {
             device: device.to_string(),
-            msg: "this build has no CUDA op backend yet (CUDA kernels arrive with issue 5)"
-                .into(),
+            msg: "this build has no CUDA op backend yet (CUDA kernels arrive with issue 5)".into(),
         }),
         Device::Wgpu(_) => Err(Error::Device {
             device: device.to_string(),
-            msg: "this build has no wgpu op backend yet (WGSL shaders arrive with issue 6)"
-                .into(),
+            msg: "this build has no wgpu op backend yet (WGSL shaders arrive with issue 6)".into(),
         }),
     }
 }

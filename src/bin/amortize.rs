@@ -126,13 +126,20 @@ fn report_parity(device: Device, a: &Tensor, b: &Tensor, reference: &[f32], agai
     };
     match run() {
         Ok(c) => {
-            let scale = reference.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-30);
+            let scale = reference
+                .iter()
+                .fold(0.0f32, |m, v| m.max(v.abs()))
+                .max(1e-30);
             let err = c
                 .iter()
                 .zip(reference)
                 .map(|(x, r)| (x - r).abs())
                 .fold(0.0f32, f32::max);
-            let verdict = if err / scale <= 1e-4 { "ok" } else { "MISMATCH" };
+            let verdict = if err / scale <= 1e-4 {
+                "ok"
+            } else {
+                "MISMATCH"
+            };
             println!(
                 "           matmul {PARITY_M}x{PARITY_K}x{PARITY_N} on {device}: max error {:.2e} of max |C| vs {against}: {verdict}",
                 err / scale

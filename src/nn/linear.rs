@@ -47,7 +47,10 @@ impl Linear {
         let bias = if bias {
             let mut b = vec![0.0; out_features];
             rng.fill_uniform(-bound, bound, &mut b);
-            Some(store.add(format!("{name}.bias"), Tensor::from_vec(b, &[out_features])?)?)
+            Some(store.add(
+                format!("{name}.bias"),
+                Tensor::from_vec(b, &[out_features])?,
+            )?)
         } else {
             None
         };

@@ -54,29 +54,61 @@ pub struct ResidualMlp {
     pub activation: UnaryOp,
 }
 
+/// The sizes and activation of a [`ResidualMlp`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MlpShape {
+    /// Input features.
+    pub in_features: usize,
+    /// Width of every hidden layer.
+    pub width: usize,
+    /// Output features.
+    pub out_features: usize,
+    /// Hidden layers (at least 1): the input layer plus `hidden_layers − 1` blocks.
+    pub hidden_layers: usize,
+    /// Activation after the input layer and inside every block.
+    pub activation: UnaryOp,
+}
+
 impl ResidualMlp {
     /// Adds `{name}.input`, `{name}.block{i}` and `{name}.output` layers to `store`.
     pub fn new(
         store: &mut ParamStore,
         name: &str,
-        in_features: usize,
-        width: usize,
-        out_features: usize,
-        hidden_layers: usize,
-        activation: UnaryOp,
+        shape: MlpShape,
         rng: &mut PhiloxStream,
     ) -> Result<Self> {
-        if hidden_layers == 0 {
+        let MlpShape {
+            in_features,
+            width,
+            out_features,
+            hidden_layers,
+            activation,
+        } = shape;
+        if hidden_layers == 0 || width == 0 {
             return Err(Error::invalid(
                 "ResidualMlp::new",
-                format!("{name}: needs at least one hidden layer"),
+                format!("{name}: needs at least one hidden layer of positive width, got {shape:?}"),
             ));
         }
-        let input = Linear::new(store, &format!("{name}.input"), in_features, width, true, rng)?;
+        let input = Linear::new(
+            store,
+            &format!("{name}.input"),
+            in_features,
+            width,
+            true,
+            rng,
+        )?;
         let blocks = (1..hidden_layers)
             .map(|i| ResidualBlock::new(store, &format!("{name}.block{i}"), width, activation, rng))
             .collect::<Result<Vec<_>>>()?;
-        let output = Linear::new(store, &format!("{name}.output"), width, out_features, true, rng)?;
+        let output = Linear::new(
+            store,
+            &format!("{name}.output"),
+            width,
+            out_features,
+            true,
+            rng,
+        )?;
         Ok(ResidualMlp {
             input,
             blocks,

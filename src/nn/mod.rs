@@ -9,5 +9,5 @@ pub mod time_embedding;
 
 pub use layer_norm::LayerNorm;
 pub use linear::Linear;
-pub use mlp::{ResidualBlock, ResidualMlp};
+pub use mlp::{MlpShape, ResidualBlock, ResidualMlp};
 pub use time_embedding::{sinusoidal_embedding, sinusoidal_embedding_into};
