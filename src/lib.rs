@@ -12,11 +12,17 @@
 pub mod autograd;
 pub mod backend;
 pub mod devices;
+pub mod diagnostics;
 pub mod error;
+pub mod estimators;
+pub mod io;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod priors;
 pub mod rng;
+pub mod samplers;
+pub mod tasks;
 pub mod tensor;
 pub mod train;
 

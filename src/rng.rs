@@ -107,14 +107,18 @@ pub fn box_muller(x0: u32, x1: u32) -> (f32, f32) {
     (r * angle.cos(), r * angle.sin())
 }
 
-/// A sequential reader of one `(seed, stream, lane)` stream: the CPU-side convenience
-/// over [`philox4x32_10`]. Block `k` of the stream is the counter
-/// `(stream, k mod 2³², lane, k div 2³²)`, so the first 2³² blocks are exactly the
-/// contract's `(stream, step, lane, 0)` with `step = k`.
+/// A sequential reader of the words of one `(seed, stream, step, lane)`: block `k` is
+/// the counter `(stream, step, lane, k)`, four words each, read in order. (Past 2³²
+/// blocks it carries into the step word, so [`PhiloxStream::new`] streams never repeat.)
+///
+/// Samplers draw the noise of sample `lane` at chain step `step` from
+/// `PhiloxStream::at_step(seed, streams::SAMPLER, step, lane)`: normals `4b..4b+4` come
+/// from block `b`, Box–Muller on words (0, 1) then (2, 3), exactly as a GPU thread does.
 #[derive(Clone, Debug)]
 pub struct PhiloxStream {
     key: [u32; 2],
     stream: u32,
+    step: u32,
     lane: u32,
     next_block: u64,
     buffer: [u32; 4],
@@ -123,11 +127,17 @@ pub struct PhiloxStream {
 }
 
 impl PhiloxStream {
-    /// The stream `stream` of lane `lane` under `seed`, positioned at block 0.
+    /// The words of `(stream, step 0, lane)` under `seed`, from block 0.
     pub fn new(seed: u64, stream: u32, lane: u32) -> Self {
+        Self::at_step(seed, stream, 0, lane)
+    }
+
+    /// The words of `(stream, step, lane)` under `seed`, from block 0.
+    pub fn at_step(seed: u64, stream: u32, step: u32, lane: u32) -> Self {
         Self {
             key: key_from_seed(seed),
             stream,
+            step,
             lane,
             next_block: 0,
             buffer: [0; 4],
@@ -138,8 +148,8 @@ impl PhiloxStream {
 
     /// The four words of block `block`, without moving the reader.
     pub fn block(&self, block: u64) -> [u32; 4] {
-        let counter = [self.stream, block as u32, self.lane, (block >> 32) as u32];
-        philox4x32_10(counter, self.key)
+        let step = self.step.wrapping_add((block >> 32) as u32);
+        philox4x32_10([self.stream, step, self.lane, block as u32], self.key)
     }
 
     /// The next 32-bit word.
@@ -261,15 +271,21 @@ mod tests {
     #[test]
     fn stream_blocks_follow_the_counter_contract() {
         let seed = 0x0123_4567_89ab_cdef;
-        let mut s = PhiloxStream::new(seed, streams::SAMPLER, 9);
+        let mut s = PhiloxStream::at_step(seed, streams::SAMPLER, 7, 9);
         let first: Vec<u32> = (0..8).map(|_| s.next_u32()).collect();
         let key = [0x89ab_cdef, 0x0123_4567];
-        assert_eq!(first[..4], philox4x32_10([streams::SAMPLER, 0, 9, 0], key));
-        assert_eq!(first[4..], philox4x32_10([streams::SAMPLER, 1, 9, 0], key));
+        assert_eq!(first[..4], philox4x32_10([streams::SAMPLER, 7, 9, 0], key));
+        assert_eq!(first[4..], philox4x32_10([streams::SAMPLER, 7, 9, 1], key));
         assert_eq!(
             s.block(1 << 32),
-            philox4x32_10([streams::SAMPLER, 0, 9, 1], key)
+            philox4x32_10([streams::SAMPLER, 8, 9, 0], key)
         );
+        // Normals 0..4 of a step come from block 0: words (0, 1) then (2, 3).
+        let mut z = [0.0f32; 4];
+        PhiloxStream::at_step(seed, streams::SAMPLER, 7, 9).fill_normal(0.0, 1.0, &mut z);
+        let (z0, z1) = box_muller(first[0], first[1]);
+        let (z2, z3) = box_muller(first[2], first[3]);
+        assert_eq!(z, [z0, z1, z2, z3]);
     }
 
     #[test]

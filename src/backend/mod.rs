@@ -7,10 +7,12 @@
 //! a new file implementing [`Backend`] plus one arm in [`for_device`].
 
 pub mod cpu;
+pub mod wgpu;
+pub mod cuda;
 
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::tensor::{Device, Tensor};
 
 /// Which operands of a matrix product are transposed. Shapes are row-major:
@@ -341,13 +343,7 @@ pub trait Backend: Send + Sync {
 pub fn for_device(device: Device) -> Result<Arc<dyn Backend>> {
     match device {
         Device::Cpu => Ok(cpu::CpuBackend::shared()),
-        Device::Cuda(_) => Err(Error::Device {
-            device: device.to_string(),
-            msg: "this build has no CUDA op backend yet (CUDA kernels arrive with issue 5)".into(),
-        }),
-        Device::Wgpu(_) => Err(Error::Device {
-            device: device.to_string(),
-            msg: "this build has no wgpu op backend yet (WGSL shaders arrive with issue 6)".into(),
-        }),
+        Device::Cuda(n) => Ok(cuda::CudaBackend::shared(n)?),
+        Device::Wgpu(index) => Ok(self::wgpu::WgpuBackend::shared(index)?),
     }
 }

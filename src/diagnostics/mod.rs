@@ -1,0 +1,10 @@
+//! Diagnostics that compare two sample sets: the classifier two-sample test ([`c2st`],
+//! as sbibm computes it) and the squared maximum mean discrepancy ([`mmd`], Gaussian
+//! kernel, median-heuristic bandwidth). Both take rows of `dim` values (`[n, dim]`
+//! row-major) and validate them (whole rows, finite values, enough rows).
+
+pub mod c2st;
+pub mod mmd;
+
+pub use c2st::{c2st, c2st_with, C2stConfig, C2stReport};
+pub use mmd::{median_heuristic, mmd2, mmd2_with, MmdConfig, MmdReport};

@@ -1,0 +1,3 @@
+//! The estimators: networks, their losses and training, and what they need to sample.
+
+pub mod score;

@@ -1,0 +1,265 @@
+//! Score-based posterior estimation (Geffner et al. 2022, Appendix B): the network, the
+//! noise schedule and denoising score matching.
+//!
+//! Everything here works in the *standardized unconstrained* parameter space: θ is
+//! mapped through the prior's bijection to ℝᵈ and then standardized with training-set
+//! statistics; x is standardized too. [`crate::estimators::ScoreModel`] holds those maps.
+//!
+//! Network: a θ-MLP and an x-MLP (each 3 hidden layers, residual) embed θ_t and x; a
+//! head MLP (3 hidden layers, residual) maps `[e(θ_t), e(x), e(t)]` to ε̂, with e(t) the
+//! sinusoidal embedding of the continuous level t ∈ [0, T]. The score is
+//! `s(θ_t, t, x) = −ε̂ / √(1 − γ_t)`.
+//!
+//! Loss (ε form): θ_t = √γ_t θ₀ + √(1 − γ_t) ε, t ~ U(0, T], ε ~ N(0, I),
+//! L = mean ‖ε̂(θ_t, t, x) − ε‖².
+
+use serde::{Deserialize, Serialize};
+
+use crate::autograd::{ParamStore, Tape, Var};
+use crate::backend::UnaryOp;
+use crate::error::{Error, Result};
+use crate::nn::{sinusoidal_embedding_into, MlpShape, ResidualMlp};
+use crate::rng::{streams, PhiloxStream};
+use crate::tensor::Tensor;
+
+/// Offset of the cosine schedule (Nichol & Dhariwal 2021): keeps γ away from 1 at t = 0
+/// so the first noise level is not vanishingly small.
+const COSINE_OFFSET: f64 = 0.008;
+
+/// The noise levels: γ(t) for continuous t ∈ [0, T], decreasing from γ(0) = 1 to
+/// γ(T) = 0, by the cosine schedule γ(t) = f(t/T)/f(0), f(s) = cos²((s + c)/(1 + c)·π/2).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NoiseSchedule {
+    /// T, the number of levels the network was trained for (Appendix B: 400).
+    pub levels: usize,
+}
+
+impl NoiseSchedule {
+    /// γ at continuous level `t` (clamped to [0, T]).
+    pub fn gamma(&self, t: f64) -> f64 {
+        let f = |s: f64| {
+            let angle = (s + COSINE_OFFSET) / (1.0 + COSINE_OFFSET) * std::f64::consts::FRAC_PI_2;
+            angle.cos().powi(2)
+        };
+        let s = (t / self.levels as f64).clamp(0.0, 1.0);
+        if s >= 1.0 {
+            return 0.0;
+        }
+        (f(s) / f(0.0)).clamp(0.0, 1.0)
+    }
+
+    /// The sampling grid for `steps` levels: t_k = k·T/steps and γ_k = γ(t_k) for
+    /// k = 0..=steps (γ_0 = 1 … γ_steps = 0). With `steps = T` this is the training grid.
+    pub fn grid(&self, steps: usize) -> (Vec<f32>, Vec<f64>) {
+        let t: Vec<f32> = (0..=steps)
+            .map(|k| (k as f64 * self.levels as f64 / steps as f64) as f32)
+            .collect();
+        let gamma = t.iter().map(|&tk| self.gamma(tk as f64)).collect();
+        (t, gamma)
+    }
+}
+
+/// Sizes of the score network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScoreNetConfig {
+    /// Dimension of θ.
+    pub dim_theta: usize,
+    /// Dimension of one observation x.
+    pub dim_x: usize,
+    /// Width of every hidden layer.
+    pub width: usize,
+    /// Width of e(θ) and of e(x).
+    pub embedding: usize,
+    /// Width of the sinusoidal e(t) (even).
+    pub time_embedding: usize,
+    /// Hidden layers of each of the three MLPs (Appendix B: 3).
+    pub hidden_layers: usize,
+}
+
+impl ScoreNetConfig {
+    /// Appendix B's architecture at the given width, with embeddings of the same width.
+    pub fn new(dim_theta: usize, dim_x: usize, width: usize) -> Self {
+        ScoreNetConfig {
+            dim_theta,
+            dim_x,
+            width,
+            embedding: width,
+            time_embedding: width.max(2) & !1,
+            hidden_layers: 3,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let c = self;
+        if c.dim_theta == 0 || c.dim_x == 0 || c.width == 0 || c.embedding == 0 || c.hidden_layers == 0 {
+            return Err(Error::invalid("ScoreNet", format!("every size must be positive, got {c:?}")));
+        }
+        if c.time_embedding == 0 || c.time_embedding % 2 != 0 {
+            return Err(Error::invalid(
+                "ScoreNet",
+                format!("time_embedding must be even and positive, got {}", c.time_embedding),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The activation of every hidden layer.
+pub const SCORE_ACTIVATION: UnaryOp = UnaryOp::Silu;
+
+/// The three MLPs of the score network, with parameters `theta_net.*`, `x_net.*` and
+/// `head.*` in a [`ParamStore`].
+#[derive(Clone, Debug)]
+pub struct ScoreNet {
+    /// Sizes.
+    pub config: ScoreNetConfig,
+    /// θ_t → e(θ).
+    pub theta_net: ResidualMlp,
+    /// x → e(x).
+    pub x_net: ResidualMlp,
+    /// [e(θ), e(x), e(t)] → ε̂.
+    pub head: ResidualMlp,
+}
+
+impl ScoreNet {
+    /// Adds freshly initialized parameters to `store`.
+    pub fn new(store: &mut ParamStore, config: ScoreNetConfig, rng: &mut PhiloxStream) -> Result<Self> {
+        config.validate()?;
+        let c = config;
+        let shape = |in_features, out_features| MlpShape {
+            in_features,
+            width: c.width,
+            out_features,
+            hidden_layers: c.hidden_layers,
+            activation: SCORE_ACTIVATION,
+        };
+        let theta_net = ResidualMlp::new(store, "theta_net", shape(c.dim_theta, c.embedding), rng)?;
+        let x_net = ResidualMlp::new(store, "x_net", shape(c.dim_x, c.embedding), rng)?;
+        let head_in = 2 * c.embedding + c.time_embedding;
+        let head = ResidualMlp::new(store, "head", shape(head_in, c.dim_theta), rng)?;
+        Ok(ScoreNet {
+            config,
+            theta_net,
+            x_net,
+            head,
+        })
+    }
+
+    /// ε̂ for rows of θ_t `[rows, dim_theta]`, x `[rows, dim_x]` and e(t) `[rows, time_embedding]`.
+    pub fn forward(&self, tape: &mut Tape, store: &ParamStore, theta_t: Var, x: Var, t_emb: Var) -> Result<Var> {
+        let e_theta = self.theta_net.forward(tape, store, theta_t)?;
+        let e_x = self.x_net.forward(tape, store, x)?;
+        let h = tape.concat(&[e_theta, e_x, t_emb])?;
+        self.head.forward(tape, store, h)
+    }
+}
+
+/// One training minibatch of denoising score matching: for each row r of `batch`, a
+/// level t ~ U(0, T] and noise ε ~ N(0, I) from Philox counter (DATA, `step`, r, ·),
+/// then θ_t = √γ_t θ₀ + √(1 − γ_t) ε. Returns (θ_t, e(t), ε) as row-major buffers.
+pub fn noisy_batch(
+    theta: &[f32],
+    dim_theta: usize,
+    batch: &[u32],
+    schedule: &NoiseSchedule,
+    time_embedding: usize,
+    seed: u64,
+    step: u32,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let rows = batch.len();
+    let mut theta_t = vec![0.0; rows * dim_theta];
+    let mut eps = vec![0.0; rows * dim_theta];
+    let mut t = vec![0.0; rows];
+    for (i, &r) in batch.iter().enumerate() {
+        let mut rng = PhiloxStream::at_step(seed, streams::DATA, step, r);
+        // U(0, 1) is open at 0, so t > 0: γ_t < 1 and the target is never noise-free.
+        let level = rng.uniform() * schedule.levels as f32;
+        let gamma = schedule.gamma(level as f64);
+        let (a, b) = (gamma.sqrt() as f32, (1.0 - gamma).sqrt() as f32);
+        let e = &mut eps[i * dim_theta..(i + 1) * dim_theta];
+        rng.fill_normal(0.0, 1.0, e);
+        let theta0 = &theta[r as usize * dim_theta..(r as usize + 1) * dim_theta];
+        for ((out, &th), &ev) in theta_t[i * dim_theta..(i + 1) * dim_theta].iter_mut().zip(theta0).zip(e.iter()) {
+            *out = a * th + b * ev;
+        }
+        t[i] = level;
+    }
+    let mut t_emb = vec![0.0; rows * time_embedding];
+    sinusoidal_embedding_into(&t, time_embedding, &mut t_emb);
+    (theta_t, t_emb, eps)
+}
+
+/// Rows `batch` of a row-major `[_, cols]` buffer as a tensor.
+pub fn gather(data: &[f32], cols: usize, batch: &[u32]) -> Result<Tensor> {
+    let mut out = Vec::with_capacity(batch.len() * cols);
+    for &r in batch {
+        out.extend_from_slice(&data[r as usize * cols..(r as usize + 1) * cols]);
+    }
+    Tensor::from_vec(out, &[batch.len(), cols])
+}
+
+/// The denoising score matching loss of the rows `batch` (standardized θ and x).
+/// Training steps draw fresh noise per call (`step` counts calls); pass a fixed `step`
+/// for validation so the validation loss of every epoch sees the same noise.
+#[allow(clippy::too_many_arguments)]
+pub fn dsm_loss(
+    tape: &mut Tape,
+    store: &ParamStore,
+    net: &ScoreNet,
+    schedule: &NoiseSchedule,
+    theta: &[f32],
+    x: &[f32],
+    batch: &[u32],
+    seed: u64,
+    step: u32,
+) -> Result<Var> {
+    let c = net.config;
+    let (theta_t, t_emb, eps) = noisy_batch(theta, c.dim_theta, batch, schedule, c.time_embedding, seed, step);
+    let rows = batch.len();
+    let theta_t = tape.constant(Tensor::from_vec(theta_t, &[rows, c.dim_theta])?);
+    let t_emb = tape.constant(Tensor::from_vec(t_emb, &[rows, c.time_embedding])?);
+    let eps = tape.constant(Tensor::from_vec(eps, &[rows, c.dim_theta])?);
+    let xb = tape.constant(gather(x, c.dim_x, batch)?);
+    let eps_hat = net.forward(tape, store, theta_t, xb, t_emb)?;
+    tape.mse(eps_hat, eps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosine_schedule_runs_from_one_to_zero_monotonically() {
+        let s = NoiseSchedule { levels: 400 };
+        assert!((s.gamma(0.0) - 1.0).abs() < 1e-12);
+        assert_eq!(s.gamma(400.0), 0.0);
+        let (t, g) = s.grid(50);
+        assert_eq!(t.len(), 51);
+        assert_eq!(t[50], 400.0);
+        assert!(g.windows(2).all(|w| w[1] < w[0]), "strictly decreasing");
+        // Halfway, cos²(π/4) up to the offset: γ ≈ 0.49.
+        assert!((s.gamma(200.0) - 0.4937).abs() < 1e-3, "{}", s.gamma(200.0));
+    }
+
+    #[test]
+    fn noisy_batch_mixes_signal_and_noise_by_gamma() {
+        let s = NoiseSchedule { levels: 400 };
+        let (zeros, ones) = (vec![0.0f32; 4 * 3], vec![1.0f32; 4 * 3]);
+        let rows = [0, 1, 2, 3];
+        let (noise_only, t_emb, eps) = noisy_batch(&zeros, 3, &rows, &s, 8, 5, 0);
+        let (mixed, _, eps_again) = noisy_batch(&ones, 3, &rows, &s, 8, 5, 0);
+        assert_eq!(t_emb.len(), 4 * 8);
+        assert_eq!(eps, eps_again, "noise depends on (seed, step, row) only");
+        for r in 0..4 {
+            // θ₀ = 0 gives θ_t = b·ε and θ₀ = 1 gives a + b·ε, with a² + b² = γ + (1 − γ) = 1.
+            let b = noise_only[r * 3] / eps[r * 3];
+            let a = mixed[r * 3] - b * eps[r * 3];
+            assert!((a * a + b * b - 1.0).abs() < 1e-4, "row {r}: a {a}, b {b}");
+            for j in 1..3 {
+                assert!((noise_only[r * 3 + j] - b * eps[r * 3 + j]).abs() < 1e-5, "one γ per row");
+            }
+        }
+        let other = noisy_batch(&zeros, 3, &rows, &s, 8, 5, 1);
+        assert_ne!(other.2, eps, "another step draws new noise");
+    }
+}
