@@ -7,12 +7,14 @@
 //   TN: a_row = 1, a_col = m, b_row = n, b_col = 1      (A stored [k, m])
 // Reference: `matmul` in src/backend/cpu.rs (MatLayout in src/backend/mod.rs).
 //
-// Tiling: one workgroup of 16×16 threads computes a 64×64 tile of C; each thread holds a
-// 4×4 block of accumulators at rows ty + 16r and columns tx + 16c. The contracted axis
-// is walked in slabs of BK: a 64×BK slab of A' and a BK×64 slab of B' are staged in
-// workgroup memory (2·64·BK·4 bytes). The host rewrites the `const BK` line below from
-// the adapter's `max_compute_workgroup_storage_size` (32 when 16 KiB are available, 16
-// otherwise). Out-of-range elements are staged as 0, so edges need no special case.
+// Tiling: one workgroup of 16×16 threads computes a 64×64 tile of C; thread (tx, ty)
+// holds the 4×4 block at rows 4ty.., columns 4tx.. in four vec4 accumulators. The
+// contracted axis is walked in slabs of BK: a 64×BK slab of A' and a BK×64 slab of B'
+// are staged in workgroup memory as vec4 of 4 rows (A') or 4 columns (B'), 2·64·BK·4
+// bytes in all. The host rewrites the `const BK` line below from the adapter's
+// `max_compute_workgroup_storage_size` (32 when 16 KiB are available, 16 otherwise).
+// Out-of-range elements are staged as 0, so edges need no special case, and each C
+// element still sums q = 0, 1, ... in order.
 // Bindings: 0 params, 1 a, 2 b, 3 c. Dispatch: (⌈n/64⌉, ⌈m/64⌉, batch).
 
 struct Params {
@@ -35,9 +37,25 @@ const BK: u32 = 16u;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
-// a_tile[q · TILE + i] = A'[row0 + i, q0 + q]; b_tile[q · TILE + j] = B'[q0 + q, col0 + j].
-var<workgroup> a_tile: array<f32, 64 * BK>;
-var<workgroup> b_tile: array<f32, 64 * BK>;
+// a_tile[q·16 + g] = A'[row0 + 4g .. 4g + 3, q0 + q]; b_tile[q·16 + g] = B'[q0 + q, col0 + 4g .. 4g + 3].
+var<workgroup> a_tile: array<vec4<f32>, 16 * BK>;
+var<workgroup> b_tile: array<vec4<f32>, 16 * BK>;
+
+/// A'[i, q] of this batch, 0 outside the matrix.
+fn load_a(base: u32, i: u32, q: u32) -> f32 {
+    if (i < p.m && q < p.k) {
+        return a[base + i * p.a_row + q * p.a_col];
+    }
+    return 0.0;
+}
+
+/// B'[q, j] of this batch, 0 outside the matrix.
+fn load_b(base: u32, q: u32, j: u32) -> f32 {
+    if (q < p.k && j < p.n) {
+        return b[base + q * p.b_row + j * p.b_col];
+    }
+    return 0.0;
+}
 
 @compute @workgroup_size(16, 16, 1)
 fn matmul(
@@ -49,55 +67,49 @@ fn matmul(
     let col0 = wid.x * TILE;
     let a_base = wid.z * p.a_batch;
     let b_base = wid.z * p.b_batch;
-    var acc: array<f32, 16>;
-    for (var e = 0u; e < 16u; e++) {
-        acc[e] = 0.0;
-    }
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
     for (var q0 = 0u; q0 < p.k; q0 += BK) {
-        for (var e = t; e < TILE * BK; e += 256u) {
-            // A: consecutive threads walk q, B: consecutive threads walk j.
-            let i = e / BK;
-            let q = e % BK;
-            let gi = row0 + i;
+        for (var e = t; e < 16u * BK; e += 256u) {
+            let g = e % 16u;
+            let q = e / 16u;
+            let i = row0 + 4u * g;
+            let j = col0 + 4u * g;
             let gq = q0 + q;
-            var v = 0.0;
-            if (gi < p.m && gq < p.k) {
-                v = a[a_base + gi * p.a_row + gq * p.a_col];
-            }
-            a_tile[q * TILE + i] = v;
-            let qb = e / TILE;
-            let j = e % TILE;
-            let gj = col0 + j;
-            let gqb = q0 + qb;
-            var w = 0.0;
-            if (gqb < p.k && gj < p.n) {
-                w = b[b_base + gqb * p.b_row + gj * p.b_col];
-            }
-            b_tile[qb * TILE + j] = w;
+            a_tile[e] = vec4<f32>(
+                load_a(a_base, i, gq),
+                load_a(a_base, i + 1u, gq),
+                load_a(a_base, i + 2u, gq),
+                load_a(a_base, i + 3u, gq),
+            );
+            b_tile[e] = vec4<f32>(
+                load_b(b_base, gq, j),
+                load_b(b_base, gq, j + 1u),
+                load_b(b_base, gq, j + 2u),
+                load_b(b_base, gq, j + 3u),
+            );
         }
         workgroupBarrier();
         for (var q = 0u; q < BK; q++) {
-            var av: array<f32, 4>;
-            var bv: array<f32, 4>;
-            for (var r = 0u; r < 4u; r++) {
-                av[r] = a_tile[q * TILE + lid.y + 16u * r];
-                bv[r] = b_tile[q * TILE + lid.x + 16u * r];
-            }
-            for (var r = 0u; r < 4u; r++) {
-                for (var s = 0u; s < 4u; s++) {
-                    acc[r * 4u + s] = acc[r * 4u + s] + av[r] * bv[s];
-                }
-            }
+            let av = a_tile[q * 16u + lid.y];
+            let bv = b_tile[q * 16u + lid.x];
+            acc0 = acc0 + av.x * bv;
+            acc1 = acc1 + av.y * bv;
+            acc2 = acc2 + av.z * bv;
+            acc3 = acc3 + av.w * bv;
         }
         workgroupBarrier();
     }
     let c_base = wid.z * p.m * p.n;
+    let gi = row0 + 4u * lid.y;
+    let gj = col0 + 4u * lid.x;
+    let rows = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
     for (var r = 0u; r < 4u; r++) {
-        let gi = row0 + lid.y + 16u * r;
         for (var s = 0u; s < 4u; s++) {
-            let gj = col0 + lid.x + 16u * s;
-            if (gi < p.m && gj < p.n) {
-                c[c_base + gi * p.n + gj] = acc[r * 4u + s];
+            if (gi + r < p.m && gj + s < p.n) {
+                c[c_base + (gi + r) * p.n + gj + s] = rows[r][s];
             }
         }
     }

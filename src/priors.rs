@@ -546,8 +546,8 @@ impl Prior {
                 let mut y = vec![0.0f64; d];
                 for i in 0..d {
                     let mut s = theta[i] as f64 - g.mean[i];
-                    for j in 0..i {
-                        s -= g.chol[i * d + j] * y[j];
+                    for (j, yj) in y.iter().enumerate().take(i) {
+                        s -= g.chol[i * d + j] * yj;
                     }
                     y[i] = s / g.chol[i * d + i];
                 }
@@ -592,11 +592,11 @@ impl Prior {
         match self {
             Prior::Gaussian(g) => {
                 let d = g.mean.len();
-                for i in 0..d {
+                for (i, o) in out.iter_mut().enumerate().take(d) {
                     let s: f64 = (0..d)
                         .map(|j| g.precision[i * d + j] * (theta[j] as f64 - g.mean[j]))
                         .sum();
-                    out[i] = -s as f32;
+                    *o = -s as f32;
                 }
             }
             Prior::Uniform(_) => out.fill(0.0),
@@ -682,7 +682,7 @@ impl Prior {
         Ok(out)
     }
 
-    fn from_unconstrained_value(&self, i: usize, u: f64) -> f64 {
+    fn value_from_unconstrained(&self, i: usize, u: f64) -> f64 {
         match self {
             Prior::Gaussian(_) => u,
             Prior::Uniform(b) => b.lo[i] + (b.hi[i] - b.lo[i]) * sigmoid(u),
@@ -698,7 +698,7 @@ impl Prior {
         }
         let d = self.dim();
         for (k, v) in u.iter_mut().enumerate() {
-            *v = self.from_unconstrained_value(k % d, *v as f64) as f32;
+            *v = self.value_from_unconstrained(k % d, *v as f64) as f32;
         }
         Ok(())
     }

@@ -64,7 +64,7 @@ fn c2st_is_seeded_and_subsamples() {
     assert_eq!(a, b);
     assert_eq!(a.samples_used, (500, 500));
     assert!(
-        a.epochs.iter().all(|&e| e >= 1 && e <= 20),
+        a.epochs.iter().all(|&e| (1..=20).contains(&e)),
         "{:?}",
         a.epochs
     );

@@ -502,7 +502,7 @@ fn sbibm_reference_data_loads_and_agrees_with_the_definitions() {
         let mut mom = [[(0.0f64, 0.0f64, 0.0f64); 2]; 2];
         let h = 1e-4;
         for (c, &v) in vars.iter().enumerate() {
-            for i in 0..2 {
+            for (i, slot) in mom[c].iter_mut().enumerate() {
                 let x = r.observation[i] as f64;
                 let (mut z, mut m1, mut m2) = (0.0, 0.0, 0.0);
                 for step in 0..200_000 {
@@ -514,11 +514,12 @@ fn sbibm_reference_data_loads_and_agrees_with_the_definitions() {
                     m1 += p * t;
                     m2 += p * t * t;
                 }
-                mom[c][i] = (z, m1, m2);
+                *slot = (z, m1, m2);
             }
         }
         let w: Vec<f64> = (0..2).map(|c| 0.5 * mom[c][0].0 * mom[c][1].0).collect();
         let wsum: f64 = w.iter().sum();
+        #[allow(clippy::needless_range_loop)]
         for i in 0..2 {
             let mean: f64 = (0..2)
                 .map(|c| w[c] / wsum * mom[c][i].1 / mom[c][i].0)

@@ -105,6 +105,8 @@ pub const KERNELS: &[KernelSource] = &[
             "reduce_features_backward"
         ]
     ),
+    kernel!("sample_diffusion", ["sample_diffusion"]),
+    kernel!("sample_langevin", ["sample_langevin"]),
     kernel!("scale", ["scale"]),
     kernel!(
         "softmax",
@@ -144,6 +146,10 @@ pub const HEADERS: &[(&str, &str)] = &[
     (
         "block_reduce.cuh",
         include_str!("../../kernels/block_reduce.cuh"),
+    ),
+    (
+        "score_sampler.cuh",
+        include_str!("../../kernels/score_sampler.cuh"),
     ),
 ];
 
@@ -573,7 +579,12 @@ impl CudaBackend {
             .map_err(|e| self.err("synchronize", e))
     }
 
-    fn err(&self, op: &str, e: impl std::fmt::Display) -> Error {
+    /// The stream every launch of this backend goes to (the fused samplers launch on it).
+    pub(crate) fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    pub(crate) fn err(&self, op: &str, e: impl std::fmt::Display) -> Error {
         device_err(self.ordinal, format!("{op}: {e}"))
     }
 
@@ -620,7 +631,7 @@ impl CudaBackend {
     }
 
     /// Kernel `entry` of kernel file `file`.
-    fn function(&self, file: &'static str, entry: &'static str) -> Result<CudaFunction> {
+    pub(crate) fn function(&self, file: &'static str, entry: &'static str) -> Result<CudaFunction> {
         if let Some(f) = self
             .functions
             .lock()

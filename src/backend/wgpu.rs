@@ -374,7 +374,8 @@ impl WgpuBackend {
         self.index
     }
 
-    /// The contracted-axis slab of the matmul tile chosen from the adapter's limits.
+    /// The matmul tile as (rows of C, columns of C, contracted slab BK); BK is chosen from
+    /// the adapter's workgroup storage limit.
     pub fn matmul_tile(&self) -> (u32, u32, u32) {
         (MATMUL_TILE as u32, MATMUL_TILE as u32, self.matmul_bk)
     }

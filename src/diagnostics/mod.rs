@@ -1,5 +1,5 @@
-//! Diagnostics that compare two sample sets: the classifier two-sample test ([`c2st`],
-//! as sbibm computes it) and the squared maximum mean discrepancy ([`mmd`], Gaussian
+//! Diagnostics that compare two sample sets: the classifier two-sample test ([`mod@c2st`],
+//! as sbibm computes it) and the squared maximum mean discrepancy ([`mod@mmd`], Gaussian
 //! kernel, median-heuristic bandwidth). Both take rows of `dim` values (`[n, dim]`
 //! row-major) and validate them (whole rows, finite values, enough rows).
 

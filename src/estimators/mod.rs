@@ -1,3 +1,6 @@
 //! The estimators: networks, their losses and training, and what they need to sample.
 
 pub mod score;
+pub mod score_model;
+
+pub use score_model::{ScoreModel, ScoreModelConfig, ScoreTrainOptions, Standardization};

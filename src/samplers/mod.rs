@@ -32,6 +32,7 @@
 //! `PhiloxStream::at_step(seed, streams::SAMPLER, step, lane)`, step 0 being the initial
 //! draw, so a GPU kernel with the same seed reproduces every trajectory.
 
+pub mod cuda;
 pub mod score_plan;
 
 use rayon::prelude::*;

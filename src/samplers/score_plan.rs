@@ -103,17 +103,21 @@ fn residual(block: &Dense, h: &mut [f32], tmp: &mut [f32], rows: usize) {
 pub struct ScorePlan {
     /// Sizes.
     pub config: ScoreNetConfig,
-    theta_input: Dense,
-    theta_blocks: Vec<Dense>,
+    /// θ-MLP input layer `[width, dim_theta]`, followed by the activation.
+    pub theta_input: Dense,
+    /// θ-MLP residual blocks `[width, width]`: h ← h + act(W·h + b).
+    pub theta_blocks: Vec<Dense>,
     /// θ-MLP output folded into the head's θ columns: `[width, width]`.
-    theta_to_head: Dense,
+    pub theta_to_head: Dense,
     x_net: MlpLayers,
     /// Head's first-layer columns for e(x): `[width, embedding]`, with the head bias.
-    head_x: Dense,
+    pub head_x: Dense,
     /// Head's first-layer columns for e(t): `[width, time_embedding]`, no bias.
-    head_t: Dense,
-    head_blocks: Vec<Dense>,
-    head_output: Dense,
+    pub head_t: Dense,
+    /// Head residual blocks `[width, width]`.
+    pub head_blocks: Vec<Dense>,
+    /// Head output layer `[dim_theta, width]`, giving ε̂.
+    pub head_output: Dense,
 }
 
 /// Columns `from..to` of a row-major `[rows, cols]` matrix.

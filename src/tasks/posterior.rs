@@ -165,8 +165,8 @@ impl AnalyticPosterior {
         let d = self.dim;
         let mut m = vec![0.0; d];
         for (k, w) in self.weights().into_iter().enumerate() {
-            for i in 0..d {
-                m[i] += w * self.means[k * d + i];
+            for (mi, &ci) in m.iter_mut().zip(&self.means[k * d..(k + 1) * d]) {
+                *mi += w * ci;
             }
         }
         m

@@ -1,0 +1,311 @@
+//! A trained score-based posterior estimator: the network, the maps between θ and the
+//! network's space, the prior, and the noise schedule. Trains on (θ, x) rows, samples
+//! the posterior of n ≥ 1 iid observations, saves to and loads from a model directory.
+//!
+//! The network's space for θ is u = B⁻¹(θ) (the prior's bijection to ℝᵈ), standardized:
+//! θ̃ = (u − m_u)/s_u with training-set statistics; x̃ = (x − m_x)/s_x. The prior's score
+//! in θ̃ space is s_u ⊙ ∇_u log p_u(u), where p_u includes the bijection's log-Jacobian.
+
+use serde::{Deserialize, Serialize};
+
+use crate::autograd::ParamStore;
+use crate::error::{Error, Result};
+use crate::estimators::score::{dsm_loss, NoiseSchedule, ScoreNet, ScoreNetConfig};
+use crate::optim::AdamConfig;
+use crate::priors::Prior;
+use crate::rng::{streams, PhiloxStream};
+use crate::samplers::{self, LearnedScore, PriorScore, SamplerConfig, ScorePlan};
+use crate::train::{fit, EpochReport, TrainConfig, TrainReport};
+
+/// Per-feature affine map to zero mean and unit variance.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Standardization {
+    /// Feature means.
+    pub mean: Vec<f32>,
+    /// Feature standard deviations (never 0: constant features keep scale 1).
+    pub std: Vec<f32>,
+}
+
+impl Standardization {
+    /// Statistics of the rows of `data` `[rows, cols]`, accumulated in f64.
+    pub fn fit(data: &[f32], cols: usize) -> Self {
+        let rows = (data.len() / cols).max(1);
+        let mut mean = vec![0.0f64; cols];
+        for row in data.chunks_exact(cols) {
+            for (m, &v) in mean.iter_mut().zip(row) {
+                *m += v as f64;
+            }
+        }
+        mean.iter_mut().for_each(|m| *m /= rows as f64);
+        let mut var = vec![0.0f64; cols];
+        for row in data.chunks_exact(cols) {
+            for ((s, &v), m) in var.iter_mut().zip(row).zip(&mean) {
+                *s += (v as f64 - m).powi(2);
+            }
+        }
+        let std = var
+            .iter()
+            .map(|s| {
+                let sd = (s / rows as f64).sqrt();
+                if sd > 1e-12 && sd.is_finite() {
+                    sd as f32
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        Standardization {
+            mean: mean.iter().map(|&m| m as f32).collect(),
+            std,
+        }
+    }
+
+    /// In place: v ← (v − mean)/std, row by row.
+    pub fn apply(&self, data: &mut [f32]) {
+        for row in data.chunks_exact_mut(self.mean.len()) {
+            for ((v, m), s) in row.iter_mut().zip(&self.mean).zip(&self.std) {
+                *v = (*v - m) / s;
+            }
+        }
+    }
+
+    /// In place: v ← mean + std·v, row by row.
+    pub fn invert(&self, data: &mut [f32]) {
+        for row in data.chunks_exact_mut(self.mean.len()) {
+            for ((v, m), s) in row.iter_mut().zip(&self.mean).zip(&self.std) {
+                *v = m + s * *v;
+            }
+        }
+    }
+}
+
+/// Everything about a score model except its weights: the model file's `config.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScoreModelConfig {
+    /// Network sizes.
+    pub network: ScoreNetConfig,
+    /// Noise levels the network was trained on.
+    pub schedule: NoiseSchedule,
+    /// The prior (its bijection is implied by its kind).
+    pub prior: Prior,
+    /// Standardization of u = B⁻¹(θ).
+    pub theta_standardization: Standardization,
+    /// Standardization of x.
+    pub x_standardization: Standardization,
+    /// The task the model was trained on, if a built-in one.
+    pub task: Option<String>,
+}
+
+/// How to train a score model.
+#[derive(Clone, Debug)]
+pub struct ScoreTrainOptions {
+    /// Hidden width of every MLP.
+    pub width: usize,
+    /// Noise levels T.
+    pub levels: usize,
+    /// Minibatch loop settings (epochs, batch size, validation split, Adam, seed, ...).
+    pub train: TrainConfig,
+}
+
+impl Default for ScoreTrainOptions {
+    fn default() -> Self {
+        ScoreTrainOptions {
+            width: 128,
+            levels: 400,
+            train: TrainConfig {
+                epochs: 300,
+                batch_size: 256,
+                validation_fraction: 0.2,
+                patience: 30,
+                optimizer: AdamConfig::adam(1e-3),
+                warmup_steps: 100,
+                ..TrainConfig::default()
+            },
+        }
+    }
+}
+
+/// A trained score-based posterior estimator.
+#[derive(Clone, Debug)]
+pub struct ScoreModel {
+    /// Architecture, maps, prior and schedule.
+    pub config: ScoreModelConfig,
+    /// The network's parameters, by name.
+    pub store: ParamStore,
+    /// The network.
+    pub net: ScoreNet,
+}
+
+/// Checks that `data` holds whole rows of `cols` finite values; names the array and
+/// counts the bad rows.
+pub fn check_rows(op: &'static str, what: &str, data: &[f32], cols: usize) -> Result<usize> {
+    if cols == 0 || data.len() % cols != 0 {
+        return Err(Error::invalid(
+            op,
+            format!("{what} has {} values, not whole rows of {cols}", data.len()),
+        ));
+    }
+    let bad = data.chunks_exact(cols).filter(|r| r.iter().any(|v| !v.is_finite())).count();
+    if bad > 0 {
+        return Err(Error::invalid(
+            op,
+            format!("{what} has {bad} row(s) with NaN or infinite values"),
+        ));
+    }
+    Ok(data.len() / cols)
+}
+
+/// The prior's score in the standardized unconstrained space.
+struct StandardizedPrior<'a> {
+    prior: &'a Prior,
+    standardization: &'a Standardization,
+}
+
+impl PriorScore for StandardizedPrior<'_> {
+    fn prior_score(&self, theta: &[f32], out: &mut [f32]) {
+        let s = self.standardization;
+        // A stack buffer for u in the common low-dimensional case: this runs per sample
+        // and step.
+        let mut stack = [0.0f32; 32];
+        let mut heap = Vec::new();
+        let u: &mut [f32] = if theta.len() <= stack.len() {
+            &mut stack[..theta.len()]
+        } else {
+            heap.resize(theta.len(), 0.0);
+            &mut heap
+        };
+        for (((v, &t), m), sd) in u.iter_mut().zip(theta).zip(&s.mean).zip(&s.std) {
+            *v = m + sd * t;
+        }
+        // u is finite (the sampler's state is), so the unconstrained score is defined.
+        if self.prior.score_unconstrained_into(u, out).is_err() {
+            out.fill(0.0);
+        }
+        for (o, sd) in out.iter_mut().zip(&s.std) {
+            *o *= sd;
+        }
+    }
+}
+
+impl ScoreModel {
+    /// Trains on rows θ `[rows, dim θ]` and x `[rows, dim x]` drawn from `prior` and the
+    /// simulator. `on_epoch` sees every epoch's report.
+    pub fn train(
+        theta: &[f32],
+        x: &[f32],
+        dim_x: usize,
+        prior: Prior,
+        task: Option<String>,
+        options: &ScoreTrainOptions,
+        on_epoch: impl FnMut(&EpochReport),
+    ) -> Result<(ScoreModel, TrainReport)> {
+        let op = "ScoreModel::train";
+        let dim_theta = prior.dim();
+        let rows = check_rows(op, "theta", theta, dim_theta)?;
+        let x_rows = check_rows(op, "x", x, dim_x)?;
+        if rows != x_rows {
+            return Err(Error::invalid(op, format!("theta has {rows} rows but x has {x_rows}")));
+        }
+        let mut u = prior.to_unconstrained(theta)?;
+        let theta_standardization = Standardization::fit(&u, dim_theta);
+        theta_standardization.apply(&mut u);
+        let mut xs = x.to_vec();
+        let x_standardization = Standardization::fit(&xs, dim_x);
+        x_standardization.apply(&mut xs);
+
+        let network = ScoreNetConfig::new(dim_theta, dim_x, options.width);
+        let schedule = NoiseSchedule {
+            levels: options.levels,
+        };
+        let mut store = ParamStore::new();
+        let mut rng = PhiloxStream::new(options.train.seed, streams::INIT, 0);
+        let net = ScoreNet::new(&mut store, network, &mut rng)?;
+        let seed = options.train.seed;
+        let mut calls = 0u32;
+        let report = fit(
+            &mut store,
+            rows,
+            &options.train,
+            |tape, store, batch| {
+                // Validation (no-grad) always sees the same noise, so epochs compare.
+                let step = if tape.is_recording() {
+                    calls += 1;
+                    calls
+                } else {
+                    u32::MAX
+                };
+                dsm_loss(tape, store, &net, &schedule, &u, &xs, batch, seed, step)
+            },
+            on_epoch,
+        )?;
+        let model = ScoreModel {
+            config: ScoreModelConfig {
+                network,
+                schedule,
+                prior,
+                theta_standardization,
+                x_standardization,
+                task,
+            },
+            store,
+            net,
+        };
+        Ok((model, report))
+    }
+
+    /// The network prepared for sampling (weights copied, θ-path folded).
+    pub fn plan(&self) -> Result<ScorePlan> {
+        ScorePlan::new(&self.net, &self.store)
+    }
+
+    /// `num` draws `[num, dim θ]` from the posterior given the iid observations `obs`
+    /// `[n, dim x]`, on `levels` noise levels. `progress` hears of each finished tile.
+    pub fn sample(
+        &self,
+        obs: &[f32],
+        num: usize,
+        levels: usize,
+        sampler: &SamplerConfig,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<Vec<f32>> {
+        let plan = self.plan()?;
+        self.sample_with_plan(&plan, obs, num, levels, sampler, progress)
+    }
+
+    /// [`ScoreModel::sample`] with a plan built once by the caller.
+    pub fn sample_with_plan(
+        &self,
+        plan: &ScorePlan,
+        obs: &[f32],
+        num: usize,
+        levels: usize,
+        sampler: &SamplerConfig,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<Vec<f32>> {
+        let op = "sample";
+        let c = &self.config;
+        let n = check_rows(op, "the observations", obs, c.network.dim_x)?;
+        if n == 0 {
+            return Err(Error::invalid(op, "the observation set is empty"));
+        }
+        if levels < 2 {
+            return Err(Error::invalid(op, format!("needs at least 2 noise levels, got {levels}")));
+        }
+        let mut x = obs.to_vec();
+        c.x_standardization.apply(&mut x);
+        let (t, gammas) = c.schedule.grid(levels);
+        let score = LearnedScore {
+            plan,
+            conditioning: plan.condition(&x, &t)?,
+            gammas: gammas.clone(),
+        };
+        let prior = StandardizedPrior {
+            prior: &c.prior,
+            standardization: &c.theta_standardization,
+        };
+        let mut draws = samplers::sample(&score, &prior, &gammas, num, sampler, progress)?;
+        c.theta_standardization.invert(&mut draws);
+        c.prior.from_unconstrained_in_place(&mut draws)?;
+        Ok(draws)
+    }
+}

@@ -1,0 +1,412 @@
+//! The fused CUDA samplers (contract 4): Algorithms 1 and 2, the optional corrector
+//! included, for a [`ScorePlan`], each as one kernel launch that runs every sample's whole
+//! chain: `kernels/sample_diffusion.cu` and `kernels/sample_langevin.cu` (shared code in
+//! `kernels/score_sampler.cuh`, whose top comment gives the block shape, the shared-memory
+//! layout and the tables this file uploads).
+//!
+//! * **Same draws as the CPU.** [`sample_cuda`] computes what [`super::sample`] computes
+//!   with a [`super::LearnedScore`] for the same plan, conditioning, grid and
+//!   [`SamplerConfig`]: the same Philox stream (sample `lane` at chain step `step` reads
+//!   counter `(streams::SAMPLER, step, lane, block)` under the seed), the same step order,
+//!   the per-level constants computed here by the CPU's own expressions, the Algorithm 2
+//!   mean in f64 and the corrector's group means in f64 in lane order. Only the dot
+//!   products of the dense layers sum in another order than the CPU's sgemm, so the draws
+//!   agree to f32 rounding propagated along the chain, not bit for bit
+//!   (`tests/cuda_samplers.rs` states the tolerance and why).
+//! * **Tiles.** A block owns [`GPU_TILE`] = 64 consecutive lanes (two corrector groups).
+//!   The draws do not depend on the tile (corrector groups are fixed by lane), so
+//!   `config.tile` is not used here.
+//! * **Prior.** The kernels evaluate ∇log p(θ) themselves; only the standard normal prior
+//!   of the sampler's space (∇log p(θ) = −θ) is implemented. The prior is passed
+//!   explicitly as a [`GpuPrior`] so that a model with another prior gets an error, never
+//!   draws from the wrong posterior.
+//! * **Sizes.** Width and dim θ up to [`MAX_WIDTH`]; the shared memory a block needs
+//!   ([`shared_bytes`], about 87 KiB at width 128) must fit the device's opt-in limit.
+//!
+//! No device, no driver or no NVRTC is an error, never a CPU fallback.
+
+use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
+use cudarc::driver::{LaunchConfig, PushKernelArg};
+
+use super::{Algorithm, Conditioning, SamplerConfig, ScorePlan};
+use crate::backend::cuda::CudaBackend;
+use crate::error::{Error, Result};
+
+/// Samples per thread block.
+pub const GPU_TILE: usize = 64;
+/// Threads per block (SAMPLER_THREADS in `kernels/score_sampler.cuh`).
+const THREADS: u32 = 256;
+/// Input rows of a weight slab in shared memory (SAMPLER_KC).
+const SLAB_ROWS: usize = 32;
+/// Lane groups per tile (SAMPLER_GROUPS).
+const GROUPS: usize = GPU_TILE / super::CORRECTOR_GROUP;
+/// Largest width (and dim θ) the kernels handle: 8 columns of 32 per thread.
+pub const MAX_WIDTH: usize = 256;
+/// Entries per level in the level tables.
+const LEVEL_STRIDE: usize = 8;
+
+/// The prior whose score the GPU samplers add (the composed score's
+/// `(1 − n)(S − k)/S · ∇log p(θ)` term).
+#[derive(Clone, Debug, PartialEq)]
+pub enum GpuPrior {
+    /// N(0, I) in the sampler's (standardized, unconstrained) space: ∇log p(θ) = −θ.
+    StandardNormal,
+    /// Any other prior, by name: not yet implemented on the GPU, so [`sample_cuda`]
+    /// refuses it with an error.
+    Other(String),
+}
+
+/// Columns per thread for `out` outputs (`sampler_nc` in the header).
+fn columns_per_thread(out: usize) -> usize {
+    match out.div_ceil(32) {
+        0 | 1 => 1,
+        2 => 2,
+        3 | 4 => 4,
+        _ => 8,
+    }
+}
+
+/// Bytes of dynamic shared memory one block needs for dim θ `d` and width `w`
+/// (`sampler_smem_floats` in the header, times 4).
+pub fn shared_bytes(d: usize, w: usize) -> usize {
+    let floats = 2 * GPU_TILE
+        + 2 * GPU_TILE * w
+        + SLAB_ROWS * 32 * columns_per_thread(w.max(d))
+        + 2 * GPU_TILE * d
+        + 2 * GROUPS;
+    4 * floats
+}
+
+/// Network passes (one [`ScorePlan::eps_hat`] per sample) of one draw on a grid of
+/// `levels` levels (`gammas.len() − 1`): `L` per predictor level (1 for Algorithm 2) over
+/// levels S − 1 … 1, plus `steps` per corrected level. FLOPs per draw are
+/// `2 · plan.macs_per_step(n) · passes_per_draw(..)`.
+pub fn passes_per_draw(levels: usize, config: &SamplerConfig) -> usize {
+    let predictor = match config.algorithm {
+        Algorithm::Diffusion => 1,
+        Algorithm::Langevin { steps_per_level } => steps_per_level,
+    };
+    let predicted = levels.saturating_sub(1);
+    predicted * predictor + predicted.min(config.corrector.levels) * config.corrector.steps
+}
+
+fn to_i32(v: usize, what: &str) -> Result<i32> {
+    i32::try_from(v)
+        .map_err(|_| Error::invalid("sample_cuda", format!("{what} = {v} exceeds 2^31 - 1")))
+}
+
+/// The plan's layers as transposed weights (`[in, out]`) and biases in one buffer, and the
+/// layer table of `kernels/score_sampler.cuh` (offsets of weight and bias per layer).
+fn pack_weights(plan: &ScorePlan) -> Result<(Vec<f32>, Vec<i32>)> {
+    let (d, w) = (plan.config.dim_theta, plan.config.width);
+    let mut layers = vec![(&plan.theta_input, d, w)];
+    layers.extend(plan.theta_blocks.iter().map(|b| (b, w, w)));
+    layers.push((&plan.theta_to_head, w, w));
+    layers.extend(plan.head_blocks.iter().map(|b| (b, w, w)));
+    layers.push((&plan.head_output, w, d));
+    let mut params = Vec::new();
+    let mut offsets = Vec::new();
+    for (i, (layer, fan_in, fan_out)) in layers.into_iter().enumerate() {
+        if layer.in_features != fan_in
+            || layer.out_features != fan_out
+            || layer.weight.len() != fan_in * fan_out
+            || layer.bias.len() != fan_out
+        {
+            return Err(Error::invalid(
+                "sample_cuda",
+                format!(
+                    "layer {i} of the plan is {}→{} with {} weights and {} biases, expected {fan_in}→{fan_out}",
+                    layer.in_features,
+                    layer.out_features,
+                    layer.weight.len(),
+                    layer.bias.len()
+                ),
+            ));
+        }
+        offsets.push(to_i32(params.len(), "parameter offset")?);
+        for k in 0..fan_in {
+            params.extend((0..fan_out).map(|o| layer.weight[o * fan_in + k]));
+        }
+        offsets.push(to_i32(params.len(), "parameter offset")?);
+        params.extend_from_slice(&layer.bias);
+    }
+    Ok((params, offsets))
+}
+
+/// The per-level tables of the header (`level_f`, `level_d`), computed with `run_tile`'s
+/// own expressions so both sides use the same constants bit for bit.
+fn level_tables(gammas: &[f64], n: usize, algorithm: Algorithm) -> (Vec<f32>, Vec<f64>) {
+    let levels = gammas.len() - 1;
+    let nf = n as f64;
+    let mut lf = vec![0.0f32; (levels + 1) * LEVEL_STRIDE];
+    let mut ld = vec![0.0f64; (levels + 1) * LEVEL_STRIDE];
+    for k in 1..levels {
+        let alpha = gammas[k] / gammas[k - 1];
+        let w = (1.0 - nf) * (levels - k) as f64 / levels as f64;
+        let f = &mut lf[k * LEVEL_STRIDE..(k + 1) * LEVEL_STRIDE];
+        // LearnedScore::scores: s_ψ = ε̂ · (−1/√(1 − γ_k)), the division in f32.
+        f[0] = -1.0 / (1.0 - gammas[k]).sqrt() as f32;
+        f[1] = w as f32;
+        let dd = &mut ld[k * LEVEL_STRIDE..(k + 1) * LEVEL_STRIDE];
+        match algorithm {
+            Algorithm::Diffusion => {
+                let denom = nf - alpha * (nf - 1.0);
+                let var = (1.0 - alpha) / denom;
+                let sqrt_alpha = alpha.sqrt();
+                f[2] = var.sqrt() as f32;
+                dd[0] = sqrt_alpha;
+                dd[1] = 1.0 - alpha;
+                dd[2] = (nf - 1.0) * sqrt_alpha;
+                dd[3] = denom;
+                dd[4] = var * w;
+            }
+            Algorithm::Langevin { .. } => {
+                let delta = 0.05 * (1.0 - alpha) / alpha.sqrt();
+                f[2] = (delta / 2.0) as f32;
+                f[3] = delta.sqrt() as f32;
+            }
+        }
+    }
+    (lf, ld)
+}
+
+/// Checks what [`super::sample`] checks, plus the GPU path's own limits.
+fn validate(
+    plan: &ScorePlan,
+    cond: &Conditioning,
+    gammas: &[f64],
+    prior: &GpuPrior,
+    config: &SamplerConfig,
+) -> Result<()> {
+    let op = "sample_cuda";
+    if let GpuPrior::Other(name) = prior {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "the GPU samplers support only the standard normal prior (score −θ in the sampler's space), not {name}; sample on the CPU"
+            ),
+        ));
+    }
+    let levels = gammas.len().saturating_sub(1);
+    if levels < 2 {
+        return Err(Error::invalid(
+            op,
+            format!("needs at least 2 noise levels, got {levels}"),
+        ));
+    }
+    if gammas[0] != 1.0 || gammas[levels] != 0.0 || gammas.windows(2).any(|w| w[1] >= w[0]) {
+        return Err(Error::invalid(
+            op,
+            "levels must decrease strictly from γ_0 = 1 to γ_S = 0",
+        ));
+    }
+    if cond.observations == 0 {
+        return Err(Error::invalid(op, "the observation set is empty"));
+    }
+    if !(config.corrector.snr > 0.0 && config.corrector.snr.is_finite()) {
+        return Err(Error::invalid(op, "the corrector's snr must be positive"));
+    }
+    if let Algorithm::Langevin { steps_per_level: 0 } = config.algorithm {
+        return Err(Error::invalid(
+            op,
+            "Langevin needs at least one step per level",
+        ));
+    }
+    let (d, w) = (plan.config.dim_theta, plan.config.width);
+    if d == 0 || w == 0 || d > MAX_WIDTH || w > MAX_WIDTH {
+        return Err(Error::invalid(
+            op,
+            format!("the GPU samplers handle width and dim θ in 1..={MAX_WIDTH}, got width {w}, dim θ {d}"),
+        ));
+    }
+    if cond.x_part.len() != cond.observations * w {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "conditioning x part holds {} values, expected n·width = {}",
+                cond.x_part.len(),
+                cond.observations * w
+            ),
+        ));
+    }
+    if cond.t_part.len() != (levels + 1) * w {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "conditioning t part holds {} values, expected (levels + 1)·width = {} for {} γ's",
+                cond.t_part.len(),
+                (levels + 1) * w,
+                gammas.len()
+            ),
+        ));
+    }
+    let steps = 1 + passes_per_draw(levels, config) as u64;
+    if steps > u32::MAX as u64 {
+        return Err(Error::invalid(
+            op,
+            format!("{steps} chain steps overflow the Philox step word"),
+        ));
+    }
+    Ok(())
+}
+
+/// Draws `num` samples `[num, dim θ]` of the composed posterior on the grid `gammas`
+/// (γ_0 = 1 > … > γ_S = 0) on CUDA device `ordinal`, one launch for all chains: the same
+/// draws as [`super::sample`] with `LearnedScore { plan, conditioning: cond, gammas }`
+/// and a prior whose score is `prior`, up to f32 rounding (module docs).
+///
+/// Errors (never panics, never falls back to the CPU) when there is no driver, no device
+/// `ordinal`, no NVRTC to compile the kernels, a prior other than
+/// [`GpuPrior::StandardNormal`], sizes past [`MAX_WIDTH`] or the device's shared memory,
+/// or the CPU sampler's own input errors.
+pub fn sample_cuda(
+    ordinal: usize,
+    plan: &ScorePlan,
+    cond: &Conditioning,
+    gammas: &[f64],
+    prior: &GpuPrior,
+    num: usize,
+    config: &SamplerConfig,
+) -> Result<Vec<f32>> {
+    let op = "sample_cuda";
+    validate(plan, cond, gammas, prior, config)?;
+    let (d, w, n) = (plan.config.dim_theta, plan.config.width, cond.observations);
+    let levels = gammas.len() - 1;
+    to_i32(num * d, "draws × dim θ")?;
+    let gpu = CudaBackend::shared(ordinal)?;
+    if num == 0 {
+        return Ok(Vec::new());
+    }
+    let (file, entry) = match config.algorithm {
+        Algorithm::Diffusion => ("sample_diffusion", "sample_diffusion"),
+        Algorithm::Langevin { .. } => ("sample_langevin", "sample_langevin"),
+    };
+    let f = gpu.function(file, entry)?;
+    let stream = gpu.stream();
+    let ctx = stream.context();
+    let smem = shared_bytes(d, w);
+    let limit = ctx
+        .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+        .map_err(|e| gpu.err(op, e))?;
+    if smem > limit.max(0) as usize {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "width {w} and dim θ {d} need {smem} bytes of shared memory per block; this device allows {limit}"
+            ),
+        ));
+    }
+    ctx.bind_to_thread().map_err(|e| gpu.err(op, e))?;
+    f.set_attribute(
+        CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+        smem as i32,
+    )
+    .map_err(|e| {
+        gpu.err(
+            &format!("{entry}: opting in to {smem} bytes of shared memory"),
+            e,
+        )
+    })?;
+
+    let (params, offsets) = pack_weights(plan)?;
+    let (level_f, level_d) = level_tables(gammas, n, config.algorithm);
+    let up = |e| gpu.err(&format!("{op}: upload"), e);
+    let params_d = stream.clone_htod(&params).map_err(up)?;
+    let offsets_d = stream.clone_htod(&offsets).map_err(up)?;
+    let x_part = stream.clone_htod(&cond.x_part).map_err(up)?;
+    let t_part = stream.clone_htod(&cond.t_part).map_err(up)?;
+    let level_f_d = stream.clone_htod(&level_f).map_err(up)?;
+    let level_d_d = stream.clone_htod(&level_d).map_err(up)?;
+    // NaN, so that a draw the kernel fails to write cannot pass for a sample.
+    let out = stream.clone_htod(&vec![f32::NAN; num * d]).map_err(up)?;
+
+    let nbt = to_i32(plan.theta_blocks.len(), "θ blocks")?;
+    let nbh = to_i32(plan.head_blocks.len(), "head blocks")?;
+    let (d_i, w_i, n_i) = (
+        to_i32(d, "dim θ")?,
+        to_i32(w, "width")?,
+        to_i32(n, "observations")?,
+    );
+    let levels_i = to_i32(levels, "levels")?;
+    let num_i = to_i32(num, "draws")?;
+    let (seed_lo, seed_hi) = (config.seed as u32, (config.seed >> 32) as u32);
+    let init_std = (1.0 / n as f64).sqrt() as f32;
+    let corrector_steps = to_i32(config.corrector.steps, "corrector steps")?;
+    let corrector_levels = config.corrector.levels.min(levels) as i32;
+    let snr2 = (config.corrector.snr as f64).powi(2);
+    let corrector_numer = 2.0 * snr2 * d as f64;
+    let steps_per_level = match config.algorithm {
+        Algorithm::Diffusion => 0,
+        Algorithm::Langevin { steps_per_level } => to_i32(steps_per_level, "steps per level")?,
+    };
+    let blocks = u32::try_from(num.div_ceil(GPU_TILE))
+        .map_err(|_| Error::invalid(op, format!("{num} draws need too many thread blocks")))?;
+    let cfg = LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: smem as u32,
+    };
+    let mut l = stream.launch_builder(&f);
+    l.arg(&out)
+        .arg(&params_d)
+        .arg(&offsets_d)
+        .arg(&nbt)
+        .arg(&nbh)
+        .arg(&d_i)
+        .arg(&w_i)
+        .arg(&x_part)
+        .arg(&n_i)
+        .arg(&t_part)
+        .arg(&level_f_d)
+        .arg(&level_d_d)
+        .arg(&levels_i)
+        .arg(&num_i)
+        .arg(&seed_lo)
+        .arg(&seed_hi)
+        .arg(&init_std)
+        .arg(&corrector_steps)
+        .arg(&corrector_levels)
+        .arg(&corrector_numer);
+    if let Algorithm::Langevin { .. } = config.algorithm {
+        l.arg(&steps_per_level);
+    }
+    // SAFETY: the argument list matches the kernel's signature in kernels/sample_*.cu;
+    // `out` holds num·d floats, the kernel writes only lanes < num; params/offsets hold the
+    // layer table pack_weights built for nbt/nbh blocks of these sizes; x_part is [n, w],
+    // t_part [levels + 1, w] (validated), the level tables (levels + 1)·8 entries; the
+    // dynamic shared memory is the size sampler_smem_floats computes, opted in above.
+    unsafe { l.launch(cfg) }.map_err(|e| gpu.err(entry, e))?;
+    let draws = stream
+        .clone_dtoh(&out)
+        .map_err(|e| gpu.err(&format!("{op}: download"), e))?;
+    stream.synchronize().map_err(|e| gpu.err(entry, e))?;
+    Ok(draws)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_memory_of_gaussian10_fits_two_blocks_per_h100_sm() {
+        let bytes = shared_bytes(10, 128);
+        assert_eq!(
+            bytes,
+            4 * (128 + 2 * 64 * 128 + 32 * 32 * 4 + 2 * 64 * 10 + 4)
+        );
+        assert!(bytes < 113 * 1024, "{bytes}");
+    }
+
+    #[test]
+    fn passes_count_predictor_and_corrector_steps() {
+        let mut config = SamplerConfig::default();
+        assert_eq!(passes_per_draw(400, &config), 399);
+        config.algorithm = Algorithm::Langevin { steps_per_level: 5 };
+        config.corrector = super::super::Corrector {
+            steps: 2,
+            levels: 3,
+            snr: 0.1,
+        };
+        assert_eq!(passes_per_draw(10, &config), 9 * 5 + 3 * 2);
+    }
+}
