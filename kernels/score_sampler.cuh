@@ -93,7 +93,7 @@ __device__ __host__ __forceinline__ int sampler_nc(int out) {
 ///   EPI_SCORE     s = (acc + b)·scale; out[r, o] = first ? s : out[r, o] + s
 /// Called by every thread of the block; starts and ends with a barrier.
 template <int NC, int EPI>
-__device__ void sampler_dense(const float* __restrict__ wt, const float* __restrict__ bias,
+__device__ __noinline__ void sampler_dense(const float* __restrict__ wt, const float* __restrict__ bias,
                               int k_in, int n_out, const float* in, int ld_in, float* out,
                               int ld_out, float* slab, float scale, bool first) {
     const int tid = threadIdx.x;
@@ -189,7 +189,7 @@ __device__ __forceinline__ const float* sampler_b(const SamplerNet& net, int lay
 /// (ScorePlan::eps_hat, LearnedScore::scores and the Σ_j of TileState::evaluate): the θ
 /// path once per sample, the head's blocks and output once per (sample, observation),
 /// observations summed in order j = 0, 1, ….
-__device__ void sampler_evaluate(const SamplerNet& net, const float* x_part, int n_obs,
+__device__ __noinline__ void sampler_evaluate(const SamplerNet& net, const float* x_part, int n_obs,
                                  const float* t_part, int level, float scale,
                                  const float* theta, float* h, float* tp, float* sum_s,
                                  float* slab) {
@@ -238,7 +238,7 @@ __device__ __forceinline__ void sampler_noise4(uint2 key, unsigned int step, uns
 }
 
 /// The initial draw θ ~ N(0, I/n) at step 0: θ = z·init_std.
-__device__ void sampler_init(float* theta, int d, uint2 key, unsigned int first_lane,
+__device__ __noinline__ void sampler_init(float* theta, int d, uint2 key, unsigned int first_lane,
                              float init_std) {
     const int nb = (d + 3) / 4;
     for (int idx = threadIdx.x; idx < SAMPLER_TILE * nb; idx += SAMPLER_THREADS) {
@@ -264,7 +264,7 @@ __device__ __forceinline__ float sampler_prior(float w_f, float th) {
 /// langevin_move: θ ← θ + a·s + b·z, s = Σ_j s_j + w·∇log p(θ), z the row's normals at
 /// `step`; (a, b) = (a_all, b_all), or the row's lane group's coefficients when `group` is
 /// not null.
-__device__ void sampler_langevin_move(float* theta, const float* sum_s, int d, float w_f,
+__device__ __noinline__ void sampler_langevin_move(float* theta, const float* sum_s, int d, float w_f,
                                       uint2 key, unsigned int step, unsigned int first_lane,
                                       const float* group, float a_all, float b_all) {
     const int nb = (d + 3) / 4;
@@ -292,7 +292,7 @@ __device__ void sampler_langevin_move(float* theta, const float* sum_s, int d, f
 /// then for each lane group of SAMPLER_GROUP rows the mean over its rows that are samples
 /// (lane < num), ε = numer/max(mean, DBL_MIN) with numer = 2r²d, and
 /// group[2g] = ε as f32, group[2g + 1] = √(2ε) as f32 (run_tile's corrector).
-__device__ void sampler_corrector_coefficients(const float* theta, const float* sum_s, int d,
+__device__ __noinline__ void sampler_corrector_coefficients(const float* theta, const float* sum_s, int d,
                                                float w_f, unsigned int first_lane, int num,
                                                double numer, double* norm2, float* group) {
     for (int r = threadIdx.x; r < SAMPLER_TILE; r += SAMPLER_THREADS) {

@@ -309,3 +309,36 @@ impl ScoreModel {
         Ok(draws)
     }
 }
+
+/// The `kind` of a score model directory.
+pub const SCORE_MODEL_KIND: &str = "score";
+
+impl ScoreModel {
+    /// Writes the model directory `dir` (replacing a model already there).
+    pub fn save(&self, dir: &std::path::Path) -> Result<()> {
+        crate::io::model::save_model(dir, SCORE_MODEL_KIND, &self.config, &self.store)
+    }
+
+    /// Reads a model directory written by [`ScoreModel::save`].
+    pub fn load(dir: &std::path::Path) -> Result<ScoreModel> {
+        let mut loaded = crate::io::model::load_model::<ScoreModelConfig>(dir, SCORE_MODEL_KIND)?;
+        let config = loaded.config.clone();
+        let mut store = ParamStore::new();
+        // The initial values are overwritten; the seed only fixes the architecture's shapes.
+        let mut rng = PhiloxStream::new(0, streams::INIT, 0);
+        let net = ScoreNet::new(&mut store, config.network, &mut rng)?;
+        loaded.fill(&mut store)?;
+        if config.prior.dim() != config.network.dim_theta {
+            return Err(Error::invalid(
+                "ScoreModel::load",
+                format!(
+                    "{}: the prior has dimension {} but the network's θ has {}",
+                    dir.display(),
+                    config.prior.dim(),
+                    config.network.dim_theta
+                ),
+            ));
+        }
+        Ok(ScoreModel { config, store, net })
+    }
+}

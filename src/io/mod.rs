@@ -2,6 +2,7 @@
 //! JSON config). Every write goes to a temporary name in the target's folder and is
 //! renamed into place, so a reader never sees half a file (contract 7).
 
+pub mod model;
 pub mod npy;
 
 use std::io::Write;

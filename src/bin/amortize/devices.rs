@@ -1,41 +1,8 @@
-//! The `amortize` command-line tool.
-
-use std::process::ExitCode;
-
-use clap::{Parser, Subcommand};
+//! `amortize devices`: every backend this machine has, with a matmul parity check.
 
 use amortize::backend::{self, MatLayout};
 use amortize::rng::{streams, PhiloxStream};
 use amortize::{devices, ops, Device, Result, Tensor};
-
-/// Amortized simulation-based inference on hand-written CPU, CUDA and WGSL kernels.
-#[derive(Parser)]
-#[command(name = "amortize", version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// List the CPU, CUDA devices and wgpu adapters, and check a matmul on each backend
-    /// against the CPU reference.
-    Devices,
-}
-
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Devices => run_devices(),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
 
 /// Shapes of the parity matmul: small enough to be instant, odd enough to hit every
 /// edge of a tiled kernel.
@@ -43,11 +10,11 @@ const PARITY_M: usize = 67;
 const PARITY_K: usize = 45;
 const PARITY_N: usize = 33;
 
-fn run_devices() -> Result<()> {
+/// Lists the CPU, NVRTC, CUDA devices and wgpu adapters; checks a matmul on each.
+pub fn run() -> Result<()> {
     println!(
-        "cpu        {} (rayon threads: {})",
-        backend::for_device(Device::Cpu)?.describe(),
-        rayon::current_num_threads()
+        "cpu        {}",
+        backend::for_device(Device::Cpu)?.describe()
     );
     let (a, b) = parity_operands()?;
     let reference = naive_matmul_f64(&a.to_vec()?, &b.to_vec()?);

@@ -1,0 +1,109 @@
+//! `amortize train`: a score-based posterior estimator from simulated pairs.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use amortize::estimators::{ScoreModel, ScoreTrainOptions};
+use amortize::io::npy::read_npy_matrix;
+use amortize::priors::Prior;
+use amortize::tasks::Task;
+use amortize::{Error, Result};
+
+use crate::progress;
+
+/// Arguments of `amortize train`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Directory with theta.npy [N, dim θ] and x.npy [N, dim x].
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Built-in task whose prior the data was drawn from.
+    #[arg(long, required_unless_present = "prior")]
+    pub task: Option<String>,
+    /// A prior spec (JSON) instead of a task's prior.
+    #[arg(long)]
+    pub prior: Option<PathBuf>,
+    /// Output model directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Most epochs (training stops earlier when the validation loss stops improving).
+    #[arg(long, default_value_t = 150)]
+    pub epochs: usize,
+    /// Minibatch size.
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Peak learning rate of Adam's cosine schedule.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f32,
+    /// Seeds the initialization, the split, the shuffles and the noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Hidden width of the three MLPs.
+    #[arg(long, default_value_t = 64)]
+    pub width: usize,
+    /// Noise levels T of the schedule.
+    #[arg(long, default_value_t = 400)]
+    pub levels: usize,
+}
+
+impl Args {
+    /// The training options these arguments ask for.
+    pub fn options(&self) -> ScoreTrainOptions {
+        let mut options = ScoreTrainOptions {
+            width: self.width,
+            levels: self.levels,
+            ..ScoreTrainOptions::default()
+        };
+        options.train.epochs = self.epochs;
+        options.train.batch_size = self.batch_size;
+        options.train.optimizer.lr = self.lr;
+        options.train.seed = self.seed;
+        options
+    }
+}
+
+/// Reads the data, trains with a progress bar, writes the model.
+pub fn run(args: &Args) -> Result<()> {
+    let (prior, task_name) = match (&args.prior, &args.task) {
+        (Some(path), _) => (Prior::from_json_file(path)?, args.task.clone()),
+        (None, Some(name)) => {
+            let task = Task::by_name(name)?;
+            (task.prior(), Some(task.name().to_string()))
+        }
+        (None, None) => return Err(Error::invalid("train", "give --task or --prior")),
+    };
+    let (theta, rows, _) = read_npy_matrix(args.data.join("theta.npy"), Some(prior.dim()))?;
+    let (x, x_rows, dim_x) = read_npy_matrix(args.data.join("x.npy"), None)?;
+    if rows != x_rows {
+        return Err(Error::invalid(
+            "train",
+            format!("theta.npy has {rows} rows but x.npy has {x_rows}"),
+        ));
+    }
+    if let Some(task) = task_name.as_deref().map(Task::by_name).transpose()? {
+        if dim_x != task.dim_x() {
+            return Err(Error::invalid(
+                "train",
+                format!("x.npy has {dim_x} columns, task {task} has dim x = {}", task.dim_x()),
+            ));
+        }
+    }
+    let options = args.options();
+    let bar = progress::bar(options.train.epochs as u64, "epochs");
+    let start = Instant::now();
+    let (model, report) = ScoreModel::train(&theta, &x, dim_x, prior, task_name, &options, |e| {
+        progress::report_epoch(&bar, e)
+    })?;
+    bar.finish_and_clear();
+    model.save(&args.out)?;
+    println!(
+        "trained on {rows} simulations in {:.1} s ({} epochs{}, best validation loss {:.4} at epoch {}); model written to {}",
+        start.elapsed().as_secs_f64(),
+        report.history.len(),
+        if report.stopped_early { ", stopped early" } else { "" },
+        report.best_loss,
+        report.best_epoch,
+        args.out.display()
+    );
+    Ok(())
+}

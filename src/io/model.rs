@@ -1,0 +1,210 @@
+//! Model directories (contract 6): `weights.safetensors` (every parameter of the store,
+//! f32, keyed by its name) beside `config.json` (`{"format": ..., "format_version": ...,
+//! "kind": ..., "config": {...}}`).
+//!
+//! A directory is written whole or not at all: both files go into a temporary sibling
+//! directory that is then renamed into place (an existing model there is replaced).
+//! Loading checks the format version and that every parameter the architecture expects
+//! is present with its shape, and names what is wrong.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::autograd::ParamStore;
+use crate::error::{Error, Result};
+use crate::io::write_atomic;
+use crate::tensor::Tensor;
+
+/// The `format` field of every amortize model's `config.json`.
+pub const FORMAT: &str = "amortize-model";
+/// The version of the model directory layout this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// Weights file inside a model directory.
+pub const WEIGHTS_FILE: &str = "weights.safetensors";
+/// Config file inside a model directory.
+pub const CONFIG_FILE: &str = "config.json";
+
+#[derive(Serialize, Deserialize)]
+struct Envelope<C> {
+    format: String,
+    format_version: u32,
+    kind: String,
+    config: C,
+}
+
+#[derive(Deserialize)]
+struct Header {
+    format: Option<String>,
+    format_version: Option<u32>,
+    kind: Option<String>,
+}
+
+fn io_error(path: &Path, msg: impl Into<String>) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, msg.into()),
+    }
+}
+
+fn with_path(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes a model of `kind` with `config` and the parameters of `store` to `dir`.
+pub fn save_model<C: Serialize>(dir: &Path, kind: &str, config: &C, store: &ParamStore) -> Result<()> {
+    let envelope = Envelope {
+        format: FORMAT.to_string(),
+        format_version: FORMAT_VERSION,
+        kind: kind.to_string(),
+        config,
+    };
+    let json = serde_json::to_string_pretty(&envelope)
+        .map_err(|e| Error::invalid("save_model", format!("cannot serialize the config: {e}")))?;
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = store
+        .iter()
+        .map(|(_, name, t)| {
+            let data = t.to_vec()?;
+            Ok((name.to_string(), t.shape().to_vec(), bytemuck::cast_slice(&data).to_vec()))
+        })
+        .collect::<Result<_>>()?;
+    let views = tensors
+        .iter()
+        .map(|(name, shape, bytes)| {
+            TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| Error::invalid("save_model", format!("{name}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let weights = safetensors::serialize(views, None)
+        .map_err(|e| Error::invalid("save_model", format!("cannot serialize the weights: {e}")))?;
+
+    let staging = staging_dir(dir);
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).map_err(with_path(&staging))?;
+    let written = (|| {
+        write_atomic(staging.join(WEIGHTS_FILE), &weights)?;
+        write_atomic(staging.join(CONFIG_FILE), json.as_bytes())?;
+        replace_dir(&staging, dir)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    written
+}
+
+/// `DIR.tmp-<pid>` beside `dir`.
+fn staging_dir(dir: &Path) -> PathBuf {
+    let mut name = dir.as_os_str().to_owned();
+    name.push(format!(".tmp-{}", std::process::id()));
+    PathBuf::from(name)
+}
+
+/// Moves `staging` to `dir`, replacing a previous model there.
+fn replace_dir(staging: &Path, dir: &Path) -> Result<()> {
+    if dir.exists() {
+        if !dir.join(CONFIG_FILE).exists() && dir.read_dir().map_err(with_path(dir))?.next().is_some() {
+            return Err(io_error(
+                dir,
+                "exists and is not a model directory; refusing to replace it",
+            ));
+        }
+        let mut old = dir.as_os_str().to_owned();
+        old.push(format!(".old-{}", std::process::id()));
+        let old = PathBuf::from(old);
+        std::fs::rename(dir, &old).map_err(with_path(dir))?;
+        std::fs::rename(staging, dir).map_err(with_path(dir))?;
+        let _ = std::fs::remove_dir_all(&old);
+    } else {
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(with_path(parent))?;
+        }
+        std::fs::rename(staging, dir).map_err(with_path(dir))?;
+    }
+    Ok(())
+}
+
+/// A loaded model directory: its config and its tensors by name.
+pub struct LoadedModel<C> {
+    /// The `config` object of `config.json`.
+    pub config: C,
+    tensors: HashMap<String, Tensor>,
+    path: PathBuf,
+}
+
+/// Reads a model directory of `kind`, checking the format and version.
+pub fn load_model<C: DeserializeOwned>(dir: &Path, kind: &str) -> Result<LoadedModel<C>> {
+    let config_path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&config_path).map_err(with_path(&config_path))?;
+    let header: Header = serde_json::from_str(&text).map_err(|e| io_error(&config_path, format!("not JSON: {e}")))?;
+    if header.format.as_deref() != Some(FORMAT) {
+        return Err(io_error(&config_path, format!("not an amortize model (format {:?})", header.format)));
+    }
+    match header.format_version {
+        Some(FORMAT_VERSION) => {}
+        other => {
+            return Err(io_error(
+                &config_path,
+                format!("model format version {other:?}, but this build reads version {FORMAT_VERSION}"),
+            ))
+        }
+    }
+    if header.kind.as_deref() != Some(kind) {
+        return Err(io_error(&config_path, format!("a {:?} model, expected {kind:?}", header.kind)));
+    }
+    let envelope: Envelope<C> =
+        serde_json::from_str(&text).map_err(|e| io_error(&config_path, format!("invalid config: {e}")))?;
+
+    let weights_path = dir.join(WEIGHTS_FILE);
+    let bytes = std::fs::read(&weights_path).map_err(with_path(&weights_path))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| io_error(&weights_path, format!("not safetensors: {e}")))?;
+    let mut tensors = HashMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != Dtype::F32 {
+            return Err(io_error(&weights_path, format!("{name} is {:?}, expected F32", view.dtype())));
+        }
+        let data: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        tensors.insert(name.to_string(), Tensor::from_vec(data, view.shape())?);
+    }
+    Ok(LoadedModel {
+        config: envelope.config,
+        tensors,
+        path: weights_path,
+    })
+}
+
+impl<C> LoadedModel<C> {
+    /// Overwrites every parameter of `store` (built fresh from the config's
+    /// architecture) with the file's tensor of the same name; errors name the missing,
+    /// mis-shaped or unexpected tensor.
+    pub fn fill(&mut self, store: &mut ParamStore) -> Result<()> {
+        let ids: Vec<_> = store.iter().map(|(id, name, t)| (id, name.to_string(), t.shape().to_vec())).collect();
+        for (id, name, shape) in &ids {
+            let t = self
+                .tensors
+                .remove(name)
+                .ok_or_else(|| io_error(&self.path, format!("missing tensor {name}")))?;
+            if t.shape() != shape.as_slice() {
+                return Err(io_error(
+                    &self.path,
+                    format!("tensor {name} has shape {:?}, the architecture needs {shape:?}", t.shape()),
+                ));
+            }
+            store.set(*id, t)?;
+        }
+        if let Some(extra) = self.tensors.keys().next() {
+            return Err(io_error(&self.path, format!("unexpected tensor {extra} (not in the architecture)")));
+        }
+        Ok(())
+    }
+}
