@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use amortize::diagnostics::c2st::c2st;
-use amortize::estimators::{ScoreModel, ScoreTrainOptions};
+use amortize::estimators::{Composition, SamplingOptions, ScoreModel, ScoreTrainOptions};
 use amortize::rng::{streams, PhiloxStream};
 use amortize::samplers::{Corrector, SamplerConfig};
 use amortize::tasks::Task;
@@ -49,9 +49,13 @@ fn main() -> Result<()> {
         let reference = task.analytic_posterior(obs)?.sample(&mut PhiloxStream::new(9, streams::TEST, n as u32), DRAWS);
         for levels in [50, 100, 400] {
             for corrector in [Corrector::NONE, Corrector { steps: 2, levels: levels / 10, snr: 0.16 }] {
-                let cfg = SamplerConfig { corrector, seed: 3, ..SamplerConfig::default() };
+                let options = SamplingOptions {
+                    levels,
+                    sampler: SamplerConfig { corrector, seed: 3, ..SamplerConfig::default() },
+                    composition: Composition::Geffner,
+                };
                 let t = Instant::now();
-                let draws = model.sample_with_plan(&plan, obs, DRAWS, levels, &cfg, &|_| {})?;
+                let draws = model.sample_with_plan(&plan, obs, DRAWS, &options, &|_| {})?;
                 let rate = DRAWS as f64 / t.elapsed().as_secs_f64();
                 let acc = c2st(&draws, &reference, task.dim_theta())?;
                 println!("{n:>2} {levels:>6} {:>10} {acc:>8.3} {rate:>10.0}", if corrector.steps == 0 { "none" } else { "2 x 10%" });

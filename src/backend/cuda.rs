@@ -3,9 +3,9 @@
 //!
 //! * **Sources.** Each op family is one file, `kernels/NAME.cu`, named like its function in
 //!   `src/backend/cpu.rs` (the reference it must match, contract 2). The files are embedded
-//!   with `include_str!` ([`KERNELS`]); the two headers (`philox.cuh`, `block_reduce.cuh`)
-//!   are pasted in place of their `#include` lines by [`expand_includes`], because NVRTC
-//!   cannot read them from disk at run time.
+//!   with `include_str!` ([`KERNELS`]); the headers ([`HEADERS`]: `philox.cuh`,
+//!   `block_reduce.cuh`, `score_sampler.cuh`) are pasted in place of their `#include` lines
+//!   by [`expand_includes`], because NVRTC cannot read them from disk at run time.
 //! * **Compilation.** A module is compiled the first time one of its kernels is launched on
 //!   a device, for that device's compute capability (`compute_XY`, clamped to what the
 //!   loaded NVRTC supports), and cached in memory per device. The PTX is also cached on

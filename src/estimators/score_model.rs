@@ -14,6 +14,7 @@ use crate::estimators::score::{dsm_loss, NoiseSchedule, ScoreNet, ScoreNetConfig
 use crate::optim::AdamConfig;
 use crate::priors::Prior;
 use crate::rng::{streams, PhiloxStream};
+use crate::samplers::gauss::{covariance, GaussScore};
 use crate::samplers::{self, LearnedScore, PriorScore, SamplerConfig, ScorePlan};
 use crate::train::{fit, EpochReport, TrainConfig, TrainReport};
 
@@ -259,17 +260,16 @@ impl ScoreModel {
     }
 
     /// `num` draws `[num, dim θ]` from the posterior given the iid observations `obs`
-    /// `[n, dim x]`, on `levels` noise levels. `progress` hears of each finished tile.
+    /// `[n, dim x]`. `progress` hears of each finished tile of the main run.
     pub fn sample(
         &self,
         obs: &[f32],
         num: usize,
-        levels: usize,
-        sampler: &SamplerConfig,
+        options: &SamplingOptions,
         progress: &(dyn Fn(usize) + Sync),
     ) -> Result<Vec<f32>> {
         let plan = self.plan()?;
-        self.sample_with_plan(&plan, obs, num, levels, sampler, progress)
+        self.sample_with_plan(&plan, obs, num, options, progress)
     }
 
     /// [`ScoreModel::sample`] with a plan built once by the caller.
@@ -278,8 +278,7 @@ impl ScoreModel {
         plan: &ScorePlan,
         obs: &[f32],
         num: usize,
-        levels: usize,
-        sampler: &SamplerConfig,
+        options: &SamplingOptions,
         progress: &(dyn Fn(usize) + Sync),
     ) -> Result<Vec<f32>> {
         let op = "sample";
@@ -288,12 +287,12 @@ impl ScoreModel {
         if n == 0 {
             return Err(Error::invalid(op, "the observation set is empty"));
         }
-        if levels < 2 {
-            return Err(Error::invalid(op, format!("needs at least 2 noise levels, got {levels}")));
+        if options.levels < 2 {
+            return Err(Error::invalid(op, format!("needs at least 2 noise levels, got {}", options.levels)));
         }
         let mut x = obs.to_vec();
         c.x_standardization.apply(&mut x);
-        let (t, gammas) = c.schedule.grid(levels);
+        let (t, gammas) = c.schedule.grid(options.levels);
         let score = LearnedScore {
             plan,
             conditioning: plan.condition(&x, &t)?,
@@ -303,10 +302,104 @@ impl ScoreModel {
             prior: &c.prior,
             standardization: &c.theta_standardization,
         };
-        let mut draws = samplers::sample(&score, &prior, &gammas, num, sampler, progress)?;
+        let mut draws = match options.composition {
+            Composition::Gauss { pilot_draws } if n > 1 => {
+                let covs = (0..n)
+                    .map(|j| {
+                        let single = LearnedScore {
+                            plan,
+                            conditioning: plan.condition(&x[j * c.network.dim_x..(j + 1) * c.network.dim_x], &t)?,
+                            gammas: gammas.clone(),
+                        };
+                        let pilot_config = SamplerConfig {
+                            seed: options.sampler.seed ^ PILOT_SEED.wrapping_mul(j as u64 + 1),
+                            ..options.sampler
+                        };
+                        let pilot = samplers::sample(&single, &prior, &gammas, pilot_draws, &pilot_config, &|_| {})?;
+                        Ok(covariance(&pilot, c.network.dim_theta))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let (prior_mean, prior_cov) = self.standardized_prior_moments()?;
+                let composed = GaussScore::new(&score, &gammas, &covs, &prior_mean, &prior_cov)?;
+                samplers::sample(&composed, &prior, &gammas, num, &options.sampler, progress)?
+            }
+            _ => samplers::sample(&score, &prior, &gammas, num, &options.sampler, progress)?,
+        };
         c.theta_standardization.invert(&mut draws);
         c.prior.from_unconstrained_in_place(&mut draws)?;
         Ok(draws)
+    }
+
+    /// Mean and covariance of the prior in the network's space (standardized
+    /// unconstrained θ), from a fixed-seed Monte Carlo sample.
+    fn standardized_prior_moments(&self) -> Result<(Vec<f64>, Vec<f64>)> {
+        let c = &self.config;
+        let d = c.network.dim_theta;
+        let mut rng = PhiloxStream::new(0, streams::SAMPLER, u32::MAX);
+        let mut u = c.prior.sample_unconstrained(&mut rng, PRIOR_MOMENT_DRAWS);
+        c.theta_standardization.apply(&mut u);
+        let mean = (0..d)
+            .map(|i| u.chunks_exact(d).map(|r| r[i] as f64).sum::<f64>() / PRIOR_MOMENT_DRAWS as f64)
+            .collect();
+        Ok((mean, covariance(&u, d)))
+    }
+}
+
+/// Prior draws behind the prior's moments in GAUSS (relative error of a variance
+/// ≈ √(2/20000) = 1%).
+const PRIOR_MOMENT_DRAWS: usize = 20_000;
+
+/// Mixed into the sampler seed for observation j's pilot run (j + 1 times), so pilots
+/// and the main run draw different noise.
+const PILOT_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// How the n per-observation scores are composed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Composition {
+    /// Geffner et al.'s Algorithms 1 and 2 as written (biased for n > 1: see
+    /// [`crate::samplers`]).
+    Geffner,
+    /// GAUSS (Linhart et al. 2024, [`crate::samplers::gauss`]): per-observation
+    /// covariances from pilot runs of `pilot_draws` single-observation draws each.
+    Gauss {
+        /// Draws per observation in the pilot runs.
+        pilot_draws: usize,
+    },
+}
+
+impl std::str::FromStr for Composition {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "geffner" => Ok(Composition::Geffner),
+            "gauss" => Ok(Composition::Gauss { pilot_draws: 1000 }),
+            other => Err(Error::invalid(
+                "composition",
+                format!("unknown composition {other:?} (known: gauss, geffner)"),
+            )),
+        }
+    }
+}
+
+/// How to draw from a score model's posterior.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SamplingOptions {
+    /// Noise levels of the sampling grid (a coarser grid of the training schedule).
+    pub levels: usize,
+    /// Algorithm, corrector, seed, tile.
+    pub sampler: SamplerConfig,
+    /// How n > 1 observations are composed.
+    pub composition: Composition,
+}
+
+impl Default for SamplingOptions {
+    fn default() -> Self {
+        SamplingOptions {
+            levels: 100,
+            sampler: SamplerConfig::default(),
+            composition: Composition::Gauss { pilot_draws: 1000 },
+        }
     }
 }
 

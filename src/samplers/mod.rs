@@ -33,6 +33,7 @@
 //! draw, so a GPU kernel with the same seed reproduces every trajectory.
 
 pub mod cuda;
+pub mod gauss;
 pub mod score_plan;
 
 use rayon::prelude::*;

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use amortize::diagnostics::c2st::c2st;
-use amortize::estimators::ScoreModel;
+use amortize::estimators::{Composition, SamplingOptions, ScoreModel};
 use amortize::rng::{streams, PhiloxStream};
 use amortize::tasks::Task;
 use amortize::Result;
@@ -67,9 +67,9 @@ pub fn run(args: &Args) -> Result<()> {
     let true_theta = task.prior().sample(&mut rng, 1);
     let observations = task.simulate(&true_theta.repeat(8), &mut rng)?;
     let plan = model.plan()?;
-    let config = args.sampler.config()?;
+    let options = args.sampler.options()?;
     args.sampler.device()?;
-    println!("{:>2} {:>7} {:>7} {:>10}", "n", "levels", "C2ST", "samples/s");
+    println!("{:>2} {:>7} {:>9} {:>7} {:>10}", "n", "levels", "compose", "C2ST", "samples/s");
     for n in [1, 2, 4, 8] {
         let obs = &observations[..n * task.dim_x()];
         let reference = task
@@ -77,13 +77,27 @@ pub fn run(args: &Args) -> Result<()> {
             .sample(&mut PhiloxStream::new(args.seed, streams::TEST, n as u32), args.draws);
         // C2ST against the number of levels at n = 1: fewer levels cost nothing while
         // C2ST stays put.
+        // Both compositions at n > 1: Geffner et al.'s as written, and GAUSS.
         let grids: &[usize] = if n == 1 { &[25, 50, 100, 400] } else { std::slice::from_ref(&args.sampler.levels) };
+        let compositions: &[Composition] = if n == 1 {
+            std::slice::from_ref(&options.composition)
+        } else {
+            &[Composition::Geffner, Composition::Gauss { pilot_draws: 1000 }]
+        };
         for &levels in grids {
-            let start = Instant::now();
-            let draws = model.sample_with_plan(&plan, obs, args.draws, levels, &config, &|_| {})?;
-            let rate = args.draws as f64 / start.elapsed().as_secs_f64();
-            let accuracy = c2st(&draws, &reference, task.dim_theta())?;
-            println!("{n:>2} {levels:>7} {accuracy:>7.3} {rate:>10.0}");
+            for &composition in compositions {
+                let opts = SamplingOptions { levels, composition, ..options };
+                let start = Instant::now();
+                let draws = model.sample_with_plan(&plan, obs, args.draws, &opts, &|_| {})?;
+                let rate = args.draws as f64 / start.elapsed().as_secs_f64();
+                let accuracy = c2st(&draws, &reference, task.dim_theta())?;
+                let name = match composition {
+                    Composition::Geffner => "geffner",
+                    Composition::Gauss { .. } => "gauss",
+                };
+                let name = if n == 1 { "-" } else { name };
+                println!("{n:>2} {levels:>7} {name:>9} {accuracy:>7.3} {rate:>10.0}");
+            }
         }
     }
     Ok(())

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use amortize::estimators::ScoreModel;
+use amortize::estimators::{Composition, SamplingOptions, ScoreModel};
 use amortize::io::npy::{read_npy_matrix, write_npy};
 use amortize::samplers::{Algorithm, Corrector, SamplerConfig};
 use amortize::{Device, Error, Result};
@@ -27,6 +27,11 @@ pub struct SamplerArgs {
     /// How many of the last levels get corrector steps.
     #[arg(long, default_value_t = 10)]
     pub corrector_levels: usize,
+    /// How n > 1 observations are composed: `gauss` (Linhart et al. 2024: exact for
+    /// Gaussian posteriors, pilot runs of 1000 draws per observation) or `geffner`
+    /// (the paper's composition as written, biased for n > 1).
+    #[arg(long, default_value = "gauss")]
+    pub compose: String,
     /// Seed of the sampler's noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -36,17 +41,21 @@ pub struct SamplerArgs {
 }
 
 impl SamplerArgs {
-    /// The sampler configuration, or an error for an unknown sampler.
-    pub fn config(&self) -> Result<SamplerConfig> {
-        Ok(SamplerConfig {
-            algorithm: self.sampler.parse::<Algorithm>()?,
-            corrector: Corrector {
-                steps: self.corrector_steps,
-                levels: self.corrector_levels,
-                ..Corrector::NONE
+    /// The sampling options, or an error for an unknown sampler or composition.
+    pub fn options(&self) -> Result<SamplingOptions> {
+        Ok(SamplingOptions {
+            levels: self.levels,
+            sampler: SamplerConfig {
+                algorithm: self.sampler.parse::<Algorithm>()?,
+                corrector: Corrector {
+                    steps: self.corrector_steps,
+                    levels: self.corrector_levels,
+                    ..Corrector::NONE
+                },
+                seed: self.seed,
+                ..SamplerConfig::default()
             },
-            seed: self.seed,
-            ..SamplerConfig::default()
+            composition: self.compose.parse::<Composition>()?,
         })
     }
 
@@ -84,11 +93,11 @@ pub struct Args {
 
 /// Draws `num` samples with a progress bar; returns them and the samples/s.
 pub fn draw(model: &ScoreModel, obs: &[f32], num: usize, args: &SamplerArgs) -> Result<(Vec<f32>, f64)> {
-    let config = args.config()?;
+    let options = args.options()?;
     args.device()?;
     let bar = progress::bar(num as u64, "samples");
     let start = Instant::now();
-    let draws = model.sample(obs, num, args.levels, &config, &|rows| bar.inc(rows as u64))?;
+    let draws = model.sample(obs, num, &options, &|rows| bar.inc(rows as u64))?;
     let rate = num as f64 / start.elapsed().as_secs_f64();
     bar.finish_and_clear();
     Ok((draws, rate))
