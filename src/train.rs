@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use crate::autograd::{ParamStore, Tape, Var};
 use crate::error::{Error, Result};
+use crate::ops;
 use crate::optim::{clip_grad_norm, Adam, AdamConfig, CosineSchedule};
 use crate::rng::{streams, PhiloxStream};
 
@@ -32,6 +33,10 @@ pub struct TrainConfig {
     pub min_lr_fraction: f32,
     /// Clip the global gradient norm to this value, if set.
     pub clip_norm: Option<f32>,
+    /// Keep an exponential moving average of the parameters with this decay per step
+    /// (e.g. 0.999), validate it and return it instead of the raw parameters. Averaging
+    /// out the last steps' noise is what diffusion models are usually sampled with.
+    pub ema_decay: Option<f32>,
 }
 
 impl Default for TrainConfig {
@@ -47,6 +52,7 @@ impl Default for TrainConfig {
             warmup_steps: 100,
             min_lr_fraction: 0.01,
             clip_norm: Some(5.0),
+            ema_decay: None,
         }
     }
 }
@@ -65,6 +71,14 @@ impl TrainConfig {
                     self.validation_fraction
                 ),
             ));
+        }
+        if let Some(d) = self.ema_decay {
+            if !(0.0..1.0).contains(&d) {
+                return Err(Error::invalid(
+                    op,
+                    format!("ema_decay must be in [0, 1), got {d}"),
+                ));
+            }
         }
         if rows < 2 {
             return Err(Error::invalid(
@@ -145,6 +159,7 @@ where
         total_steps: batches_per_epoch * cfg.epochs,
     };
     let mut adam = Adam::new(cfg.optimizer)?;
+    let mut average = cfg.ema_decay.map(|_| store.clone());
     let mut best = (f32::INFINITY, 0usize, store.clone());
     let mut history = Vec::new();
     let mut bad_epochs = 0;
@@ -166,6 +181,9 @@ where
             }
             lr = schedule.lr_at(steps);
             adam.step(store, &grads, lr)?;
+            if let (Some(avg), Some(decay)) = (average.as_mut(), cfg.ema_decay) {
+                update_average(avg, store, decay)?;
+            }
             steps += 1;
         }
         let train_loss = (total / train_rows.len() as f64) as f32;
@@ -212,6 +230,18 @@ where
         stopped_early,
         steps,
     })
+}
+
+/// avg ← decay·avg + (1 − decay)·params, parameter by parameter.
+fn update_average(avg: &mut ParamStore, params: &ParamStore, decay: f32) -> Result<()> {
+    for (id, _, p) in params.iter() {
+        let blended = ops::add(
+            &ops::scale(avg.get(id), decay)?,
+            &ops::scale(p, 1.0 - decay)?,
+        )?;
+        avg.set(id, blended)?;
+    }
+    Ok(())
 }
 
 /// The row-weighted mean loss over `rows`, without recording gradients.

@@ -6,7 +6,9 @@
 use amortize::estimators::score::NoiseSchedule;
 use amortize::rng::{streams, PhiloxStream};
 use amortize::samplers::gauss::GaussScore;
-use amortize::samplers::{sample, Algorithm, ComposableScore, Corrector, PriorScore, SamplerConfig};
+use amortize::samplers::{
+    sample, Algorithm, ComposableScore, Corrector, PriorScore, SamplerConfig,
+};
 
 const D: usize = 10;
 
@@ -50,7 +52,8 @@ impl ComposableScore for ExactScore {
                 for i in 0..D {
                     let c = 1.0 / (1.0 + 1.0 / sigma(i));
                     let var = g * c + (1.0 - g);
-                    out[(j * rows + r) * D + i] = (-(theta[r * D + i] as f64 - g.sqrt() * m[i]) / var) as f32;
+                    out[(j * rows + r) * D + i] =
+                        (-(theta[r * D + i] as f64 - g.sqrt() * m[i]) / var) as f32;
                 }
             }
         }
@@ -86,7 +89,9 @@ fn observations(n: usize) -> Vec<[f64; D]> {
 
 fn moments(samples: &[f32]) -> ([f64; D], [f64; D], f64) {
     let rows = samples.len() / D;
-    let mean: [f64; D] = std::array::from_fn(|i| (0..rows).map(|r| samples[r * D + i] as f64).sum::<f64>() / rows as f64);
+    let mean: [f64; D] = std::array::from_fn(|i| {
+        (0..rows).map(|r| samples[r * D + i] as f64).sum::<f64>() / rows as f64
+    });
     let cov = |a: usize, b: usize| {
         (0..rows)
             .map(|r| (samples[r * D + a] as f64 - mean[a]) * (samples[r * D + b] as f64 - mean[b]))
@@ -104,7 +109,11 @@ fn moments(samples: &[f32]) -> ([f64; D], [f64; D], f64) {
 /// The exact mean and variance, per dimension, of what `algorithm` (without corrector)
 /// outputs with the exact score: every step is affine in θ plus Gaussian noise, so the
 /// moments propagate in closed form. This is Geffner et al.'s math written a second way.
-fn algorithm_moments(algorithm: Algorithm, gammas: &[f64], obs: &[[f64; D]]) -> ([f64; D], [f64; D]) {
+fn algorithm_moments(
+    algorithm: Algorithm,
+    gammas: &[f64],
+    obs: &[[f64; D]],
+) -> ([f64; D], [f64; D]) {
     let n = obs.len() as f64;
     let levels = gammas.len() - 1;
     let mut mean = [0.0; D];
@@ -121,7 +130,10 @@ fn algorithm_moments(algorithm: Algorithm, gammas: &[f64], obs: &[[f64; D]]) -> 
                 Algorithm::Diffusion => {
                     let denom = n - alpha * (n - 1.0);
                     let step_var = (1.0 - alpha) / denom;
-                    let c = ((n - (1.0 - alpha) * n * lam) / alpha.sqrt() - (n - 1.0) * alpha.sqrt()) / denom - step_var * w;
+                    let c = ((n - (1.0 - alpha) * n * lam) / alpha.sqrt()
+                        - (n - 1.0) * alpha.sqrt())
+                        / denom
+                        - step_var * w;
                     let b = (1.0 - alpha) * lam * g.sqrt() * m_sum / (alpha.sqrt() * denom);
                     mean[i] = c * mean[i] + b;
                     var[i] = c * c * var[i] + step_var;
@@ -144,7 +156,13 @@ fn algorithm_moments(algorithm: Algorithm, gammas: &[f64], obs: &[[f64; D]]) -> 
 /// Draws `num` samples and checks their moments against `(want_mean, want_var)`.
 /// `extra_rel` is the relative bias allowed beyond sampling error (0 when the target is
 /// the algorithm's own exact output distribution).
-fn check_moments(label: &str, samples: &[f32], want_mean: &[f64; D], want_var: &[f64; D], extra_rel: f64) {
+fn check_moments(
+    label: &str,
+    samples: &[f32],
+    want_mean: &[f64; D],
+    want_var: &[f64; D],
+    extra_rel: f64,
+) {
     let num = samples.len() / D;
     let (mean, var, offdiag) = moments(samples);
     for i in 0..D {
@@ -161,18 +179,37 @@ fn check_moments(label: &str, samples: &[f32], want_mean: &[f64; D], want_var: &
         // 5 standard errors of a sample variance (√(2/num) relative) plus the allowed bias.
         let var_tol = 5.0 * (2.0 / num as f64).sqrt() + extra_rel;
         let rel = var[i] / want_var[i] - 1.0;
-        assert!(rel.abs() < var_tol, "{label} dim {i}: variance {:.4} vs {:.4} (tol {var_tol:.3})", var[i], want_var[i]);
+        assert!(
+            rel.abs() < var_tol,
+            "{label} dim {i}: variance {:.4} vs {:.4} (tol {var_tol:.3})",
+            var[i],
+            want_var[i]
+        );
     }
     // Every target here is diagonal: off-diagonal sample covariances are noise of size
     // ≈ var/√num; 5 of them with the largest variance (< 0.6) bound it.
-    assert!(offdiag < 5.0 * 0.6 / (num as f64).sqrt(), "{label}: off-diagonal covariance {offdiag}");
+    assert!(
+        offdiag < 5.0 * 0.6 / (num as f64).sqrt(),
+        "{label}: off-diagonal covariance {offdiag}"
+    );
 }
 
-fn draw(algorithm: Algorithm, corrector: Corrector, n: usize, levels: usize, num: usize) -> (Vec<f32>, Vec<[f64; D]>, Vec<f64>) {
+fn draw(
+    algorithm: Algorithm,
+    corrector: Corrector,
+    n: usize,
+    levels: usize,
+    num: usize,
+) -> (Vec<f32>, Vec<[f64; D]>, Vec<f64>) {
     let (_, gammas) = NoiseSchedule { levels: 400 }.grid(levels);
     let obs = observations(n);
     let score = ExactScore::new(&obs, gammas.clone());
-    let config = SamplerConfig { algorithm, corrector, seed: 11, tile: 64 };
+    let config = SamplerConfig {
+        algorithm,
+        corrector,
+        seed: 11,
+        tile: 64,
+    };
     let samples = sample(&score, &StandardNormalPrior, &gammas, num, &config, &|_| {}).unwrap();
     (samples, obs, gammas)
 }
@@ -192,8 +229,22 @@ fn diffusion_follows_algorithm_2_exactly_for_one_and_four_observations() {
 
 #[test]
 fn langevin_follows_algorithm_1_exactly_for_one_and_four_observations() {
-    check_algorithm(Algorithm::Langevin { steps_per_level: 50 }, 1, 100, 2000);
-    check_algorithm(Algorithm::Langevin { steps_per_level: 50 }, 4, 100, 2000);
+    check_algorithm(
+        Algorithm::Langevin {
+            steps_per_level: 50,
+        },
+        1,
+        100,
+        2000,
+    );
+    check_algorithm(
+        Algorithm::Langevin {
+            steps_per_level: 50,
+        },
+        4,
+        100,
+        2000,
+    );
 }
 
 #[test]
@@ -212,11 +263,21 @@ fn diffusion_with_corrector_reproduces_the_analytic_posterior() {
     // 2 corrector steps at each of the last 40 of 400 levels; in closed form (exact score,
     // the step rule with ‖s‖² replaced by its mean) that leaves the variance within 2% at
     // n = 4; 5% is allowed on top of sampling error for the rule's randomness.
-    let corrector = Corrector { steps: 2, levels: 40, snr: 0.16 };
+    let corrector = Corrector {
+        steps: 2,
+        levels: 40,
+        snr: 0.16,
+    };
     for n in [1, 4] {
         let (samples, obs, _) = draw(Algorithm::Diffusion, corrector, n, 400, 4000);
         let (mean, var) = analytic_posterior(&obs);
-        check_moments(&format!("diffusion+corrector n={n}"), &samples, &mean, &var, 0.05);
+        check_moments(
+            &format!("diffusion+corrector n={n}"),
+            &samples,
+            &mean,
+            &var,
+            0.05,
+        );
     }
 }
 
@@ -225,10 +286,18 @@ fn the_same_seed_gives_the_same_draws_whatever_the_tile() {
     let (_, gammas) = NoiseSchedule { levels: 400 }.grid(50);
     let score = ExactScore::new(&observations(2), gammas.clone());
     let run = |tile| {
-        let config = SamplerConfig { seed: 5, tile, ..SamplerConfig::default() };
+        let config = SamplerConfig {
+            seed: 5,
+            tile,
+            ..SamplerConfig::default()
+        };
         sample(&score, &StandardNormalPrior, &gammas, 100, &config, &|_| {}).unwrap()
     };
-    assert_eq!(run(32), run(96), "each sample's noise depends on its lane, not its tile");
+    assert_eq!(
+        run(32),
+        run(96),
+        "each sample's noise depends on its lane, not its tile"
+    );
 }
 
 #[test]
@@ -239,8 +308,19 @@ fn bad_sampler_input_is_an_error() {
     let err = sample(&empty, &StandardNormalPrior, &gammas, 10, &cfg, &|_| {}).unwrap_err();
     assert!(err.to_string().contains("empty"), "{err}");
     let score = ExactScore::new(&observations(1), gammas.clone());
-    assert!(sample(&score, &StandardNormalPrior, &gammas[..1], 10, &cfg, &|_| {}).is_err());
-    let zero_l = SamplerConfig { algorithm: Algorithm::Langevin { steps_per_level: 0 }, ..cfg };
+    assert!(sample(
+        &score,
+        &StandardNormalPrior,
+        &gammas[..1],
+        10,
+        &cfg,
+        &|_| {}
+    )
+    .is_err());
+    let zero_l = SamplerConfig {
+        algorithm: Algorithm::Langevin { steps_per_level: 0 },
+        ..cfg
+    };
     assert!(sample(&score, &StandardNormalPrior, &gammas, 10, &zero_l, &|_| {}).is_err());
     assert!("gibbs".parse::<Algorithm>().is_err());
 }
@@ -256,12 +336,32 @@ fn gauss_composition_reproduces_the_analytic_posterior_for_four_and_eight_observ
         let obs = observations(n);
         let exact = ExactScore::new(&obs, gammas.clone());
         let single_cov: Vec<f64> = (0..D * D)
-            .map(|e| if e / D == e % D { 1.0 / (1.0 + 1.0 / sigma(e / D)) } else { 0.0 })
+            .map(|e| {
+                if e / D == e % D {
+                    1.0 / (1.0 + 1.0 / sigma(e / D))
+                } else {
+                    0.0
+                }
+            })
             .collect();
-        let identity: Vec<f64> = (0..D * D).map(|e| if e / D == e % D { 1.0 } else { 0.0 }).collect();
-        let composed = GaussScore::new(&exact, &gammas, &vec![single_cov; n], &[0.0; D], &identity).unwrap();
-        let config = SamplerConfig { seed: 13, ..SamplerConfig::default() };
-        let samples = sample(&composed, &StandardNormalPrior, &gammas, 4000, &config, &|_| {}).unwrap();
+        let identity: Vec<f64> = (0..D * D)
+            .map(|e| if e / D == e % D { 1.0 } else { 0.0 })
+            .collect();
+        let composed =
+            GaussScore::new(&exact, &gammas, &vec![single_cov; n], &[0.0; D], &identity).unwrap();
+        let config = SamplerConfig {
+            seed: 13,
+            ..SamplerConfig::default()
+        };
+        let samples = sample(
+            &composed,
+            &StandardNormalPrior,
+            &gammas,
+            4000,
+            &config,
+            &|_| {},
+        )
+        .unwrap();
         let (mean, var) = analytic_posterior(&obs);
         check_moments(&format!("gauss n={n}"), &samples, &mean, &var, 0.05);
     }

@@ -322,6 +322,7 @@ fn run_fold(
         warmup_steps: 0,
         min_lr_fraction: 1.0,
         clip_norm: None,
+        ema_decay: None,
     };
     let report = fit(
         &mut store,

@@ -3,4 +3,6 @@
 pub mod score;
 pub mod score_model;
 
-pub use score_model::{Composition, SamplingOptions, ScoreModel, ScoreModelConfig, ScoreTrainOptions, Standardization};
+pub use score_model::{
+    Composition, SamplingOptions, ScoreModel, ScoreModelConfig, ScoreTrainOptions, Standardization,
+};

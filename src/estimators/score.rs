@@ -91,13 +91,24 @@ impl ScoreNetConfig {
 
     fn validate(&self) -> Result<()> {
         let c = self;
-        if c.dim_theta == 0 || c.dim_x == 0 || c.width == 0 || c.embedding == 0 || c.hidden_layers == 0 {
-            return Err(Error::invalid("ScoreNet", format!("every size must be positive, got {c:?}")));
+        if c.dim_theta == 0
+            || c.dim_x == 0
+            || c.width == 0
+            || c.embedding == 0
+            || c.hidden_layers == 0
+        {
+            return Err(Error::invalid(
+                "ScoreNet",
+                format!("every size must be positive, got {c:?}"),
+            ));
         }
         if c.time_embedding == 0 || c.time_embedding % 2 != 0 {
             return Err(Error::invalid(
                 "ScoreNet",
-                format!("time_embedding must be even and positive, got {}", c.time_embedding),
+                format!(
+                    "time_embedding must be even and positive, got {}",
+                    c.time_embedding
+                ),
             ));
         }
         Ok(())
@@ -123,7 +134,11 @@ pub struct ScoreNet {
 
 impl ScoreNet {
     /// Adds freshly initialized parameters to `store`.
-    pub fn new(store: &mut ParamStore, config: ScoreNetConfig, rng: &mut PhiloxStream) -> Result<Self> {
+    pub fn new(
+        store: &mut ParamStore,
+        config: ScoreNetConfig,
+        rng: &mut PhiloxStream,
+    ) -> Result<Self> {
         config.validate()?;
         let c = config;
         let shape = |in_features, out_features| MlpShape {
@@ -146,7 +161,14 @@ impl ScoreNet {
     }
 
     /// ε̂ for rows of θ_t `[rows, dim_theta]`, x `[rows, dim_x]` and e(t) `[rows, time_embedding]`.
-    pub fn forward(&self, tape: &mut Tape, store: &ParamStore, theta_t: Var, x: Var, t_emb: Var) -> Result<Var> {
+    pub fn forward(
+        &self,
+        tape: &mut Tape,
+        store: &ParamStore,
+        theta_t: Var,
+        x: Var,
+        t_emb: Var,
+    ) -> Result<Var> {
         let e_theta = self.theta_net.forward(tape, store, theta_t)?;
         let e_x = self.x_net.forward(tape, store, x)?;
         let h = tape.concat(&[e_theta, e_x, t_emb])?;
@@ -179,7 +201,11 @@ pub fn noisy_batch(
         let e = &mut eps[i * dim_theta..(i + 1) * dim_theta];
         rng.fill_normal(0.0, 1.0, e);
         let theta0 = &theta[r as usize * dim_theta..(r as usize + 1) * dim_theta];
-        for ((out, &th), &ev) in theta_t[i * dim_theta..(i + 1) * dim_theta].iter_mut().zip(theta0).zip(e.iter()) {
+        for ((out, &th), &ev) in theta_t[i * dim_theta..(i + 1) * dim_theta]
+            .iter_mut()
+            .zip(theta0)
+            .zip(e.iter())
+        {
             *out = a * th + b * ev;
         }
         t[i] = level;
@@ -214,7 +240,15 @@ pub fn dsm_loss(
     step: u32,
 ) -> Result<Var> {
     let c = net.config;
-    let (theta_t, t_emb, eps) = noisy_batch(theta, c.dim_theta, batch, schedule, c.time_embedding, seed, step);
+    let (theta_t, t_emb, eps) = noisy_batch(
+        theta,
+        c.dim_theta,
+        batch,
+        schedule,
+        c.time_embedding,
+        seed,
+        step,
+    );
     let rows = batch.len();
     let theta_t = tape.constant(Tensor::from_vec(theta_t, &[rows, c.dim_theta])?);
     let t_emb = tape.constant(Tensor::from_vec(t_emb, &[rows, c.time_embedding])?);
@@ -256,7 +290,10 @@ mod tests {
             let a = mixed[r * 3] - b * eps[r * 3];
             assert!((a * a + b * b - 1.0).abs() < 1e-4, "row {r}: a {a}, b {b}");
             for j in 1..3 {
-                assert!((noise_only[r * 3 + j] - b * eps[r * 3 + j]).abs() < 1e-5, "one γ per row");
+                assert!(
+                    (noise_only[r * 3 + j] - b * eps[r * 3 + j]).abs() < 1e-5,
+                    "one γ per row"
+                );
             }
         }
         let other = noisy_batch(&zeros, 3, &rows, &s, 8, 5, 1);

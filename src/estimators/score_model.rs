@@ -146,7 +146,10 @@ pub fn check_rows(op: &'static str, what: &str, data: &[f32], cols: usize) -> Re
             format!("{what} has {} values, not whole rows of {cols}", data.len()),
         ));
     }
-    let bad = data.chunks_exact(cols).filter(|r| r.iter().any(|v| !v.is_finite())).count();
+    let bad = data
+        .chunks_exact(cols)
+        .filter(|r| r.iter().any(|v| !v.is_finite()))
+        .count();
     if bad > 0 {
         return Err(Error::invalid(
             op,
@@ -205,7 +208,10 @@ impl ScoreModel {
         let rows = check_rows(op, "theta", theta, dim_theta)?;
         let x_rows = check_rows(op, "x", x, dim_x)?;
         if rows != x_rows {
-            return Err(Error::invalid(op, format!("theta has {rows} rows but x has {x_rows}")));
+            return Err(Error::invalid(
+                op,
+                format!("theta has {rows} rows but x has {x_rows}"),
+            ));
         }
         let mut u = prior.to_unconstrained(theta)?;
         let theta_standardization = Standardization::fit(&u, dim_theta);
@@ -288,7 +294,10 @@ impl ScoreModel {
             return Err(Error::invalid(op, "the observation set is empty"));
         }
         if options.levels < 2 {
-            return Err(Error::invalid(op, format!("needs at least 2 noise levels, got {}", options.levels)));
+            return Err(Error::invalid(
+                op,
+                format!("needs at least 2 noise levels, got {}", options.levels),
+            ));
         }
         let mut x = obs.to_vec();
         c.x_standardization.apply(&mut x);
@@ -308,14 +317,24 @@ impl ScoreModel {
                     .map(|j| {
                         let single = LearnedScore {
                             plan,
-                            conditioning: plan.condition(&x[j * c.network.dim_x..(j + 1) * c.network.dim_x], &t)?,
+                            conditioning: plan.condition(
+                                &x[j * c.network.dim_x..(j + 1) * c.network.dim_x],
+                                &t,
+                            )?,
                             gammas: gammas.clone(),
                         };
                         let pilot_config = SamplerConfig {
                             seed: options.sampler.seed ^ PILOT_SEED.wrapping_mul(j as u64 + 1),
                             ..options.sampler
                         };
-                        let pilot = samplers::sample(&single, &prior, &gammas, pilot_draws, &pilot_config, &|_| {})?;
+                        let pilot = samplers::sample(
+                            &single,
+                            &prior,
+                            &gammas,
+                            pilot_draws,
+                            &pilot_config,
+                            &|_| {},
+                        )?;
                         Ok(covariance(&pilot, c.network.dim_theta))
                     })
                     .collect::<Result<Vec<_>>>()?;
@@ -339,7 +358,9 @@ impl ScoreModel {
         let mut u = c.prior.sample_unconstrained(&mut rng, PRIOR_MOMENT_DRAWS);
         c.theta_standardization.apply(&mut u);
         let mean = (0..d)
-            .map(|i| u.chunks_exact(d).map(|r| r[i] as f64).sum::<f64>() / PRIOR_MOMENT_DRAWS as f64)
+            .map(|i| {
+                u.chunks_exact(d).map(|r| r[i] as f64).sum::<f64>() / PRIOR_MOMENT_DRAWS as f64
+            })
             .collect();
         Ok((mean, covariance(&u, d)))
     }

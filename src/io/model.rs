@@ -58,7 +58,12 @@ fn with_path(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
 }
 
 /// Writes a model of `kind` with `config` and the parameters of `store` to `dir`.
-pub fn save_model<C: Serialize>(dir: &Path, kind: &str, config: &C, store: &ParamStore) -> Result<()> {
+pub fn save_model<C: Serialize>(
+    dir: &Path,
+    kind: &str,
+    config: &C,
+    store: &ParamStore,
+) -> Result<()> {
     let envelope = Envelope {
         format: FORMAT.to_string(),
         format_version: FORMAT_VERSION,
@@ -71,7 +76,11 @@ pub fn save_model<C: Serialize>(dir: &Path, kind: &str, config: &C, store: &Para
         .iter()
         .map(|(_, name, t)| {
             let data = t.to_vec()?;
-            Ok((name.to_string(), t.shape().to_vec(), bytemuck::cast_slice(&data).to_vec()))
+            Ok((
+                name.to_string(),
+                t.shape().to_vec(),
+                bytemuck::cast_slice(&data).to_vec(),
+            ))
         })
         .collect::<Result<_>>()?;
     let views = tensors
@@ -109,7 +118,9 @@ fn staging_dir(dir: &Path) -> PathBuf {
 /// Moves `staging` to `dir`, replacing a previous model there.
 fn replace_dir(staging: &Path, dir: &Path) -> Result<()> {
     if dir.exists() {
-        if !dir.join(CONFIG_FILE).exists() && dir.read_dir().map_err(with_path(dir))?.next().is_some() {
+        if !dir.join(CONFIG_FILE).exists()
+            && dir.read_dir().map_err(with_path(dir))?.next().is_some()
+        {
             return Err(io_error(
                 dir,
                 "exists and is not a model directory; refusing to replace it",
@@ -142,32 +153,45 @@ pub struct LoadedModel<C> {
 pub fn load_model<C: DeserializeOwned>(dir: &Path, kind: &str) -> Result<LoadedModel<C>> {
     let config_path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&config_path).map_err(with_path(&config_path))?;
-    let header: Header = serde_json::from_str(&text).map_err(|e| io_error(&config_path, format!("not JSON: {e}")))?;
+    let header: Header = serde_json::from_str(&text)
+        .map_err(|e| io_error(&config_path, format!("not JSON: {e}")))?;
     if header.format.as_deref() != Some(FORMAT) {
-        return Err(io_error(&config_path, format!("not an amortize model (format {:?})", header.format)));
+        return Err(io_error(
+            &config_path,
+            format!("not an amortize model (format {:?})", header.format),
+        ));
     }
     match header.format_version {
         Some(FORMAT_VERSION) => {}
         other => {
             return Err(io_error(
                 &config_path,
-                format!("model format version {other:?}, but this build reads version {FORMAT_VERSION}"),
+                format!(
+                    "model format version {other:?}, but this build reads version {FORMAT_VERSION}"
+                ),
             ))
         }
     }
     if header.kind.as_deref() != Some(kind) {
-        return Err(io_error(&config_path, format!("a {:?} model, expected {kind:?}", header.kind)));
+        return Err(io_error(
+            &config_path,
+            format!("a {:?} model, expected {kind:?}", header.kind),
+        ));
     }
-    let envelope: Envelope<C> =
-        serde_json::from_str(&text).map_err(|e| io_error(&config_path, format!("invalid config: {e}")))?;
+    let envelope: Envelope<C> = serde_json::from_str(&text)
+        .map_err(|e| io_error(&config_path, format!("invalid config: {e}")))?;
 
     let weights_path = dir.join(WEIGHTS_FILE);
     let bytes = std::fs::read(&weights_path).map_err(with_path(&weights_path))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| io_error(&weights_path, format!("not safetensors: {e}")))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| io_error(&weights_path, format!("not safetensors: {e}")))?;
     let mut tensors = HashMap::new();
     for (name, view) in st.tensors() {
         if view.dtype() != Dtype::F32 {
-            return Err(io_error(&weights_path, format!("{name} is {:?}, expected F32", view.dtype())));
+            return Err(io_error(
+                &weights_path,
+                format!("{name} is {:?}, expected F32", view.dtype()),
+            ));
         }
         let data: Vec<f32> = view
             .data()
@@ -188,7 +212,10 @@ impl<C> LoadedModel<C> {
     /// architecture) with the file's tensor of the same name; errors name the missing,
     /// mis-shaped or unexpected tensor.
     pub fn fill(&mut self, store: &mut ParamStore) -> Result<()> {
-        let ids: Vec<_> = store.iter().map(|(id, name, t)| (id, name.to_string(), t.shape().to_vec())).collect();
+        let ids: Vec<_> = store
+            .iter()
+            .map(|(id, name, t)| (id, name.to_string(), t.shape().to_vec()))
+            .collect();
         for (id, name, shape) in &ids {
             let t = self
                 .tensors
@@ -197,13 +224,19 @@ impl<C> LoadedModel<C> {
             if t.shape() != shape.as_slice() {
                 return Err(io_error(
                     &self.path,
-                    format!("tensor {name} has shape {:?}, the architecture needs {shape:?}", t.shape()),
+                    format!(
+                        "tensor {name} has shape {:?}, the architecture needs {shape:?}",
+                        t.shape()
+                    ),
                 ));
             }
             store.set(*id, t)?;
         }
         if let Some(extra) = self.tensors.keys().next() {
-            return Err(io_error(&self.path, format!("unexpected tensor {extra} (not in the architecture)")));
+            return Err(io_error(
+                &self.path,
+                format!("unexpected tensor {extra} (not in the architecture)"),
+            ));
         }
         Ok(())
     }

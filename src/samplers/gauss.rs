@@ -50,22 +50,33 @@ const MIN_EIGENVALUE: f64 = 1e-6;
 fn symmetric_inverse(m: &DMatrix<f64>, what: &str) -> Result<DMatrix<f64>> {
     let eig = m.clone().symmetric_eigen();
     if eig.eigenvalues.iter().any(|&v| !(v > 0.0)) {
-        return Err(Error::invalid("gauss", format!("{what} is not positive definite")));
+        return Err(Error::invalid(
+            "gauss",
+            format!("{what} is not positive definite"),
+        ));
     }
-    let inv = DVector::from_iterator(eig.eigenvalues.len(), eig.eigenvalues.iter().map(|v| 1.0 / v));
+    let inv = DVector::from_iterator(
+        eig.eigenvalues.len(),
+        eig.eigenvalues.iter().map(|v| 1.0 / v),
+    );
     Ok(&eig.eigenvectors * DMatrix::from_diagonal(&inv) * eig.eigenvectors.transpose())
 }
 
 /// Clips the eigenvalues of a symmetric matrix from below.
 fn clip_eigenvalues(m: &DMatrix<f64>, floor: f64) -> DMatrix<f64> {
     let eig = m.clone().symmetric_eigen();
-    let clipped = DVector::from_iterator(eig.eigenvalues.len(), eig.eigenvalues.iter().map(|&v| v.max(floor)));
+    let clipped = DVector::from_iterator(
+        eig.eigenvalues.len(),
+        eig.eigenvalues.iter().map(|&v| v.max(floor)),
+    );
     &eig.eigenvectors * DMatrix::from_diagonal(&clipped) * eig.eigenvectors.transpose()
 }
 
 fn row_major(m: &DMatrix<f64>) -> Vec<f32> {
     let (r, c) = m.shape();
-    (0..r).flat_map(|i| (0..c).map(move |j| m[(i, j)] as f32)).collect()
+    (0..r)
+        .flat_map(|i| (0..c).map(move |j| m[(i, j)] as f32))
+        .collect()
 }
 
 /// Sample covariance of rows `[rows, d]`, in f64.
@@ -100,22 +111,36 @@ impl<'a, S: ComposableScore> GaussScore<'a, S> {
         let d = inner.dim();
         let n = inner.observations();
         if posterior_covs.len() != n || posterior_covs.iter().any(|c| c.len() != d * d) {
-            return Err(Error::invalid("gauss", format!("needs {n} covariances of {d}×{d}")));
+            return Err(Error::invalid(
+                "gauss",
+                format!("needs {n} covariances of {d}×{d}"),
+            ));
         }
         if prior_mean.len() != d || prior_cov.len() != d * d {
-            return Err(Error::invalid("gauss", format!("the prior's moments must be {d} and {d}×{d}")));
+            return Err(Error::invalid(
+                "gauss",
+                format!("the prior's moments must be {d} and {d}×{d}"),
+            ));
         }
         let identity = DMatrix::<f64>::identity(d, d);
         let prior_cov = DMatrix::from_row_slice(d, d, prior_cov);
         let prior_precision = symmetric_inverse(&prior_cov, "the prior covariance")?;
         let precisions = posterior_covs
             .iter()
-            .map(|c| symmetric_inverse(&(DMatrix::from_row_slice(d, d, c) + &identity * MIN_EIGENVALUE), "a posterior covariance"))
+            .map(|c| {
+                symmetric_inverse(
+                    &(DMatrix::from_row_slice(d, d, c) + &identity * MIN_EIGENVALUE),
+                    "a posterior covariance",
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         let nf = n as f64;
         // P* = Σ_j Σ_j⁻¹ + (1 − n)Σ_λ⁻¹, the tall posterior's precision, made definite.
         let tall = clip_eigenvalues(
-            &(precisions.iter().fold(DMatrix::zeros(d, d), |acc, p| acc + p) + &prior_precision * (1.0 - nf)),
+            &(precisions
+                .iter()
+                .fold(DMatrix::zeros(d, d), |acc, p| acc + p)
+                + &prior_precision * (1.0 - nf)),
             MIN_EIGENVALUE,
         );
         let levels = gammas
@@ -136,8 +161,12 @@ impl<'a, S: ComposableScore> GaussScore<'a, S> {
                     .map(|p| row_major(&(&lambda_inv * (p + &identity * c))))
                     .collect();
                 let prior_t = &prior_precision + &identity * c;
-                let diffused_prior_cov_inv = symmetric_inverse(&(&prior_cov * g + &identity * (1.0 - g)), "the diffused prior")?;
-                let prior = row_major(&(&lambda_inv * prior_t * (1.0 - nf) * diffused_prior_cov_inv));
+                let diffused_prior_cov_inv = symmetric_inverse(
+                    &(&prior_cov * g + &identity * (1.0 - g)),
+                    "the diffused prior",
+                )?;
+                let prior =
+                    row_major(&(&lambda_inv * prior_t * (1.0 - nf) * diffused_prior_cov_inv));
                 let prior_center = prior_mean.iter().map(|m| (g.sqrt() * m) as f32).collect();
                 Ok(LevelWeights {
                     observation,
@@ -177,14 +206,17 @@ impl<S: ComposableScore> ComposableScore for GaussScore<'_, S> {
     fn scores(&self, level: usize, theta: &[f32], scratch: &mut Self::Scratch, out: &mut [f32]) {
         let d = self.dim();
         let rows = theta.len() / d;
-        self.inner.scores(level, theta, &mut scratch.inner, &mut scratch.scores);
+        self.inner
+            .scores(level, theta, &mut scratch.inner, &mut scratch.scores);
         let w = &self.levels[level];
         for r in 0..rows {
             let th = &theta[r * d..(r + 1) * d];
             let o = &mut out[r * d..(r + 1) * d];
             for a in 0..d {
                 // −M·(θ − √γ μ_λ) for the prior, then Σ_j W_j·s_j.
-                let mut acc: f32 = -(0..d).map(|b| w.prior[a * d + b] * (th[b] - w.prior_center[b])).sum::<f32>();
+                let mut acc: f32 = -(0..d)
+                    .map(|b| w.prior[a * d + b] * (th[b] - w.prior_center[b]))
+                    .sum::<f32>();
                 for (j, wj) in w.observation.iter().enumerate() {
                     let s = &scratch.scores[(j * rows + r) * d..(j * rows + r + 1) * d];
                     acc += (0..d).map(|b| wj[a * d + b] * s[b]).sum::<f32>();

@@ -89,7 +89,8 @@ impl ComposableScore for LearnedScore<'_> {
     }
 
     fn scores(&self, level: usize, theta: &[f32], scratch: &mut Workspace, out: &mut [f32]) {
-        self.plan.eps_hat(&self.conditioning, level, theta, scratch, out);
+        self.plan
+            .eps_hat(&self.conditioning, level, theta, scratch, out);
         let scale = -1.0 / (1.0 - self.gammas[level]).sqrt() as f32;
         for v in out.iter_mut() {
             *v *= scale;
@@ -115,7 +116,9 @@ impl std::str::FromStr for Algorithm {
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "diffusion" => Ok(Algorithm::Diffusion),
-            "langevin" => Ok(Algorithm::Langevin { steps_per_level: 50 }),
+            "langevin" => Ok(Algorithm::Langevin {
+                steps_per_level: 50,
+            }),
             other => Err(Error::invalid(
                 "sampler",
                 format!("unknown sampler {other:?} (known: diffusion, langevin)"),
@@ -186,10 +189,16 @@ pub fn sample<S: ComposableScore, P: PriorScore>(
     let op = "sample";
     let levels = gammas.len().saturating_sub(1);
     if levels < 2 {
-        return Err(Error::invalid(op, format!("needs at least 2 noise levels, got {levels}")));
+        return Err(Error::invalid(
+            op,
+            format!("needs at least 2 noise levels, got {levels}"),
+        ));
     }
     if gammas[0] != 1.0 || gammas[levels] != 0.0 || gammas.windows(2).any(|w| w[1] >= w[0]) {
-        return Err(Error::invalid(op, "levels must decrease strictly from γ_0 = 1 to γ_S = 0"));
+        return Err(Error::invalid(
+            op,
+            "levels must decrease strictly from γ_0 = 1 to γ_S = 0",
+        ));
     }
     if score.observations() == 0 {
         return Err(Error::invalid(op, "the observation set is empty"));
@@ -197,22 +206,30 @@ pub fn sample<S: ComposableScore, P: PriorScore>(
     if config.tile == 0 || config.tile % CORRECTOR_GROUP != 0 {
         return Err(Error::invalid(
             op,
-            format!("tile must be a positive multiple of {CORRECTOR_GROUP}, got {}", config.tile),
+            format!(
+                "tile must be a positive multiple of {CORRECTOR_GROUP}, got {}",
+                config.tile
+            ),
         ));
     }
     if !(config.corrector.snr > 0.0 && config.corrector.snr.is_finite()) {
         return Err(Error::invalid(op, "the corrector's snr must be positive"));
     }
     if let Algorithm::Langevin { steps_per_level: 0 } = config.algorithm {
-        return Err(Error::invalid(op, "Langevin needs at least one step per level"));
+        return Err(Error::invalid(
+            op,
+            "Langevin needs at least one step per level",
+        ));
     }
     let d = score.dim();
     let mut out = vec![0.0f32; num * d];
-    out.par_chunks_mut(config.tile * d).enumerate().for_each(|(tile_index, tile)| {
-        let first_lane = tile_index * config.tile;
-        run_tile(score, prior, gammas, config, first_lane, tile);
-        progress(tile.len() / d);
-    });
+    out.par_chunks_mut(config.tile * d)
+        .enumerate()
+        .for_each(|(tile_index, tile)| {
+            let first_lane = tile_index * config.tile;
+            run_tile(score, prior, gammas, config, first_lane, tile);
+            progress(tile.len() / d);
+        });
     Ok(out)
 }
 
@@ -252,7 +269,10 @@ impl<Scratch> TileState<Scratch> {
             let sum = &mut self.sum_s[r * d..(r + 1) * d];
             sum.copy_from_slice(&self.scores[r * d..(r + 1) * d]);
             for j in 1..score.observations() {
-                for (acc, &v) in sum.iter_mut().zip(&self.scores[(j * rows + r) * d..(j * rows + r + 1) * d]) {
+                for (acc, &v) in sum
+                    .iter_mut()
+                    .zip(&self.scores[(j * rows + r) * d..(j * rows + r + 1) * d])
+                {
                     *acc += v;
                 }
             }
@@ -262,7 +282,11 @@ impl<Scratch> TileState<Scratch> {
             } else {
                 g.fill(0.0);
             }
-            self.score_norm2[r] = sum.iter().zip(g.iter()).map(|(&s, &p)| ((s + prior_weight * p) as f64).powi(2)).sum();
+            self.score_norm2[r] = sum
+                .iter()
+                .zip(g.iter())
+                .map(|(&s, &p)| ((s + prior_weight * p) as f64).powi(2))
+                .sum();
         }
     }
 }
@@ -313,8 +337,10 @@ fn run_tile<S: ComposableScore, P: PriorScore>(
                     for i in 0..d {
                         let th = row[i] as f64;
                         // Σ_j μ_jk = (n·θ + (1 − α)·Σ_j s_j)/√α.
-                        let sum_mu = (nf * th + (1.0 - alpha) * st.sum_s[r * d + i] as f64) / sqrt_alpha;
-                        let mean = (sum_mu - (nf - 1.0) * sqrt_alpha * th) / denom + var * w * st.prior_g[r * d + i] as f64;
+                        let sum_mu =
+                            (nf * th + (1.0 - alpha) * st.sum_s[r * d + i] as f64) / sqrt_alpha;
+                        let mean = (sum_mu - (nf - 1.0) * sqrt_alpha * th) / denom
+                            + var * w * st.prior_g[r * d + i] as f64;
                         row[i] = mean as f32 + sigma * st.z[i];
                     }
                 }
@@ -325,7 +351,15 @@ fn run_tile<S: ComposableScore, P: PriorScore>(
                 let (half_delta, sqrt_delta) = ((delta / 2.0) as f32, delta.sqrt() as f32);
                 for _ in 0..steps_per_level {
                     st.evaluate(score, prior, k, w as f32, theta);
-                    langevin_move(&mut st, theta, w as f32, config.seed, step, first_lane, |_| (half_delta, sqrt_delta));
+                    langevin_move(
+                        &mut st,
+                        theta,
+                        w as f32,
+                        config.seed,
+                        step,
+                        first_lane,
+                        |_| (half_delta, sqrt_delta),
+                    );
                     step += 1;
                 }
             }
@@ -344,7 +378,15 @@ fn run_tile<S: ComposableScore, P: PriorScore>(
                         (eps as f32, (2.0 * eps).sqrt() as f32)
                     })
                     .collect();
-                langevin_move(&mut st, theta, w as f32, config.seed, step, first_lane, |r| steps[r / CORRECTOR_GROUP]);
+                langevin_move(
+                    &mut st,
+                    theta,
+                    w as f32,
+                    config.seed,
+                    step,
+                    first_lane,
+                    |r| steps[r / CORRECTOR_GROUP],
+                );
                 step += 1;
             }
         }

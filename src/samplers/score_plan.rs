@@ -122,7 +122,9 @@ pub struct ScorePlan {
 
 /// Columns `from..to` of a row-major `[rows, cols]` matrix.
 fn columns(w: &[f32], cols: usize, from: usize, to: usize) -> Vec<f32> {
-    w.chunks_exact(cols).flat_map(|row| row[from..to].iter().copied()).collect()
+    w.chunks_exact(cols)
+        .flat_map(|row| row[from..to].iter().copied())
+        .collect()
 }
 
 impl ScorePlan {
@@ -130,7 +132,10 @@ impl ScorePlan {
     pub fn new(net: &ScoreNet, store: &ParamStore) -> Result<Self> {
         let c = net.config;
         if SCORE_ACTIVATION != net.theta_net.activation || SCORE_ACTIVATION != net.head.activation {
-            return Err(Error::invalid("ScorePlan", "the network's activation is not the one this plan evaluates"));
+            return Err(Error::invalid(
+                "ScorePlan",
+                "the network's activation is not the one this plan evaluates",
+            ));
         }
         let theta = MlpLayers::from_mlp(store, &net.theta_net)?;
         let head = MlpLayers::from_mlp(store, &net.head)?;
@@ -190,7 +195,11 @@ impl ScorePlan {
         if x.is_empty() || x.len() % c.dim_x != 0 {
             return Err(Error::invalid(
                 "ScorePlan::condition",
-                format!("observations must be [n ≥ 1, {}], got {} values", c.dim_x, x.len()),
+                format!(
+                    "observations must be [n ≥ 1, {}], got {} values",
+                    c.dim_x,
+                    x.len()
+                ),
             ));
         }
         let n = x.len() / c.dim_x;
@@ -231,7 +240,14 @@ impl ScorePlan {
 
     /// ε̂(θ, t_k, x_j) for every observation j: `theta` is `[rows, dim_theta]`
     /// (standardized), `out` is `[n, rows, dim_theta]`.
-    pub fn eps_hat(&self, cond: &Conditioning, level: usize, theta: &[f32], ws: &mut Workspace, out: &mut [f32]) {
+    pub fn eps_hat(
+        &self,
+        cond: &Conditioning,
+        level: usize,
+        theta: &[f32],
+        ws: &mut Workspace,
+        out: &mut [f32],
+    ) {
         let (w, d) = (self.config.width, self.config.dim_theta);
         let rows = theta.len() / d;
         debug_assert!(rows <= ws.rows && out.len() == cond.observations * rows * d);

@@ -72,15 +72,29 @@ fn cases(task: Task, args: &Args) -> Result<Vec<Case>> {
             .enumerate()
             .map(|(i, (label, obs))| {
                 let posterior = task.analytic_posterior(&obs)?;
-                let reference = posterior.sample(&mut PhiloxStream::new(args.sampler.seed, streams::TEST, 1 + i as u32), args.num);
-                Ok(Case { label, obs, reference })
+                let reference = posterior.sample(
+                    &mut PhiloxStream::new(args.sampler.seed, streams::TEST, 1 + i as u32),
+                    args.num,
+                );
+                Ok(Case {
+                    label,
+                    obs,
+                    reference,
+                })
             })
             .collect();
     }
     if !task.is_sbibm() {
-        return Err(Error::invalid("evaluate", format!("task {task} has no reference posterior")));
+        return Err(Error::invalid(
+            "evaluate",
+            format!("task {task} has no reference posterior"),
+        ));
     }
-    let indices = if args.observations.is_empty() { vec![1, 2, 3, 4, 5] } else { args.observations.clone() };
+    let indices = if args.observations.is_empty() {
+        vec![1, 2, 3, 4, 5]
+    } else {
+        args.observations.clone()
+    };
     indices
         .into_iter()
         .map(|k| {
@@ -114,12 +128,18 @@ pub fn run(args: &Args) -> Result<()> {
     if args.num < 10 {
         return Err(Error::invalid("evaluate", "--num must be at least 10"));
     }
-    println!("{:<24} {:>8} {:>10} {:>10}", "case", "C2ST", "MMD²", "samples/s");
+    println!(
+        "{:<24} {:>8} {:>10} {:>10}",
+        "case", "C2ST", "MMD²", "samples/s"
+    );
     for case in cases(task, args)? {
         let (draws, rate) = draw(&model, &case.obs, args.num, &args.sampler)?;
         let accuracy = c2st(&draws, &case.reference, task.dim_theta())?;
         let mmd = mmd2(&draws, &case.reference, task.dim_theta())?;
-        println!("{:<24} {accuracy:>8.3} {mmd:>10.4} {rate:>10.0}", case.label);
+        println!(
+            "{:<24} {accuracy:>8.3} {mmd:>10.4} {rate:>10.0}",
+            case.label
+        );
     }
     Ok(())
 }

@@ -56,3 +56,14 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        // Catches clashing flag names between flattened argument groups.
+        super::Cli::command().debug_assert();
+    }
+}

@@ -28,9 +28,9 @@ pub struct Args {
     /// Hidden width of the three MLPs.
     #[arg(long, default_value_t = 64)]
     pub width: usize,
-    /// Seed of the simulations and the training.
+    /// Seed of the simulations, the training and the observations.
     #[arg(long, default_value_t = 1)]
-    pub seed: u64,
+    pub data_seed: u64,
     #[command(flatten)]
     pub sampler: SamplerArgs,
 }
@@ -40,20 +40,30 @@ pub fn run(args: &Args) -> Result<()> {
     let task = Task::Gaussian10;
     println!("gaussian10: θ ~ N(0, I₁₀), x ~ N(θ, diag(linspace(0.6, 1.4, 10))); analytic posterior for any n");
     let start = Instant::now();
-    let (theta, x) = task.simulate_dataset(args.simulations, args.seed);
-    println!("simulated {} pairs in {:.2} s", args.simulations, start.elapsed().as_secs_f64());
+    let (theta, x) = task.simulate_dataset(args.simulations, args.data_seed);
+    println!(
+        "simulated {} pairs in {:.2} s",
+        args.simulations,
+        start.elapsed().as_secs_f64()
+    );
 
     let mut options = amortize::estimators::ScoreTrainOptions {
         width: args.width,
         ..Default::default()
     };
     options.train.epochs = args.epochs;
-    options.train.seed = args.seed;
+    options.train.seed = args.data_seed;
     let bar = progress::bar(args.epochs as u64, "epochs");
     let start = Instant::now();
-    let (model, report) = ScoreModel::train(&theta, &x, task.dim_x(), task.prior(), Some(task.name().into()), &options, |e| {
-        progress::report_epoch(&bar, e)
-    })?;
+    let (model, report) = ScoreModel::train(
+        &theta,
+        &x,
+        task.dim_x(),
+        task.prior(),
+        Some(task.name().into()),
+        &options,
+        |e| progress::report_epoch(&bar, e),
+    )?;
     bar.finish_and_clear();
     println!(
         "trained width {} in {:.1} s: {} epochs, best validation loss {:.4}",
@@ -63,30 +73,45 @@ pub fn run(args: &Args) -> Result<()> {
         report.best_loss
     );
 
-    let mut rng = PhiloxStream::new(args.seed, streams::TEST, 0);
+    let mut rng = PhiloxStream::new(args.data_seed, streams::TEST, 0);
     let true_theta = task.prior().sample(&mut rng, 1);
     let observations = task.simulate(&true_theta.repeat(8), &mut rng)?;
     let plan = model.plan()?;
     let options = args.sampler.options()?;
     args.sampler.device()?;
-    println!("{:>2} {:>7} {:>9} {:>7} {:>10}", "n", "levels", "compose", "C2ST", "samples/s");
+    println!(
+        "{:>2} {:>7} {:>9} {:>7} {:>10}",
+        "n", "levels", "compose", "C2ST", "samples/s"
+    );
     for n in [1, 2, 4, 8] {
         let obs = &observations[..n * task.dim_x()];
-        let reference = task
-            .analytic_posterior(obs)?
-            .sample(&mut PhiloxStream::new(args.seed, streams::TEST, n as u32), args.draws);
+        let reference = task.analytic_posterior(obs)?.sample(
+            &mut PhiloxStream::new(args.data_seed, streams::TEST, n as u32),
+            args.draws,
+        );
         // C2ST against the number of levels at n = 1: fewer levels cost nothing while
         // C2ST stays put.
         // Both compositions at n > 1: Geffner et al.'s as written, and GAUSS.
-        let grids: &[usize] = if n == 1 { &[25, 50, 100, 400] } else { std::slice::from_ref(&args.sampler.levels) };
+        let grids: &[usize] = if n == 1 {
+            &[25, 50, 100, 400]
+        } else {
+            std::slice::from_ref(&args.sampler.levels)
+        };
         let compositions: &[Composition] = if n == 1 {
             std::slice::from_ref(&options.composition)
         } else {
-            &[Composition::Geffner, Composition::Gauss { pilot_draws: 1000 }]
+            &[
+                Composition::Geffner,
+                Composition::Gauss { pilot_draws: 1000 },
+            ]
         };
         for &levels in grids {
             for &composition in compositions {
-                let opts = SamplingOptions { levels, composition, ..options };
+                let opts = SamplingOptions {
+                    levels,
+                    composition,
+                    ..options
+                };
                 let start = Instant::now();
                 let draws = model.sample_with_plan(&plan, obs, args.draws, &opts, &|_| {})?;
                 let rate = args.draws as f64 / start.elapsed().as_secs_f64();

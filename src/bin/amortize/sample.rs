@@ -92,7 +92,12 @@ pub struct Args {
 }
 
 /// Draws `num` samples with a progress bar; returns them and the samples/s.
-pub fn draw(model: &ScoreModel, obs: &[f32], num: usize, args: &SamplerArgs) -> Result<(Vec<f32>, f64)> {
+pub fn draw(
+    model: &ScoreModel,
+    obs: &[f32],
+    num: usize,
+    args: &SamplerArgs,
+) -> Result<(Vec<f32>, f64)> {
     let options = args.options()?;
     args.device()?;
     let bar = progress::bar(num as u64, "samples");
@@ -109,7 +114,10 @@ pub fn run(args: &Args) -> Result<()> {
     let c = &model.config.network;
     let (obs, n, _) = read_npy_matrix(&args.obs, Some(c.dim_x))?;
     if n == 0 {
-        return Err(Error::invalid("sample", format!("{}: the observation set is empty", args.obs.display())));
+        return Err(Error::invalid(
+            "sample",
+            format!("{}: the observation set is empty", args.obs.display()),
+        ));
     }
     if args.num == 0 {
         return Err(Error::invalid("sample", "--num must be positive"));

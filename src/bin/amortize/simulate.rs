@@ -34,7 +34,11 @@ pub fn run(args: &Args) -> Result<()> {
         path: args.out.clone(),
         source,
     })?;
-    write_npy(args.out.join("theta.npy"), &theta, &[args.num, task.dim_theta()])?;
+    write_npy(
+        args.out.join("theta.npy"),
+        &theta,
+        &[args.num, task.dim_theta()],
+    )?;
     write_npy(args.out.join("x.npy"), &x, &[args.num, task.dim_x()])?;
     println!(
         "{} simulations of {task} (theta [{}, {}], x [{}, {}]) written to {}",

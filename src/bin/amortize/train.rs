@@ -84,7 +84,10 @@ pub fn run(args: &Args) -> Result<()> {
         if dim_x != task.dim_x() {
             return Err(Error::invalid(
                 "train",
-                format!("x.npy has {dim_x} columns, task {task} has dim x = {}", task.dim_x()),
+                format!(
+                    "x.npy has {dim_x} columns, task {task} has dim x = {}",
+                    task.dim_x()
+                ),
             ));
         }
     }

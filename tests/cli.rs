@@ -1,0 +1,182 @@
+//! The command line on bad input: a clear error, a failing exit status, and no output
+//! file left behind.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use amortize::io::npy::write_npy;
+
+fn amortize(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_amortize"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("amortize-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn bad_input_is_an_error_and_writes_nothing() {
+    let dir = scratch("bad");
+    let data = dir.join("data");
+    let model = dir.join("model");
+    let out = dir.join("draws.npy");
+
+    let (ok, err) = amortize(&[
+        "simulate",
+        "--task",
+        "nope",
+        "--num",
+        "10",
+        "--out",
+        s(&data),
+    ]);
+    assert!(!ok && err.contains("unknown task"), "{err}");
+    assert!(!data.exists());
+
+    // NaN in theta: training refuses, says how many rows, writes no model.
+    assert!(
+        amortize(&[
+            "simulate",
+            "--task",
+            "two_moons",
+            "--num",
+            "200",
+            "--out",
+            s(&data)
+        ])
+        .0
+    );
+    let (theta, rows, cols) =
+        amortize::io::npy::read_npy_matrix(data.join("theta.npy"), Some(2)).unwrap();
+    let mut bad = theta.clone();
+    bad[0] = f32::NAN;
+    bad[7] = f32::NAN;
+    write_npy(data.join("theta.npy"), &bad, &[rows, cols]).unwrap();
+    let (ok, err) = amortize(&[
+        "train",
+        "--data",
+        s(&data),
+        "--task",
+        "two_moons",
+        "--out",
+        s(&model),
+        "--epochs",
+        "1",
+    ]);
+    assert!(!ok && err.contains("2 row(s)"), "{err}");
+    assert!(!model.exists());
+
+    // x of the wrong width for the task.
+    write_npy(data.join("theta.npy"), &theta, &[rows, cols]).unwrap();
+    write_npy(data.join("x.npy"), &vec![0.0; rows * 3], &[rows, 3]).unwrap();
+    let (ok, err) = amortize(&[
+        "train",
+        "--data",
+        s(&data),
+        "--task",
+        "two_moons",
+        "--out",
+        s(&model),
+        "--epochs",
+        "1",
+    ]);
+    assert!(!ok && err.contains("columns"), "{err}");
+    assert!(!model.exists());
+
+    // A real (tiny) model, then bad sampling requests.
+    assert!(
+        amortize(&[
+            "simulate",
+            "--task",
+            "two_moons",
+            "--num",
+            "200",
+            "--out",
+            s(&data)
+        ])
+        .0
+    );
+    let (ok, err) = amortize(&[
+        "train",
+        "--data",
+        s(&data),
+        "--task",
+        "two_moons",
+        "--out",
+        s(&model),
+        "--epochs",
+        "1",
+        "--width",
+        "8",
+    ]);
+    assert!(ok, "{err}");
+    let obs = dir.join("obs.npy");
+    write_npy(&obs, &[0.1, 0.2], &[1, 2]).unwrap();
+    let empty = dir.join("empty.npy");
+    write_npy(&empty, &[], &[0, 2]).unwrap();
+    let missing = dir.join("missing.npy");
+    let cases: [(&[&str], &str); 5] = [
+        (&["--obs", s(&missing)], "missing.npy"),
+        (&["--obs", s(&empty)], "empty"),
+        (&["--obs", s(&obs), "--sampler", "gibbs"], "unknown sampler"),
+        (
+            &["--obs", s(&obs), "--compose", "magic"],
+            "unknown composition",
+        ),
+        (&["--obs", s(&obs), "--device", "tpu:0"], "device"),
+    ];
+    for (extra, expect) in cases {
+        let mut args = vec![
+            "sample",
+            "--model",
+            s(&model),
+            "--num",
+            "10",
+            "--out",
+            s(&out),
+            "--levels",
+            "5",
+        ];
+        args.extend_from_slice(extra);
+        let (ok, err) = amortize(&args);
+        assert!(!ok && err.contains(expect), "{extra:?}: {err}");
+        assert!(!out.exists(), "{extra:?} left {}", out.display());
+    }
+
+    // A model of another format version.
+    let config = model.join("config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("\"format_version\": 1", "\"format_version\": 2"),
+    )
+    .unwrap();
+    let (ok, err) = amortize(&[
+        "sample",
+        "--model",
+        s(&model),
+        "--obs",
+        s(&obs),
+        "--num",
+        "10",
+        "--out",
+        s(&out),
+    ]);
+    assert!(!ok && err.contains("format version"), "{err}");
+    assert!(!out.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
