@@ -16,6 +16,7 @@ use crate::priors::Prior;
 use crate::rng::{streams, PhiloxStream};
 use crate::samplers::gauss::{covariance, GaussScore};
 use crate::samplers::{self, LearnedScore, PriorScore, SamplerConfig, ScorePlan};
+use crate::tensor::Device;
 use crate::train::{fit, EpochReport, TrainConfig, TrainReport};
 
 /// Per-feature affine map to zero mean and unit variance.
@@ -311,6 +312,9 @@ impl ScoreModel {
             prior: &c.prior,
             standardization: &c.theta_standardization,
         };
+        if options.device != Device::Cpu {
+            return self.sample_on_gpu(plan, &score, num, options);
+        }
         let mut draws = match options.composition {
             Composition::Gauss { pilot_draws } if n > 1 => {
                 let covs = (0..n)
@@ -344,6 +348,48 @@ impl ScoreModel {
             }
             _ => samplers::sample(&score, &prior, &gammas, num, &options.sampler, progress)?,
         };
+        c.theta_standardization.invert(&mut draws);
+        c.prior.from_unconstrained_in_place(&mut draws)?;
+        Ok(draws)
+    }
+
+    /// The fused GPU samplers. They run Geffner et al.'s algorithms with a standard
+    /// normal prior score, so they serve one observation (where the prior term has
+    /// weight (1 − n)·… = 0 and the prior does not enter); several observations need the
+    /// prior and GAUSS, which run on the CPU only so far.
+    fn sample_on_gpu(
+        &self,
+        plan: &ScorePlan,
+        score: &LearnedScore,
+        num: usize,
+        options: &SamplingOptions,
+    ) -> Result<Vec<f32>> {
+        if score.conditioning.observations != 1 {
+            return Err(Error::Device {
+                device: options.device.to_string(),
+                msg: "the fused GPU samplers serve one observation so far; sample several with --device cpu".into(),
+            });
+        }
+        // With n = 1 the prior's weight is zero: this prior is never evaluated.
+        let unused_prior = samplers::cuda::GpuPrior::StandardNormal;
+        let mut draws = match options.device {
+            Device::Cuda(ordinal) => samplers::cuda::sample_cuda(
+                ordinal,
+                plan,
+                &score.conditioning,
+                &score.gammas,
+                &unused_prior,
+                num,
+                &options.sampler,
+            )?,
+            other => {
+                return Err(Error::Device {
+                    device: other.to_string(),
+                    msg: "no fused sampler for this device in this build".into(),
+                })
+            }
+        };
+        let c = &self.config;
         c.theta_standardization.invert(&mut draws);
         c.prior.from_unconstrained_in_place(&mut draws)?;
         Ok(draws)
@@ -412,6 +458,8 @@ pub struct SamplingOptions {
     pub sampler: SamplerConfig,
     /// How n > 1 observations are composed.
     pub composition: Composition,
+    /// Where to sample: the CPU, or a GPU's fused sampler.
+    pub device: Device,
 }
 
 impl Default for SamplingOptions {
@@ -420,6 +468,7 @@ impl Default for SamplingOptions {
             levels: 100,
             sampler: SamplerConfig::default(),
             composition: Composition::Gauss { pilot_draws: 1000 },
+            device: Device::Cpu,
         }
     }
 }

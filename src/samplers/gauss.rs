@@ -49,7 +49,8 @@ const MIN_EIGENVALUE: f64 = 1e-6;
 
 fn symmetric_inverse(m: &DMatrix<f64>, what: &str) -> Result<DMatrix<f64>> {
     let eig = m.clone().symmetric_eigen();
-    if eig.eigenvalues.iter().any(|&v| !(v > 0.0)) {
+    // Written to reject NaN as well as non-positive eigenvalues.
+    if eig.eigenvalues.iter().any(|&v| v.is_nan() || v <= 0.0) {
         return Err(Error::invalid(
             "gauss",
             format!("{what} is not positive definite"),

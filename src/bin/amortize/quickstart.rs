@@ -8,7 +8,7 @@ use amortize::diagnostics::c2st::c2st;
 use amortize::estimators::{Composition, SamplingOptions, ScoreModel};
 use amortize::rng::{streams, PhiloxStream};
 use amortize::tasks::Task;
-use amortize::Result;
+use amortize::{Device, Result};
 
 use crate::progress;
 use crate::sample::SamplerArgs;
@@ -28,6 +28,9 @@ pub struct Args {
     /// Hidden width of the three MLPs.
     #[arg(long, default_value_t = 64)]
     pub width: usize,
+    /// Decay of the exponential moving average of the weights (0 turns it off).
+    #[arg(long, default_value_t = 0.999)]
+    pub ema_decay: f32,
     /// Seed of the simulations, the training and the observations.
     #[arg(long, default_value_t = 1)]
     pub data_seed: u64,
@@ -53,6 +56,7 @@ pub fn run(args: &Args) -> Result<()> {
     };
     options.train.epochs = args.epochs;
     options.train.seed = args.data_seed;
+    options.train.ema_decay = (args.ema_decay > 0.0).then_some(args.ema_decay);
     let bar = progress::bar(args.epochs as u64, "epochs");
     let start = Instant::now();
     let (model, report) = ScoreModel::train(
@@ -78,7 +82,6 @@ pub fn run(args: &Args) -> Result<()> {
     let observations = task.simulate(&true_theta.repeat(8), &mut rng)?;
     let plan = model.plan()?;
     let options = args.sampler.options()?;
-    args.sampler.device()?;
     println!(
         "{:>2} {:>7} {:>9} {:>7} {:>10}",
         "n", "levels", "compose", "C2ST", "samples/s"
@@ -107,9 +110,12 @@ pub fn run(args: &Args) -> Result<()> {
         };
         for &levels in grids {
             for &composition in compositions {
+                // The fused GPU samplers serve one observation; n > 1 runs on the CPU.
+                let device = if n == 1 { options.device } else { Device::Cpu };
                 let opts = SamplingOptions {
                     levels,
                     composition,
+                    device,
                     ..options
                 };
                 let start = Instant::now();
@@ -121,7 +127,7 @@ pub fn run(args: &Args) -> Result<()> {
                     Composition::Gauss { .. } => "gauss",
                 };
                 let name = if n == 1 { "-" } else { name };
-                println!("{n:>2} {levels:>7} {name:>9} {accuracy:>7.3} {rate:>10.0}");
+                println!("{n:>2} {levels:>7} {name:>9} {accuracy:>7.3} {rate:>10.0} {device:>7}");
             }
         }
     }

@@ -35,7 +35,7 @@ pub struct SamplerArgs {
     /// Seed of the sampler's noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Where to sample: cpu (cuda:N and wgpu:N have fused samplers in the GPU issues).
+    /// Where to sample: cpu, or cuda:N (fused sampler; one observation so far).
     #[arg(long, default_value = "cpu")]
     pub device: String,
 }
@@ -56,19 +56,8 @@ impl SamplerArgs {
                 ..SamplerConfig::default()
             },
             composition: self.compose.parse::<Composition>()?,
+            device: self.device.parse::<Device>()?,
         })
-    }
-
-    /// The device, or an error naming why it cannot sample.
-    pub fn device(&self) -> Result<Device> {
-        let device: Device = self.device.parse()?;
-        match device {
-            Device::Cpu => Ok(device),
-            other => Err(Error::Device {
-                device: other.to_string(),
-                msg: "the fused GPU samplers are not wired into the command line yet; use --device cpu".into(),
-            }),
-        }
     }
 }
 
@@ -99,7 +88,6 @@ pub fn draw(
     args: &SamplerArgs,
 ) -> Result<(Vec<f32>, f64)> {
     let options = args.options()?;
-    args.device()?;
     let bar = progress::bar(num as u64, "samples");
     let start = Instant::now();
     let draws = model.sample(obs, num, &options, &|rows| bar.inc(rows as u64))?;

@@ -44,6 +44,10 @@ pub struct Args {
     /// Noise levels T of the schedule.
     #[arg(long, default_value_t = 400)]
     pub levels: usize,
+    /// Decay of the exponential moving average of the weights that is validated and
+    /// saved (0 turns the average off).
+    #[arg(long, default_value_t = 0.999)]
+    pub ema_decay: f32,
 }
 
 impl Args {
@@ -58,6 +62,7 @@ impl Args {
         options.train.batch_size = self.batch_size;
         options.train.optimizer.lr = self.lr;
         options.train.seed = self.seed;
+        options.train.ema_decay = (self.ema_decay > 0.0).then_some(self.ema_decay);
         options
     }
 }
