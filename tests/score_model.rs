@@ -46,6 +46,7 @@ fn options(levels: usize, composition: Composition) -> SamplingOptions {
             ..SamplerConfig::default()
         },
         composition,
+        device: amortize::Device::Cpu,
     }
 }
 

@@ -1,0 +1,433 @@
+// score_sampler.wgsl: what the fused samplers (sample_diffusion.wgsl, sample_langevin.wgsl)
+// share, the WGSL counterpart of kernels/score_sampler.cuh. WGSL has no #include: the host
+// (src/samplers/wgpu.rs) compiles this file followed by one of the two entry files as one
+// module, after rewriting the four `const` lines marked HOST below for the network's sizes.
+//
+// What it computes (the CPU functions named define it, DESIGN.md contract 2): the score
+// network of src/samplers/score_plan.rs (ScorePlan::eps_hat, LearnedScore::scores) for one
+// tile of samples, Σ_j s_ψ(θ, k, x_j) (TileState::evaluate), the Philox noise of the
+// sampler contract (PhiloxStream::at_step, copied from philox.wgsl), langevin_move and the
+// corrector's step size of src/samplers/mod.rs. All arithmetic is f32 (src/samplers/wgpu.rs
+// states the resulting tolerance against the CPU, which sums a few things in f64).
+//
+// Network (ScorePlan, W = width, d = dim θ, SiLU activation act(x) = x·σ(x)):
+//   h = act(W_in·θ + b_in); nbt times h ← h + act(W_b·h + b_b)      (θ path, once per sample)
+//   tp = (W_θ·W_o)·h + W_θ·b_o                                    (θ output folded into head)
+//   for each observation j:                                       (once per (sample, j))
+//     h = act((tp + x_part[j]) + t_part[k]);  nbh times h ← h + act(W_b·h + b_b)
+//     ε̂_j = W_out·h + b_out;  Σ_j s_ψ += (−1/√(1 − γ_k))·ε̂_j
+// with x_part[j] = W_x·e(x_j) + b and t_part[k] = W_t·e(t_k) precomputed by
+// ScorePlan::condition.
+//
+// Workgroup shape: THREADS = 128 invocations own TILE = 32 consecutive samples (lanes
+// 32·tile .. 32·tile + 31), exactly one CORRECTOR_GROUP, so the corrector's mean ‖s‖² is a
+// reduction inside the workgroup in a fixed order (lane order, one invocation).
+// Dense layer y[r, o] = Σ_k x[r, k]·Wᵀ[k, o] + b[o]: invocation t computes rows
+// r = t/32 + 4i (i < RPT = 8) and columns o = t%32 + 32c (c < NC), keeping the RPT·NC sums in
+// registers. Wᵀ streams through workgroup memory in slabs of KC input rows × 32·NC columns
+// (zero-padded past the layer's outputs); activations stay in workgroup memory (`h`); the
+// folded θ part `tp` stays in the registers of the invocation that owns its (r, o).
+//
+// Workgroup memory (f32): h[TILE·W] + slab[KC·32·NC] + theta[TILE·d] + sum_s[TILE·d] +
+// norm2[TILE] + coef[2]. The host picks KC (≤ 32) so this fits the adapter's
+// max_compute_workgroup_storage_size (lavapipe: 32 KiB).
+//
+// Weights (`net`, uploaded by the host, every weight transposed to [in, out] row-major):
+//   [Wᵀ_in (d·W), b_in (W)], then the W×W layers in order — nbt θ blocks, the folded θ
+//   output, nbh head blocks — each [Wᵀ (W·W), b (W)], then [Wᵀ_out (W·d), b_out (d)].
+//
+// Per-level table `level` (stride 8, index k = level, filled by the host from run_tile's
+// own expressions):
+//   [0] −1/√(1 − γ_k) (ε̂ → s_ψ, f32 as on the CPU)   [1] w_k = (1 − n)(S − k)/S
+//   diffusion: [2] σ_k  [3] 1/√α_k  [4] (1 − α_k)/(√α_k·(n − α_k(n − 1)))  [5] σ_k²·w_k
+//   langevin:  [2] δ_k/2  [3] √δ_k
+//
+// The chain may be split into several dispatches of consecutive levels (the host's
+// `levels_per_dispatch`): `state` holds every sample's θ between them (`p.init` = 1 on the
+// first dispatch, which draws θ ~ N(0, I/n) instead of loading it), `p.step0` is the chain
+// step at which this dispatch starts, levels p.k_hi down to p.k_lo run.
+//
+// Bindings: 0 params, 1 net, 2 x_part [n, W], 3 t_part [S + 1, W], 4 level [(S + 1)·8],
+// 5 state [tiles·TILE, d] (read-write: the chain state, and the draws at the end).
+// Barriers are reached in uniform control flow only: every loop bound is a constant or a
+// field of `p`.
+
+const W: u32 = 16u; // HOST: width
+const D: u32 = 4u; // HOST: dim θ
+const NC: u32 = 1u; // HOST: columns per invocation, ⌈max(W, d)/32⌉ rounded up to 1, 2, 4, 8
+const KC: u32 = 32u; // HOST: input rows per weight slab
+
+const TILE: u32 = 32u;
+const THREADS: u32 = 128u;
+const ROW_GROUPS: u32 = 4u; // THREADS / 32
+const RPT: u32 = 8u; // TILE / ROW_GROUPS
+const COLS: u32 = 32u * NC;
+const NB: u32 = (D + 3u) / 4u; // Philox blocks (4 normals each) per sample and step
+const SAMPLER_STREAM: u32 = 3u; // rng::streams::SAMPLER
+const F32_MIN_POSITIVE: f32 = 1.17549435e-38;
+
+struct Params {
+    nbt: u32,
+    nbh: u32,
+    n_obs: u32,
+    num: u32,
+    seed_lo: u32,
+    seed_hi: u32,
+    init_std: f32,
+    corrector_steps: u32,
+    corrector_levels: u32,
+    corrector_numer: f32,
+    steps_per_level: u32,
+    k_hi: u32,
+    k_lo: u32,
+    step0: u32,
+    init: u32,
+    tiles: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> net: array<f32>;
+@group(0) @binding(2) var<storage, read> x_part: array<f32>;
+@group(0) @binding(3) var<storage, read> t_part: array<f32>;
+@group(0) @binding(4) var<storage, read> level: array<f32>;
+@group(0) @binding(5) var<storage, read_write> state: array<f32>;
+
+var<workgroup> h: array<f32, TILE * W>;
+var<workgroup> slab: array<f32, KC * COLS>;
+var<workgroup> theta: array<f32, TILE * D>;
+var<workgroup> sum_s: array<f32, TILE * D>;
+var<workgroup> norm2: array<f32, TILE>;
+var<workgroup> coef: array<f32, 2>;
+
+var<private> acc: array<f32, RPT * NC>;
+var<private> tp: array<f32, RPT * NC>;
+
+// ---- Philox4x32-10 and Box–Muller: copied from philox.wgsl (= src/rng.rs) ------------
+
+const PHILOX_M0: u32 = 0xD2511F53u;
+const PHILOX_M1: u32 = 0xCD9E8D57u;
+const PHILOX_W0: u32 = 0x9E3779B9u;
+const PHILOX_W1: u32 = 0xBB67AE85u;
+const TAU: f32 = 6.28318530717958647692;
+
+fn mulhi_16bit_halves(a: u32, b: u32) -> u32 {
+    let a_lo = a & 0xFFFFu;
+    let a_hi = a >> 16u;
+    let b_lo = b & 0xFFFFu;
+    let b_hi = b >> 16u;
+    let lo_lo = a_lo * b_lo;
+    let hi_lo = a_hi * b_lo;
+    let lo_hi = a_lo * b_hi;
+    let hi_hi = a_hi * b_hi;
+    let middle = (lo_lo >> 16u) + (hi_lo & 0xFFFFu) + (lo_hi & 0xFFFFu);
+    return hi_hi + (hi_lo >> 16u) + (lo_hi >> 16u) + (middle >> 16u);
+}
+
+fn philox4x32_10(counter: vec4<u32>, key: vec2<u32>) -> vec4<u32> {
+    var c = counter;
+    var k = key;
+    for (var round = 0u; round < 10u; round++) {
+        if (round > 0u) {
+            k = k + vec2<u32>(PHILOX_W0, PHILOX_W1);
+        }
+        let hi0 = mulhi_16bit_halves(PHILOX_M0, c.x);
+        let lo0 = PHILOX_M0 * c.x;
+        let hi1 = mulhi_16bit_halves(PHILOX_M1, c.z);
+        let lo1 = PHILOX_M1 * c.z;
+        c = vec4<u32>(hi1 ^ c.y ^ k.x, lo1, hi0 ^ c.w ^ k.y, lo0);
+    }
+    return c;
+}
+
+fn uniform_open01(x: u32) -> f32 {
+    return (f32(x >> 9u) + 0.5) * (1.0 / 8388608.0);
+}
+
+fn box_muller(x0: u32, x1: u32) -> vec2<f32> {
+    let u1 = uniform_open01(x0);
+    let u2 = uniform_open01(x1);
+    let r = sqrt(-2.0 * log(u1));
+    let angle = TAU * u2;
+    return vec2<f32>(r * cos(angle), r * sin(angle));
+}
+
+/// Normals 4b .. 4b+3 of sample `lane` at chain step `step`: block b of
+/// PhiloxStream::at_step(seed, SAMPLER, step, lane), Box–Muller on words (0, 1), (2, 3).
+fn noise4(step: u32, lane: u32, b: u32) -> vec4<f32> {
+    let w = philox4x32_10(
+        vec4<u32>(SAMPLER_STREAM, step, lane, b),
+        vec2<u32>(p.seed_lo, p.seed_hi),
+    );
+    let z01 = box_muller(w.x, w.y);
+    let z23 = box_muller(w.z, w.w);
+    return vec4<f32>(z01.x, z01.y, z23.x, z23.y);
+}
+
+// ---- the network -----------------------------------------------------------------------
+
+/// σ(x) without overflow for either sign (UnaryOp::Sigmoid on the CPU).
+fn sigmoid(x: f32) -> f32 {
+    if (x >= 0.0) {
+        return 1.0 / (1.0 + exp(-x));
+    }
+    let e = exp(x);
+    return e / (1.0 + e);
+}
+
+/// SiLU, the score network's activation (SCORE_ACTIVATION).
+fn silu(x: f32) -> f32 {
+    return x * sigmoid(x);
+}
+
+/// Offset in `net` of the l-th W×W layer (θ blocks, folded θ output, head blocks).
+fn square_layer(l: u32) -> u32 {
+    return D * W + W + l * (W * W + W);
+}
+
+/// acc[i, c] = Σ_k in[r, k]·Wᵀ[k, o] over the tile (r = t/32 + 4i, o = t%32 + 32c), `in`
+/// being `theta` (k_in = d) when `from_theta`, else `h` (k_in = W); Wᵀ at `wt` in `net`,
+/// [k_in, n_out]. Starts and ends with a barrier, so the caller may overwrite `in`.
+fn accumulate(wt: u32, k_in: u32, n_out: u32, from_theta: bool, tid: u32) {
+    let lane = tid % 32u;
+    let rg = tid / 32u;
+    for (var i = 0u; i < RPT * NC; i++) {
+        acc[i] = 0.0;
+    }
+    for (var k0 = 0u; k0 < k_in; k0 += KC) {
+        let kc = min(KC, k_in - k0);
+        // The previous slab is consumed and `in` (written by the previous step) visible.
+        workgroupBarrier();
+        for (var idx = tid; idx < KC * COLS; idx += THREADS) {
+            let kk = idx / COLS;
+            let o = idx % COLS;
+            var v = 0.0;
+            if (kk < kc && o < n_out) {
+                v = net[wt + (k0 + kk) * n_out + o];
+            }
+            slab[idx] = v;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < kc; kk++) {
+            var wv: array<f32, NC>;
+            for (var c = 0u; c < NC; c++) {
+                wv[c] = slab[kk * COLS + lane + 32u * c];
+            }
+            for (var i = 0u; i < RPT; i++) {
+                let r = rg + ROW_GROUPS * i;
+                var a: f32;
+                if (from_theta) {
+                    a = theta[r * D + k0 + kk];
+                } else {
+                    a = h[r * W + k0 + kk];
+                }
+                for (var c = 0u; c < NC; c++) {
+                    acc[i * NC + c] = fma(a, wv[c], acc[i * NC + c]);
+                }
+            }
+        }
+    }
+    // Every read of `in` is done: the epilogue may write it.
+    workgroupBarrier();
+}
+
+/// Epilogue h[r, o] = act(acc + b) (mode 0) or h[r, o] + act(acc + b) (mode 1), b at `bias`.
+fn store_hidden(bias: u32, residual: bool, tid: u32) {
+    let lane = tid % 32u;
+    let rg = tid / 32u;
+    for (var i = 0u; i < RPT; i++) {
+        let r = rg + ROW_GROUPS * i;
+        for (var c = 0u; c < NC; c++) {
+            let o = lane + 32u * c;
+            if (o < W) {
+                let y = silu(acc[i * NC + c] + net[bias + o]);
+                if (residual) {
+                    h[r * W + o] = h[r * W + o] + y;
+                } else {
+                    h[r * W + o] = y;
+                }
+            }
+        }
+    }
+    workgroupBarrier();
+}
+
+/// h ← h + act(W_b·h + b) for the W×W layer l.
+fn residual_block(l: u32, tid: u32) {
+    let off = square_layer(l);
+    accumulate(off, W, W, false, tid);
+    store_hidden(off + W * W, true, tid);
+}
+
+/// The θ path (once per sample): h = act(W_in·θ + b_in), the θ blocks, and the folded
+/// θ output into this invocation's `tp` registers.
+fn theta_path(tid: u32) {
+    accumulate(0u, D, W, true, tid);
+    store_hidden(D * W, false, tid);
+    for (var b = 0u; b < p.nbt; b++) {
+        residual_block(b, tid);
+    }
+    let off = square_layer(p.nbt);
+    accumulate(off, W, W, false, tid);
+    let lane = tid % 32u;
+    for (var i = 0u; i < RPT * NC; i++) {
+        let o = lane + 32u * (i % NC);
+        var v = 0.0;
+        if (o < W) {
+            v = acc[i] + net[off + W * W + o];
+        }
+        tp[i] = v;
+    }
+}
+
+/// sum_s[r, :] = Σ_j scale·ε̂(θ_r, t_k, x_j) for the tile (ScorePlan::eps_hat,
+/// LearnedScore::scores and the Σ_j of TileState::evaluate), observations in order.
+fn evaluate(k: u32, scale: f32, tid: u32) {
+    theta_path(tid);
+    let lane = tid % 32u;
+    let rg = tid / 32u;
+    let out_layer = square_layer(p.nbt + 1u + p.nbh);
+    for (var j = 0u; j < p.n_obs; j++) {
+        // Head input act((θ part + x part) + t part), in the CPU's order, from registers.
+        for (var i = 0u; i < RPT; i++) {
+            let r = rg + ROW_GROUPS * i;
+            for (var c = 0u; c < NC; c++) {
+                let o = lane + 32u * c;
+                if (o < W) {
+                    h[r * W + o] = silu((tp[i * NC + c] + x_part[j * W + o]) + t_part[k * W + o]);
+                }
+            }
+        }
+        for (var b = 0u; b < p.nbh; b++) {
+            residual_block(p.nbt + 1u + b, tid);
+        }
+        accumulate(out_layer, W, D, false, tid);
+        for (var i = 0u; i < RPT; i++) {
+            let r = rg + ROW_GROUPS * i;
+            for (var c = 0u; c < NC; c++) {
+                let o = lane + 32u * c;
+                if (o < D) {
+                    let s = (acc[i * NC + c] + net[out_layer + W * D + o]) * scale;
+                    if (j == 0u) {
+                        sum_s[r * D + o] = s;
+                    } else {
+                        sum_s[r * D + o] = sum_s[r * D + o] + s;
+                    }
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+}
+
+// ---- chain state, prior, moves ---------------------------------------------------------
+
+/// ∇log p(θ) of the standard normal prior where the CPU evaluates it (w_k ≠ 0), else 0.
+fn prior_score(w_f: f32, th: f32) -> f32 {
+    return select(0.0, -th, w_f != 0.0);
+}
+
+/// θ of the tile: the initial draw θ = z·√(1/n) at step 0 on the first dispatch, else the
+/// state the previous dispatch left.
+fn load_or_init(tile: u32, first_lane: u32, tid: u32) {
+    if (p.init != 0u) {
+        for (var idx = tid; idx < TILE * NB; idx += THREADS) {
+            let r = idx / NB;
+            let b = idx % NB;
+            let z = noise4(0u, first_lane + r, b);
+            for (var e = 0u; e < 4u; e++) {
+                let i = 4u * b + e;
+                if (i < D) {
+                    theta[r * D + i] = z[e] * p.init_std;
+                }
+            }
+        }
+    } else if (tile < p.tiles) {
+        for (var idx = tid; idx < TILE * D; idx += THREADS) {
+            theta[idx] = state[tile * TILE * D + idx];
+        }
+    }
+    workgroupBarrier();
+}
+
+/// Writes the tile's θ back to `state`.
+fn store_state(tile: u32, tid: u32) {
+    workgroupBarrier();
+    if (tile < p.tiles) {
+        for (var idx = tid; idx < TILE * D; idx += THREADS) {
+            state[tile * TILE * D + idx] = theta[idx];
+        }
+    }
+}
+
+/// langevin_move: θ ← θ + (a·s + b·z), s = Σ_j s_j + w·∇log p(θ), z the row's normals at
+/// `step`; (a, b) = (a_all, b_all), or the corrector's `coef` when `use_coef`.
+fn langevin_move(w_f: f32, step: u32, first_lane: u32, use_coef: bool, a_all: f32, b_all: f32, tid: u32) {
+    var a = a_all;
+    var bb = b_all;
+    if (use_coef) {
+        a = coef[0];
+        bb = coef[1];
+    }
+    for (var idx = tid; idx < TILE * NB; idx += THREADS) {
+        let r = idx / NB;
+        let b = idx % NB;
+        let z = noise4(step, first_lane + r, b);
+        for (var e = 0u; e < 4u; e++) {
+            let i = 4u * b + e;
+            if (i < D) {
+                let th = theta[r * D + i];
+                let s = sum_s[r * D + i] + w_f * prior_score(w_f, th);
+                theta[r * D + i] = th + (a * s + bb * z[e]);
+            }
+        }
+    }
+    workgroupBarrier();
+}
+
+/// The corrector's step size for the tile's lane group: norm2[r] = ‖Σ_j s_j + w·∇log p‖²,
+/// the mean over the group's rows that are samples (lane < num), summed in lane order,
+/// ε = 2r²d / max(mean, MIN_POSITIVE); coef = (ε, √(2ε)).
+fn corrector_coefficients(w_f: f32, first_lane: u32, tid: u32) {
+    if (tid < TILE) {
+        var sq = 0.0;
+        for (var i = 0u; i < D; i++) {
+            let v = sum_s[tid * D + i] + w_f * prior_score(w_f, theta[tid * D + i]);
+            sq = sq + v * v;
+        }
+        norm2[tid] = sq;
+    }
+    workgroupBarrier();
+    if (tid == 0u) {
+        var count = 0u;
+        if (p.num > first_lane) {
+            count = min(TILE, p.num - first_lane);
+        }
+        var total = 0.0;
+        for (var r = 0u; r < count; r++) {
+            total = total + norm2[r];
+        }
+        var eps = 0.0;
+        if (count > 0u) {
+            let mean = total / f32(count);
+            eps = p.corrector_numer / max(mean, F32_MIN_POSITIVE);
+        }
+        coef[0] = eps;
+        coef[1] = sqrt(2.0 * eps);
+    }
+    workgroupBarrier();
+}
+
+/// The corrector after the predictor at level k (run_tile): p.corrector_steps times,
+/// evaluate, size the step, move. Returns the next chain step.
+fn corrector(k: u32, first_lane: u32, step_in: u32, tid: u32) -> u32 {
+    var step = step_in;
+    let scale = level[8u * k];
+    let w_f = level[8u * k + 1u];
+    for (var c = 0u; c < p.corrector_steps; c++) {
+        evaluate(k, scale, tid);
+        corrector_coefficients(w_f, first_lane, tid);
+        langevin_move(w_f, step, first_lane, true, 0.0, 0.0, tid);
+        step += 1u;
+    }
+    return step;
+}
