@@ -19,16 +19,20 @@
 // with x_part[j] = W_x·e(x_j) + b and t_part[k] = W_t·e(t_k) precomputed by
 // ScorePlan::condition.
 //
-// Workgroup shape: THREADS = 128 invocations own TILE = 32 consecutive samples (lanes
-// 32·tile .. 32·tile + 31), exactly one CORRECTOR_GROUP, so the corrector's mean ‖s‖² is a
-// reduction inside the workgroup in a fixed order (lane order, one invocation).
-// Dense layer y[r, o] = Σ_k x[r, k]·Wᵀ[k, o] + b[o]: invocation t computes rows
-// r = t/32 + 4i (i < RPT = 8) and columns o = t%32 + 32c (c < NC), keeping the RPT·NC sums in
-// registers. Wᵀ streams through workgroup memory in slabs of KC input rows × 32·NC columns
-// (zero-padded past the layer's outputs); activations stay in workgroup memory (`h`); the
-// folded θ part `tp` stays in the registers of the invocation that owns its (r, o).
+// Workgroup shape: THREADS invocations (max(W, d) rounded up to a multiple of 32) own
+// TILE = 32 consecutive samples (lanes 32·tile .. 32·tile + 31), exactly one
+// CORRECTOR_GROUP, so the corrector's mean ‖s‖² is a reduction inside the workgroup in a
+// fixed order (lane order, one invocation).
+// Dense layer y[r, o] = Σ_k x[r, k]·Wᵀ[k, o] + b[o]: invocation t owns output column o = t
+// for all 32 rows of the tile, its 32 sums in registers as 8 vec4 (rows 4q .. 4q+3).
+// Activations are stored column-major in workgroup memory (hT[k·8 + q] = rows 4q .. 4q+3
+// of column k), so for each k every invocation reads the same 8 vec4 (a broadcast: one
+// load for the whole workgroup on lavapipe, no bank conflicts on a GPU) and its own weight
+// Wᵀ[k, t], used 32 times from a register. Wᵀ streams through workgroup memory in slabs of
+// KC input rows × THREADS columns (zero-padded past the layer's outputs). The folded θ part
+// `tp` stays in the registers of the invocation that owns its column.
 //
-// Workgroup memory (f32): h[TILE·W] + slab[KC·32·NC] + theta[TILE·d] + sum_s[TILE·d] +
+// Workgroup memory (f32): hT[TILE·W] + slab[KC·THREADS] + thT[TILE·d] + sT[TILE·d] +
 // norm2[TILE] + coef[2]. The host picks KC (≤ 32) so this fits the adapter's
 // max_compute_workgroup_storage_size (lavapipe: 32 KiB).
 //
@@ -54,14 +58,11 @@
 
 const W: u32 = 16u; // HOST: width
 const D: u32 = 4u; // HOST: dim θ
-const NC: u32 = 1u; // HOST: columns per invocation, ⌈max(W, d)/32⌉ rounded up to 1, 2, 4, 8
+const THREADS: u32 = 32u; // HOST: invocations, max(W, d) rounded up to a multiple of 32
 const KC: u32 = 32u; // HOST: input rows per weight slab
 
 const TILE: u32 = 32u;
-const THREADS: u32 = 128u;
-const ROW_GROUPS: u32 = 4u; // THREADS / 32
-const RPT: u32 = 8u; // TILE / ROW_GROUPS
-const COLS: u32 = 32u * NC;
+const Q: u32 = 8u; // vec4 per column of the tile
 const NB: u32 = (D + 3u) / 4u; // Philox blocks (4 normals each) per sample and step
 const SAMPLER_STREAM: u32 = 3u; // rng::streams::SAMPLER
 const F32_MIN_POSITIVE: f32 = 1.17549435e-38;
@@ -92,15 +93,27 @@ struct Params {
 @group(0) @binding(4) var<storage, read> level: array<f32>;
 @group(0) @binding(5) var<storage, read_write> state: array<f32>;
 
-var<workgroup> h: array<f32, TILE * W>;
-var<workgroup> slab: array<f32, KC * COLS>;
-var<workgroup> theta: array<f32, TILE * D>;
-var<workgroup> sum_s: array<f32, TILE * D>;
+var<workgroup> hT: array<vec4<f32>, W * Q>;
+var<workgroup> slab: array<f32, KC * THREADS>;
+var<workgroup> thT: array<vec4<f32>, D * Q>;
+var<workgroup> sT: array<vec4<f32>, D * Q>;
 var<workgroup> norm2: array<f32, TILE>;
 var<workgroup> coef: array<f32, 2>;
 
-var<private> acc: array<f32, RPT * NC>;
-var<private> tp: array<f32, RPT * NC>;
+/// One column of the tile: rows 4q .. 4q+3 in field q.
+struct Column {
+    q0: vec4<f32>,
+    q1: vec4<f32>,
+    q2: vec4<f32>,
+    q3: vec4<f32>,
+    q4: vec4<f32>,
+    q5: vec4<f32>,
+    q6: vec4<f32>,
+    q7: vec4<f32>,
+}
+
+var<private> acc: Column;
+var<private> tp: Column;
 
 // ---- Philox4x32-10 and Box–Muller: copied from philox.wgsl (= src/rng.rs) ------------
 
@@ -165,18 +178,12 @@ fn noise4(step: u32, lane: u32, b: u32) -> vec4<f32> {
 
 // ---- the network -----------------------------------------------------------------------
 
-/// σ(x) without overflow for either sign (UnaryOp::Sigmoid on the CPU).
-fn sigmoid(x: f32) -> f32 {
-    if (x >= 0.0) {
-        return 1.0 / (1.0 + exp(-x));
-    }
-    let e = exp(x);
-    return e / (1.0 + e);
-}
-
-/// SiLU, the score network's activation (SCORE_ACTIVATION).
-fn silu(x: f32) -> f32 {
-    return x * sigmoid(x);
+/// SiLU, the score network's activation (SCORE_ACTIVATION): x·σ(x) with σ in the
+/// overflow-free form of the CPU (1/(1 + e^−x) for x ≥ 0, e^x/(1 + e^x) below).
+fn silu(x: vec4<f32>) -> vec4<f32> {
+    let e = exp(-abs(x));
+    let s = select(e / (1.0 + e), 1.0 / (1.0 + e), x >= vec4<f32>(0.0));
+    return x * s;
 }
 
 /// Offset in `net` of the l-th W×W layer (θ blocks, folded θ output, head blocks).
@@ -184,22 +191,26 @@ fn square_layer(l: u32) -> u32 {
     return D * W + W + l * (W * W + W);
 }
 
-/// acc[i, c] = Σ_k in[r, k]·Wᵀ[k, o] over the tile (r = t/32 + 4i, o = t%32 + 32c), `in`
-/// being `theta` (k_in = d) when `from_theta`, else `h` (k_in = W); Wᵀ at `wt` in `net`,
-/// [k_in, n_out]. Starts and ends with a barrier, so the caller may overwrite `in`.
-fn accumulate(wt: u32, k_in: u32, n_out: u32, from_theta: bool, tid: u32) {
-    let lane = tid % 32u;
-    let rg = tid / 32u;
-    for (var i = 0u; i < RPT * NC; i++) {
-        acc[i] = 0.0;
+/// Rows 4q .. 4q+3 of input column k: of θ when `from_theta`, else of h.
+fn input(from_theta: bool, k: u32, q: u32) -> vec4<f32> {
+    if (from_theta) {
+        return thT[k * Q + q];
     }
+    return hT[k * Q + q];
+}
+
+/// acc = column `tid` of in·Wᵀ over the tile, `in` being θ (k_in = d) when `from_theta`,
+/// else h (k_in = W); Wᵀ at `wt` in `net`, [k_in, n_out] (invocations tid ≥ n_out compute
+/// zeros). Starts and ends with a barrier, so the caller may overwrite `in`.
+fn accumulate(wt: u32, k_in: u32, n_out: u32, from_theta: bool, tid: u32) {
+    acc = Column();
     for (var k0 = 0u; k0 < k_in; k0 += KC) {
         let kc = min(KC, k_in - k0);
         // The previous slab is consumed and `in` (written by the previous step) visible.
         workgroupBarrier();
-        for (var idx = tid; idx < KC * COLS; idx += THREADS) {
-            let kk = idx / COLS;
-            let o = idx % COLS;
+        for (var idx = tid; idx < KC * THREADS; idx += THREADS) {
+            let kk = idx / THREADS;
+            let o = idx % THREADS;
             var v = 0.0;
             if (kk < kc && o < n_out) {
                 v = net[wt + (k0 + kk) * n_out + o];
@@ -208,44 +219,46 @@ fn accumulate(wt: u32, k_in: u32, n_out: u32, from_theta: bool, tid: u32) {
         }
         workgroupBarrier();
         for (var kk = 0u; kk < kc; kk++) {
-            var wv: array<f32, NC>;
-            for (var c = 0u; c < NC; c++) {
-                wv[c] = slab[kk * COLS + lane + 32u * c];
-            }
-            for (var i = 0u; i < RPT; i++) {
-                let r = rg + ROW_GROUPS * i;
-                var a: f32;
-                if (from_theta) {
-                    a = theta[r * D + k0 + kk];
-                } else {
-                    a = h[r * W + k0 + kk];
-                }
-                for (var c = 0u; c < NC; c++) {
-                    acc[i * NC + c] = fma(a, wv[c], acc[i * NC + c]);
-                }
-            }
+            let wv = vec4<f32>(slab[kk * THREADS + tid]);
+            let k = k0 + kk;
+            acc.q0 = fma(input(from_theta, k, 0u), wv, acc.q0);
+            acc.q1 = fma(input(from_theta, k, 1u), wv, acc.q1);
+            acc.q2 = fma(input(from_theta, k, 2u), wv, acc.q2);
+            acc.q3 = fma(input(from_theta, k, 3u), wv, acc.q3);
+            acc.q4 = fma(input(from_theta, k, 4u), wv, acc.q4);
+            acc.q5 = fma(input(from_theta, k, 5u), wv, acc.q5);
+            acc.q6 = fma(input(from_theta, k, 6u), wv, acc.q6);
+            acc.q7 = fma(input(from_theta, k, 7u), wv, acc.q7);
         }
     }
     // Every read of `in` is done: the epilogue may write it.
     workgroupBarrier();
 }
 
-/// Epilogue h[r, o] = act(acc + b) (mode 0) or h[r, o] + act(acc + b) (mode 1), b at `bias`.
+/// Epilogue h[:, tid] = act(acc + b), or h[:, tid] + act(acc + b) when `residual`; b at
+/// `bias` in `net`.
 fn store_hidden(bias: u32, residual: bool, tid: u32) {
-    let lane = tid % 32u;
-    let rg = tid / 32u;
-    for (var i = 0u; i < RPT; i++) {
-        let r = rg + ROW_GROUPS * i;
-        for (var c = 0u; c < NC; c++) {
-            let o = lane + 32u * c;
-            if (o < W) {
-                let y = silu(acc[i * NC + c] + net[bias + o]);
-                if (residual) {
-                    h[r * W + o] = h[r * W + o] + y;
-                } else {
-                    h[r * W + o] = y;
-                }
-            }
+    if (tid < W) {
+        let b = vec4<f32>(net[bias + tid]);
+        let c = tid * Q;
+        if (residual) {
+            hT[c] = hT[c] + silu(acc.q0 + b);
+            hT[c + 1u] = hT[c + 1u] + silu(acc.q1 + b);
+            hT[c + 2u] = hT[c + 2u] + silu(acc.q2 + b);
+            hT[c + 3u] = hT[c + 3u] + silu(acc.q3 + b);
+            hT[c + 4u] = hT[c + 4u] + silu(acc.q4 + b);
+            hT[c + 5u] = hT[c + 5u] + silu(acc.q5 + b);
+            hT[c + 6u] = hT[c + 6u] + silu(acc.q6 + b);
+            hT[c + 7u] = hT[c + 7u] + silu(acc.q7 + b);
+        } else {
+            hT[c] = silu(acc.q0 + b);
+            hT[c + 1u] = silu(acc.q1 + b);
+            hT[c + 2u] = silu(acc.q2 + b);
+            hT[c + 3u] = silu(acc.q3 + b);
+            hT[c + 4u] = silu(acc.q4 + b);
+            hT[c + 5u] = silu(acc.q5 + b);
+            hT[c + 6u] = silu(acc.q6 + b);
+            hT[c + 7u] = silu(acc.q7 + b);
         }
     }
     workgroupBarrier();
@@ -268,55 +281,73 @@ fn theta_path(tid: u32) {
     }
     let off = square_layer(p.nbt);
     accumulate(off, W, W, false, tid);
-    let lane = tid % 32u;
-    for (var i = 0u; i < RPT * NC; i++) {
-        let o = lane + 32u * (i % NC);
-        var v = 0.0;
-        if (o < W) {
-            v = acc[i] + net[off + W * W + o];
-        }
-        tp[i] = v;
-    }
+    let b = vec4<f32>(net[off + W * W + min(tid, W - 1u)]);
+    tp = Column(
+        acc.q0 + b,
+        acc.q1 + b,
+        acc.q2 + b,
+        acc.q3 + b,
+        acc.q4 + b,
+        acc.q5 + b,
+        acc.q6 + b,
+        acc.q7 + b,
+    );
 }
 
-/// sum_s[r, :] = Σ_j scale·ε̂(θ_r, t_k, x_j) for the tile (ScorePlan::eps_hat,
+/// sum_s[:, :] = Σ_j scale·ε̂(θ, t_k, x_j) for the tile (ScorePlan::eps_hat,
 /// LearnedScore::scores and the Σ_j of TileState::evaluate), observations in order.
 fn evaluate(k: u32, scale: f32, tid: u32) {
     theta_path(tid);
-    let lane = tid % 32u;
-    let rg = tid / 32u;
     let out_layer = square_layer(p.nbt + 1u + p.nbh);
     for (var j = 0u; j < p.n_obs; j++) {
         // Head input act((θ part + x part) + t part), in the CPU's order, from registers.
-        for (var i = 0u; i < RPT; i++) {
-            let r = rg + ROW_GROUPS * i;
-            for (var c = 0u; c < NC; c++) {
-                let o = lane + 32u * c;
-                if (o < W) {
-                    h[r * W + o] = silu((tp[i * NC + c] + x_part[j * W + o]) + t_part[k * W + o]);
-                }
-            }
+        if (tid < W) {
+            let xt = vec4<f32>(x_part[j * W + tid]);
+            let tt = vec4<f32>(t_part[k * W + tid]);
+            let c = tid * Q;
+            hT[c] = silu((tp.q0 + xt) + tt);
+            hT[c + 1u] = silu((tp.q1 + xt) + tt);
+            hT[c + 2u] = silu((tp.q2 + xt) + tt);
+            hT[c + 3u] = silu((tp.q3 + xt) + tt);
+            hT[c + 4u] = silu((tp.q4 + xt) + tt);
+            hT[c + 5u] = silu((tp.q5 + xt) + tt);
+            hT[c + 6u] = silu((tp.q6 + xt) + tt);
+            hT[c + 7u] = silu((tp.q7 + xt) + tt);
         }
         for (var b = 0u; b < p.nbh; b++) {
             residual_block(p.nbt + 1u + b, tid);
         }
         accumulate(out_layer, W, D, false, tid);
-        for (var i = 0u; i < RPT; i++) {
-            let r = rg + ROW_GROUPS * i;
-            for (var c = 0u; c < NC; c++) {
-                let o = lane + 32u * c;
-                if (o < D) {
-                    let s = (acc[i * NC + c] + net[out_layer + W * D + o]) * scale;
-                    if (j == 0u) {
-                        sum_s[r * D + o] = s;
-                    } else {
-                        sum_s[r * D + o] = sum_s[r * D + o] + s;
-                    }
-                }
-            }
+        if (tid < D) {
+            let b = vec4<f32>(net[out_layer + W * D + tid]);
+            let c = tid * Q;
+            let first = j == 0u;
+            sT[c] = select(sT[c], vec4<f32>(0.0), first) + (acc.q0 + b) * scale;
+            sT[c + 1u] = select(sT[c + 1u], vec4<f32>(0.0), first) + (acc.q1 + b) * scale;
+            sT[c + 2u] = select(sT[c + 2u], vec4<f32>(0.0), first) + (acc.q2 + b) * scale;
+            sT[c + 3u] = select(sT[c + 3u], vec4<f32>(0.0), first) + (acc.q3 + b) * scale;
+            sT[c + 4u] = select(sT[c + 4u], vec4<f32>(0.0), first) + (acc.q4 + b) * scale;
+            sT[c + 5u] = select(sT[c + 5u], vec4<f32>(0.0), first) + (acc.q5 + b) * scale;
+            sT[c + 6u] = select(sT[c + 6u], vec4<f32>(0.0), first) + (acc.q6 + b) * scale;
+            sT[c + 7u] = select(sT[c + 7u], vec4<f32>(0.0), first) + (acc.q7 + b) * scale;
         }
         workgroupBarrier();
     }
+}
+
+/// θ[r, i] of the tile.
+fn theta_at(r: u32, i: u32) -> f32 {
+    return thT[i * Q + r / 4u][r % 4u];
+}
+
+/// Σ_j s_j[r, i] of the tile.
+fn score_at(r: u32, i: u32) -> f32 {
+    return sT[i * Q + r / 4u][r % 4u];
+}
+
+/// θ[r, i] ← v.
+fn set_theta(r: u32, i: u32, v: f32) {
+    thT[i * Q + r / 4u][r % 4u] = v;
 }
 
 // ---- chain state, prior, moves ---------------------------------------------------------
@@ -337,13 +368,13 @@ fn load_or_init(tile: u32, first_lane: u32, tid: u32) {
             for (var e = 0u; e < 4u; e++) {
                 let i = 4u * b + e;
                 if (i < D) {
-                    theta[r * D + i] = z[e] * p.init_std;
+                    set_theta(r, i, z[e] * p.init_std);
                 }
             }
         }
     } else if (tile < p.tiles) {
         for (var idx = tid; idx < TILE * D; idx += THREADS) {
-            theta[idx] = state[tile * TILE * D + idx];
+            set_theta(idx / D, idx % D, state[tile * TILE * D + idx]);
         }
     }
     workgroupBarrier();
@@ -354,7 +385,7 @@ fn store_state(tile: u32, tid: u32) {
     workgroupBarrier();
     if (tile < p.tiles) {
         for (var idx = tid; idx < TILE * D; idx += THREADS) {
-            state[tile * TILE * D + idx] = theta[idx];
+            state[tile * TILE * D + idx] = theta_at(idx / D, idx % D);
         }
     }
 }
@@ -375,9 +406,9 @@ fn langevin_move(w_f: f32, step: u32, first_lane: u32, use_coef: bool, a_all: f3
         for (var e = 0u; e < 4u; e++) {
             let i = 4u * b + e;
             if (i < D) {
-                let th = theta[r * D + i];
-                let s = sum_s[r * D + i] + w_f * prior_score(w_f, th);
-                theta[r * D + i] = th + (a * s + bb * z[e]);
+                let th = theta_at(r, i);
+                let s = score_at(r, i) + w_f * prior_score(w_f, th);
+                set_theta(r, i, th + (a * s + bb * z[e]));
             }
         }
     }
@@ -391,7 +422,7 @@ fn corrector_coefficients(w_f: f32, first_lane: u32, tid: u32) {
     if (tid < TILE) {
         var sq = 0.0;
         for (var i = 0u; i < D; i++) {
-            let v = sum_s[tid * D + i] + w_f * prior_score(w_f, theta[tid * D + i]);
+            let v = score_at(tid, i) + w_f * prior_score(w_f, theta_at(tid, i));
             sq = sq + v * v;
         }
         norm2[tid] = sq;

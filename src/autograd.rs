@@ -192,9 +192,20 @@ enum Op {
         x: Var,
         indices: Vec<u32>,
     },
+    /// Softmax over visible keys; its backward is the plain softmax backward.
+    MaskedSoftmax {
+        x: Var,
+    },
     Mse {
         prediction: Var,
         target: Var,
+    },
+    /// Value: [y, logdet] concatenated along the last axis (see `Tape::rq_spline`).
+    RqSpline {
+        x: Var,
+        knots: [Var; 3],
+        bound: f32,
+        inverse: bool,
     },
 }
 
@@ -515,6 +526,13 @@ impl Tape {
         Ok(self.push(y, node, self.needs(&[x])))
     }
 
+    /// Softmax over the keys each query may see (see [`ops::masked_softmax`]): scores
+    /// `[batch, queries, keys]`, key mask `[batch, keys]`, optionally causal (key j ≤ query i).
+    pub fn masked_softmax(&mut self, x: Var, mask: &Tensor, causal: bool) -> Result<Var> {
+        let y = ops::masked_softmax(self.value(x), mask, causal)?;
+        Ok(self.push(y, Op::MaskedSoftmax { x }, self.needs(&[x])))
+    }
+
     /// Rows of x along axis 0 picked by `indices`.
     pub fn gather_rows(&mut self, x: Var, indices: &[u32]) -> Result<Var> {
         let y = ops::gather_rows(self.value(x), indices)?;
@@ -530,6 +548,34 @@ impl Tape {
         let y = ops::mse(self.value(prediction), self.value(target))?;
         let node = Op::Mse { prediction, target };
         Ok(self.push(y, node, self.needs(&[prediction, target])))
+    }
+
+    /// The rational-quadratic spline with identity tails outside [−bound, bound],
+    /// elementwise (see [`ops::rq_spline`]): x `[..., n]`, knots = [widths `[..., n, K]`,
+    /// heights `[..., n, K]`, derivatives `[..., n, K + 1]`]. Returns (y, ln |dy/dx|), both
+    /// x's shape; with `inverse`, the x that maps to the input and ln |dx/dy|. Both
+    /// directions are differentiable in every input.
+    pub fn rq_spline(
+        &mut self,
+        x: Var,
+        knots: [Var; 3],
+        bound: f32,
+        inverse: bool,
+    ) -> Result<(Var, Var)> {
+        let [w, h, d] = knots.map(|v| self.value(v));
+        let (y, logdet) = ops::rq_spline(self.value(x), w, h, d, bound, inverse)?;
+        let both = ops::concat(&[&y, &logdet])?;
+        let node = Op::RqSpline {
+            x,
+            knots,
+            bound,
+            inverse,
+        };
+        let needs = self.needs(&[x, knots[0], knots[1], knots[2]]);
+        let both = self.push(both, node, needs);
+        let n = self.value(x).cols();
+        let parts = self.split(both, &[n, n])?;
+        Ok((parts[0], parts[1]))
     }
 
     /// Gradients of a one-element `loss` with respect to every leaf and parameter.
@@ -679,6 +725,7 @@ impl Tape {
                 let set = val(*x).shape()[1];
                 vec![(*x, ops::masked_set_reduce_backward(g, mask, *how, set)?)]
             }
+            Op::MaskedSoftmax { x } => vec![(*x, ops::softmax_backward(y, g)?)],
             Op::GatherRows { x, indices } => {
                 vec![(*x, ops::gather_rows_backward(g, indices, val(*x).shape())?)]
             }
@@ -690,6 +737,25 @@ impl Tape {
                 }
                 out.push((*prediction, dp));
                 out
+            }
+            Op::RqSpline {
+                x,
+                knots,
+                bound,
+                inverse,
+            } => {
+                let n = val(*x).cols();
+                let g = ops::split(g, &[n, n])?;
+                let grads = ops::rq_spline_backward(
+                    val(*x),
+                    knots.map(val),
+                    *bound,
+                    *inverse,
+                    &g[0],
+                    &g[1],
+                )?;
+                let inputs = [*x, knots[0], knots[1], knots[2]];
+                inputs.into_iter().zip(grads).collect()
             }
         })
     }

@@ -418,6 +418,32 @@ pub fn masked_set_reduce_backward(
     backend.masked_set_reduce_backward(dy, mask, how, set_size)
 }
 
+/// Softmax over the keys each query may see (see [`Backend::masked_softmax`]): x
+/// `[batch, queries, keys]`, mask `[batch, keys]` (nonzero = key present); with `causal`,
+/// query i also sees only keys j ≤ i, which needs queries = keys. Hidden keys get 0 and a
+/// query that sees no key a row of zeros. The backward is [`softmax_backward`].
+pub fn masked_softmax(x: &Tensor, mask: &Tensor, causal: bool) -> Result<Tensor> {
+    let op = "masked_softmax";
+    let backend = backend_of(op, &[x, mask])?;
+    if x.rank() != 3 || mask.shape() != [x.shape()[0], x.shape()[2]] {
+        return Err(Error::shape_because(
+            op,
+            x.shape(),
+            mask.shape(),
+            "expects scores [batch, queries, keys] and a key mask [batch, keys]",
+        ));
+    }
+    if causal && x.shape()[1] != x.shape()[2] {
+        return Err(Error::shape_because(
+            op,
+            x.shape(),
+            mask.shape(),
+            "a causal mask needs as many queries as keys (self-attention)",
+        ));
+    }
+    backend.masked_softmax(x, mask, causal)
+}
+
 fn check_indices(op: &'static str, indices: &[u32], rows: usize) -> Result<()> {
     if let Some(bad) = indices.iter().find(|&&i| i as usize >= rows) {
         return Err(Error::invalid(
@@ -497,4 +523,85 @@ pub fn adam_update(
     same_shape(op, param, m)?;
     same_shape(op, param, v)?;
     backend.adam_update(param, grad, m, v, step)
+}
+
+/// Checks the operands of the rational-quadratic spline: widths and heights `[..., K]`
+/// and derivatives `[..., K + 1]` for an input `[...]`, K ≥ 1, bound finite and positive.
+fn check_rq_spline(
+    op: &'static str,
+    x: &Tensor,
+    knots: [&Tensor; 3],
+    bound: f32,
+) -> Result<Arc<dyn Backend>> {
+    let [widths, heights, derivatives] = knots;
+    let backend = backend_of(op, &[x, widths, heights, derivatives])?;
+    at_least_rank(op, widths, 1)?;
+    let bins = widths.cols();
+    let knot_shape = |n: usize| {
+        let mut s = x.shape().to_vec();
+        s.push(n);
+        s
+    };
+    if bins == 0 || widths.shape() != knot_shape(bins) {
+        let why = "widths must be [..., K] (K ≥ 1) for an input [...]";
+        return Err(Error::shape_because(op, x.shape(), widths.shape(), why));
+    }
+    if heights.shape() != widths.shape() {
+        let why = "heights must have the widths' shape [..., K]";
+        return Err(Error::shape_because(
+            op,
+            widths.shape(),
+            heights.shape(),
+            why,
+        ));
+    }
+    if derivatives.shape() != knot_shape(bins + 1) {
+        let why = "derivatives must be [..., K + 1] for widths [..., K]";
+        return Err(Error::shape_because(
+            op,
+            widths.shape(),
+            derivatives.shape(),
+            why,
+        ));
+    }
+    if !(bound.is_finite() && bound > 0.0) {
+        return Err(Error::invalid(
+            op,
+            format!("bound must be finite and positive, got {bound}"),
+        ));
+    }
+    Ok(backend)
+}
+
+/// The monotone rational-quadratic spline with identity tails (see
+/// [`Backend::rq_spline`]): returns (y, ln |dy/dx|) elementwise, or with `inverse` the x
+/// that maps to the input and ln |dx/dy|.
+pub fn rq_spline(
+    x: &Tensor,
+    widths: &Tensor,
+    heights: &Tensor,
+    derivatives: &Tensor,
+    bound: f32,
+    inverse: bool,
+) -> Result<(Tensor, Tensor)> {
+    let backend = check_rq_spline("rq_spline", x, [widths, heights, derivatives], bound)?;
+    backend.rq_spline(x, widths, heights, derivatives, bound, inverse)
+}
+
+/// The backward of [`rq_spline`]: [dx, dwidths, dheights, dderivatives] given the
+/// gradients of its two outputs; `knots` = [widths, heights, derivatives].
+pub fn rq_spline_backward(
+    x: &Tensor,
+    knots: [&Tensor; 3],
+    bound: f32,
+    inverse: bool,
+    dy: &Tensor,
+    dlogdet: &Tensor,
+) -> Result<[Tensor; 4]> {
+    let op = "rq_spline_backward";
+    let backend = check_rq_spline(op, x, knots, bound)?;
+    backend_of(op, &[x, dy, dlogdet])?;
+    same_shape(op, x, dy)?;
+    same_shape(op, x, dlogdet)?;
+    backend.rq_spline_backward(x, knots, bound, inverse, dy, dlogdet)
 }

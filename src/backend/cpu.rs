@@ -488,6 +488,51 @@ pub fn masked_set_reduce_backward(
     });
 }
 
+/// Softmax over the keys a query may see, for x `[batch, queries, keys]` and a key mask
+/// `[batch, keys]`: key j is visible to query i of set b when mask[b, j] ≠ 0 and, with
+/// `causal`, j ≤ i. y[b, i, j] = exp(x[b, i, j] − m)/Σ_visible exp(x[b, i, j'] − m), m the
+/// max over visible keys; hidden keys get exactly 0 (whatever x holds there, even ±∞), and
+/// a query that sees no key gets a row of zeros. The backward is [`softmax_backward`]:
+/// y = 0 at hidden keys makes their gradient 0. Each exp is taken in f64 and held as f32
+/// until the f64 sum is known (one extra rounding, 6e-8 relative).
+pub fn masked_softmax(
+    x: &[f32],
+    mask: &[f32],
+    queries: usize,
+    keys: usize,
+    causal: bool,
+    y: &mut [f32],
+) {
+    for_rows(y, keys, keys, |r, out| {
+        let (b, i) = (r / queries.max(1), r % queries.max(1));
+        // Causal: keys after i are hidden whatever the mask says.
+        let seen = if causal { (i + 1).min(keys) } else { keys };
+        let row = &x[r * keys..r * keys + seen];
+        let mask_row = &mask[b * keys..b * keys + seen];
+        out.fill(0.0);
+        let max = row
+            .iter()
+            .zip(mask_row)
+            .filter(|(_, &m)| m != 0.0)
+            .map(|(&v, _)| v)
+            .fold(f32::NEG_INFINITY, f32::max);
+        // exp(x − max) once per visible key, kept in `out` until the sum is known.
+        let mut s = 0.0f64;
+        for ((o, &v), &m) in out.iter_mut().zip(row).zip(mask_row) {
+            if m != 0.0 {
+                let e = ((v - max) as f64).exp();
+                s += e;
+                *o = e as f32;
+            }
+        }
+        if s > 0.0 {
+            for o in &mut out[..seen] {
+                *o = (*o as f64 / s) as f32;
+            }
+        }
+    });
+}
+
 // ---------------------------------------------------------------------------------------
 // gather, loss, optimizer
 // ---------------------------------------------------------------------------------------
@@ -554,6 +599,250 @@ pub fn adam_update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &A
         let vhat = v[i] / s.bias_correction2;
         p[i] -= s.lr * mhat / (vhat.sqrt() + s.eps);
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// rational-quadratic spline (neural spline flows, Durkan et al. 2019)
+// ---------------------------------------------------------------------------------------
+
+/// The knots of one monotone rational-quadratic spline per element of an input `[n]`:
+/// `widths` and `heights` are `[n, bins]` (positive, each row summing to 2·bound) and
+/// `derivatives` is `[n, bins + 1]` (positive; the derivatives at the K + 1 knots).
+/// Knot k of element i is at (x_k, y_k) = (−B + Σ_{j<k} w_ij, −B + Σ_{j<k} h_ij).
+#[derive(Clone, Copy, Debug)]
+pub struct RqKnots<'a> {
+    /// Bin widths, `[n, bins]`.
+    pub widths: &'a [f32],
+    /// Bin heights, `[n, bins]`.
+    pub heights: &'a [f32],
+    /// Knot derivatives, `[n, bins + 1]`.
+    pub derivatives: &'a [f32],
+    /// K, the number of bins.
+    pub bins: usize,
+    /// B: the spline maps [−B, B] onto itself; outside it is the identity.
+    pub bound: f32,
+}
+
+/// Gradient buffers with the layout of [`RqKnots`].
+#[derive(Debug)]
+pub struct RqKnotsMut<'a> {
+    /// d/d widths, `[n, bins]`.
+    pub widths: &'a mut [f32],
+    /// d/d heights, `[n, bins]`.
+    pub heights: &'a mut [f32],
+    /// d/d derivatives, `[n, bins + 1]`.
+    pub derivatives: &'a mut [f32],
+}
+
+/// The bin of one element that its input falls in, in f64.
+struct RqBin {
+    k: usize,
+    xk: f64,
+    yk: f64,
+    wk: f64,
+    hk: f64,
+    d0: f64,
+    d1: f64,
+}
+
+/// Finds the bin of `v` (an x for the forward map, a y for the inverse) by a linear scan
+/// of the knots; values past the last knot (rounding) stay in the last bin.
+fn rq_bin(v: f64, w: &[f32], h: &[f32], d: &[f32], bound: f64, inverse: bool) -> RqBin {
+    let (search, other) = if inverse { (h, w) } else { (w, h) };
+    let (mut lo_s, mut lo_o) = (-bound, -bound);
+    let mut k = 0;
+    while k + 1 < w.len() && v >= lo_s + search[k] as f64 {
+        lo_s += search[k] as f64;
+        lo_o += other[k] as f64;
+        k += 1;
+    }
+    let (xk, yk) = if inverse { (lo_o, lo_s) } else { (lo_s, lo_o) };
+    RqBin {
+        k,
+        xk,
+        yk,
+        wk: w[k] as f64,
+        hk: h[k] as f64,
+        d0: d[k] as f64,
+        d1: d[k + 1] as f64,
+    }
+}
+
+/// The forward map inside bin `b` at x: (y, ln dy/dx). With ξ = (x − x_k)/w_k,
+/// s = h_k/w_k: y = y_k + h_k(sξ² + δ_k ξ(1−ξ)) / (s + (δ_k + δ_{k+1} − 2s) ξ(1−ξ)),
+/// dy/dx = s²(δ_{k+1}ξ² + 2sξ(1−ξ) + δ_k(1−ξ)²) / (s + (δ_k + δ_{k+1} − 2s) ξ(1−ξ))².
+fn rq_eval(b: &RqBin, x: f64) -> (f64, f64) {
+    let xi = (x - b.xk) / b.wk;
+    let s = b.hk / b.wk;
+    let t = xi * (1.0 - xi);
+    let num = b.hk * (s * xi * xi + b.d0 * t);
+    let den = s + (b.d0 + b.d1 - 2.0 * s) * t;
+    let p = b.d1 * xi * xi + 2.0 * s * t + b.d0 * (1.0 - xi) * (1.0 - xi);
+    (b.yk + num / den, (s * s * p).ln() - 2.0 * den.ln())
+}
+
+/// The root ξ ∈ [0, 1] of the quadratic that inverts [`rq_eval`] in bin `b`, in the
+/// cancellation-free form 2c / (−β − √(β² − 4αc)); returns x.
+fn rq_invert(b: &RqBin, y: f64) -> f64 {
+    let s = b.hk / b.wk;
+    let dy = y - b.yk;
+    let c1 = b.d0 + b.d1 - 2.0 * s;
+    let alpha = b.hk * (s - b.d0) + dy * c1;
+    let beta = b.hk * b.d0 - dy * c1;
+    let c = -s * dy;
+    let disc = (beta * beta - 4.0 * alpha * c).max(0.0);
+    let xi = 2.0 * c / (-beta - disc.sqrt());
+    b.xk + xi * b.wk
+}
+
+/// Reverse mode through [`rq_eval`]: the partials of gy·y + gl·ln y' with respect to
+/// (x, x_k, w_k, y_k, h_k, δ_k, δ_{k+1}).
+fn rq_eval_backward(b: &RqBin, x: f64, gy: f64, gl: f64) -> [f64; 7] {
+    let (wk, hk, d0, d1) = (b.wk, b.hk, b.d0, b.d1);
+    let xi = (x - b.xk) / wk;
+    let s = hk / wk;
+    let t = xi * (1.0 - xi);
+    let inner = s * xi * xi + d0 * t;
+    let num = hk * inner;
+    let c1 = d0 + d1 - 2.0 * s;
+    let den = s + c1 * t;
+    let p = d1 * xi * xi + 2.0 * s * t + d0 * (1.0 - xi) * (1.0 - xi);
+    // ln y' = ln(s²p) − 2 ln den = 2 ln s + ln p − 2 ln den.
+    let g_num = gy / den;
+    let g_den = -gy * num / (den * den) - 2.0 * gl / den;
+    let g_p = gl / p;
+    let mut g_s = 2.0 * gl / s;
+    let mut g_hk = g_num * inner;
+    let g_inner = g_num * hk;
+    g_s += g_inner * xi * xi;
+    let mut g_xi = g_inner * 2.0 * s * xi;
+    let mut g_d0 = g_inner * t;
+    let mut g_t = g_inner * d0;
+    g_s += g_den * (1.0 - 2.0 * t);
+    g_d0 += g_den * t;
+    let mut g_d1 = g_den * t;
+    g_t += g_den * c1;
+    g_d1 += g_p * xi * xi;
+    g_xi += g_p * (2.0 * d1 * xi - 2.0 * d0 * (1.0 - xi));
+    g_s += g_p * 2.0 * t;
+    g_t += g_p * 2.0 * s;
+    g_d0 += g_p * (1.0 - xi) * (1.0 - xi);
+    g_xi += g_t * (1.0 - 2.0 * xi);
+    g_hk += g_s / wk;
+    let mut g_wk = -g_s * s / wk;
+    let g_x = g_xi / wk;
+    let g_xk = -g_xi / wk;
+    g_wk -= g_xi * xi / wk;
+    [g_x, g_xk, g_wk, gy, g_hk, g_d0, g_d1]
+}
+
+/// One element of [`rq_spline`]: (output, log |d output / d input|).
+fn rq_spline_one(v: f64, w: &[f32], h: &[f32], d: &[f32], bound: f64, inverse: bool) -> (f64, f64) {
+    if v < -bound || v > bound {
+        return (v, 0.0);
+    }
+    let b = rq_bin(v, w, h, d, bound, inverse);
+    if inverse {
+        let x = rq_invert(&b, v);
+        (x, -rq_eval(&b, x).1)
+    } else {
+        rq_eval(&b, v)
+    }
+}
+
+/// Runs `f(i, outputs of element i)` over elements, in parallel when the call is big.
+fn for_elements<T: Send>(items: Vec<T>, work: usize, f: impl Fn(usize, T) + Sync + Send) {
+    if work < PARALLEL_WORK {
+        items.into_iter().enumerate().for_each(|(i, t)| f(i, t));
+    } else {
+        items.into_par_iter().enumerate().for_each(|(i, t)| f(i, t));
+    }
+}
+
+/// The monotone rational-quadratic spline of Durkan et al. (2019), elementwise with
+/// identity tails: for x in [−B, B] in bin k, with ξ = (x − x_k)/w_k and s = h_k/w_k,
+/// y = y_k + h_k(sξ² + δ_k ξ(1−ξ)) / (s + (δ_k + δ_{k+1} − 2s) ξ(1−ξ)) and logdet =
+/// ln dy/dx; outside, y = x and logdet = 0. With `inverse`, the
+/// input is a y and the output the x that maps to it (the root of a quadratic per
+/// element), with logdet = ln dx/dy = −ln dy/dx. Computed in f64, stored in f32.
+pub fn rq_spline(x: &[f32], knots: RqKnots, inverse: bool, y: &mut [f32], logdet: &mut [f32]) {
+    let k = knots.bins;
+    let bound = knots.bound as f64;
+    let items: Vec<(&mut f32, &mut f32)> = y.iter_mut().zip(logdet.iter_mut()).collect();
+    for_elements(items, x.len() * k * 8, |i, (yo, lo)| {
+        let (w, h) = (
+            &knots.widths[i * k..(i + 1) * k],
+            &knots.heights[i * k..(i + 1) * k],
+        );
+        let d = &knots.derivatives[i * (k + 1)..(i + 1) * (k + 1)];
+        let (v, l) = rq_spline_one(x[i] as f64, w, h, d, bound, inverse);
+        *yo = v as f32;
+        *lo = l as f32;
+    });
+}
+
+/// The backward of [`rq_spline`] (same `x`, `knots` and direction) given the gradients
+/// `dy` and `dlogdet` of its two outputs: writes dx and the knots' gradients (widths and
+/// heights also through the knot positions, which are their running sums).
+///
+/// The inverse direction reuses the forward partials: with x = f⁻¹(y) and
+/// G = dx_out − dlogdet·∂(ln f')/∂x, d/dy = G / f'(x) and d/dθ = −(G/f')·∂f/∂θ −
+/// dlogdet·∂(ln f')/∂θ for every knot parameter θ.
+pub fn rq_spline_backward(
+    x: &[f32],
+    knots: RqKnots,
+    inverse: bool,
+    dy: &[f32],
+    dlogdet: &[f32],
+    dx: &mut [f32],
+    dknots: RqKnotsMut,
+) {
+    let k = knots.bins;
+    let bound = knots.bound as f64;
+    let items: Vec<_> = dx
+        .iter_mut()
+        .zip(dknots.widths.chunks_mut(k))
+        .zip(dknots.heights.chunks_mut(k))
+        .zip(dknots.derivatives.chunks_mut(k + 1))
+        .collect();
+    for_elements(items, x.len() * k * 16, |i, (((dxo, dw), dh), dd)| {
+        dw.fill(0.0);
+        dh.fill(0.0);
+        dd.fill(0.0);
+        let v = x[i] as f64;
+        let (gy, gl) = (dy[i] as f64, dlogdet[i] as f64);
+        if v < -bound || v > bound {
+            *dxo = gy as f32;
+            return;
+        }
+        let (w, h) = (
+            &knots.widths[i * k..(i + 1) * k],
+            &knots.heights[i * k..(i + 1) * k],
+        );
+        let d = &knots.derivatives[i * (k + 1)..(i + 1) * (k + 1)];
+        let b = rq_bin(v, w, h, d, bound, inverse);
+        let r = if inverse {
+            let xv = rq_invert(&b, v);
+            let fprime = rq_eval(&b, xv).1.exp();
+            let dld_dx = rq_eval_backward(&b, xv, 0.0, 1.0)[0];
+            let g = gy - gl * dld_dx;
+            *dxo = (g / fprime) as f32;
+            rq_eval_backward(&b, xv, -g / fprime, -gl)
+        } else {
+            let r = rq_eval_backward(&b, v, gy, gl);
+            *dxo = r[0] as f32;
+            r
+        };
+        let [_, g_xk, g_wk, g_yk, g_hk, g_d0, g_d1] = r;
+        for j in 0..b.k {
+            dw[j] = g_xk as f32;
+            dh[j] = g_yk as f32;
+        }
+        dw[b.k] = g_wk as f32;
+        dh[b.k] = g_hk as f32;
+        dd[b.k] = g_d0 as f32;
+        dd[b.k + 1] = g_d1 as f32;
+    });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -819,6 +1108,15 @@ impl Backend for CpuBackend {
         }))
     }
 
+    fn masked_softmax(&self, x: &Tensor, mask: &Tensor, causal: bool) -> Result<Tensor> {
+        let op = "masked_softmax";
+        let (xd, md) = (data(x, op)?, data(mask, op)?);
+        let (queries, keys) = (x.shape()[1], x.shape()[2]);
+        Ok(new_tensor(x.shape(), |o| {
+            masked_softmax(xd, md, queries, keys, causal, o)
+        }))
+    }
+
     fn gather_rows(&self, x: &Tensor, indices: &[u32]) -> Result<Tensor> {
         let xd = data(x, "gather_rows")?;
         let row = x.numel() / x.shape()[0].max(1);
@@ -871,5 +1169,66 @@ impl Backend for CpuBackend {
             step,
         );
         Ok(())
+    }
+
+    fn rq_spline(
+        &self,
+        x: &Tensor,
+        widths: &Tensor,
+        heights: &Tensor,
+        derivatives: &Tensor,
+        bound: f32,
+        inverse: bool,
+    ) -> Result<(Tensor, Tensor)> {
+        let op = "rq_spline";
+        let knots = RqKnots {
+            widths: data(widths, op)?,
+            heights: data(heights, op)?,
+            derivatives: data(derivatives, op)?,
+            bins: widths.cols(),
+            bound,
+        };
+        let xd = data(x, op)?;
+        let mut logdet = vec![0.0f32; x.numel()];
+        let y = new_tensor(x.shape(), |y| rq_spline(xd, knots, inverse, y, &mut logdet));
+        Ok((y, Tensor::from_vec(logdet, x.shape())?))
+    }
+
+    fn rq_spline_backward(
+        &self,
+        x: &Tensor,
+        knots: [&Tensor; 3],
+        bound: f32,
+        inverse: bool,
+        dy: &Tensor,
+        dlogdet: &Tensor,
+    ) -> Result<[Tensor; 4]> {
+        let op = "rq_spline_backward";
+        let [widths, heights, derivatives] = knots;
+        let knots = RqKnots {
+            widths: data(widths, op)?,
+            heights: data(heights, op)?,
+            derivatives: data(derivatives, op)?,
+            bins: widths.cols(),
+            bound,
+        };
+        let (xd, dyd, dld) = (data(x, op)?, data(dy, op)?, data(dlogdet, op)?);
+        let mut dw = vec![0.0f32; widths.numel()];
+        let mut dh = vec![0.0f32; heights.numel()];
+        let mut dd = vec![0.0f32; derivatives.numel()];
+        let dx = new_tensor(x.shape(), |dx| {
+            let dknots = RqKnotsMut {
+                widths: &mut dw,
+                heights: &mut dh,
+                derivatives: &mut dd,
+            };
+            rq_spline_backward(xd, knots, inverse, dyd, dld, dx, dknots)
+        });
+        Ok([
+            dx,
+            Tensor::from_vec(dw, widths.shape())?,
+            Tensor::from_vec(dh, heights.shape())?,
+            Tensor::from_vec(dd, derivatives.shape())?,
+        ])
     }
 }

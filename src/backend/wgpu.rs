@@ -374,6 +374,22 @@ impl WgpuBackend {
         self.index
     }
 
+    /// The device, for kernels that manage their own pipelines and buffers (the fused
+    /// samplers of `samplers::wgpu`).
+    pub(crate) fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    /// The queue of [`WgpuBackend::device`].
+    pub(crate) fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+
+    /// The limits the device was opened with (the adapter's own).
+    pub(crate) fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+
     /// The matmul tile as (rows of C, columns of C, contracted slab BK); BK is chosen from
     /// the adapter's workgroup storage limit.
     pub fn matmul_tile(&self) -> (u32, u32, u32) {

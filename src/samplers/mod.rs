@@ -35,6 +35,7 @@
 pub mod cuda;
 pub mod gauss;
 pub mod score_plan;
+pub mod wgpu;
 
 use rayon::prelude::*;
 

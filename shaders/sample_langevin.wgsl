@@ -1,0 +1,54 @@
+// sample_langevin.wgsl: Algorithm 1 of Geffner et al. (annealed Langevin on the composed
+// score), every sample's whole chain in one dispatch (or a few, see score_sampler.wgsl).
+// The CPU reference is samplers::sample with Algorithm::Langevin (src/samplers/mod.rs,
+// run_tile); same seed, same Philox stream, so whole trajectories compare. Compiled after
+// score_sampler.wgsl (network, noise, corrector, bindings, workgroup layout).
+//
+// With levels γ_0 = 1 > γ_1 > … > γ_S = 0, α_1 = γ_1, α_k = γ_k/γ_{k−1}, s_ψ = −ε̂/√(1 − γ_k)
+// and the composed score s(θ, k) = (1 − n)(S − k)/S · ∇log p(θ) + Σ_j s_ψ(θ, k, x_j):
+//   θ ~ N(0, I/n)                                                      (step 0)
+//   for k = S−1 … 1, L times (one chain step each):
+//     θ ← θ + δ_k/2 · s(θ, k) + √δ_k · η,   δ_k = 0.05·(1 − α_k)/√α_k
+//   then, if k ≤ corrector levels, `corrector steps` times (one chain step each):
+//     θ ← θ + ε·s(θ, k) + √(2ε)·z,  ε = 2r²d / mean over the lane group (32 lanes) of ‖s‖²
+// ∇log p(θ) = −θ (the standard normal prior; the only one the GPU path supports).
+// Sample `lane` at chain step `step` draws its normals from Philox counter
+// (3, step, lane, b), key = seed: normals 4b..4b+3 from block b.
+//
+// FLOPs per draw (2 per multiply-add, ScorePlan::macs_per_step):
+//   2·[d·W + nbt·W² + W² + n·(nbh·W² + W·d)] per network pass (W = width, nbt = nbh =
+//   hidden_layers − 1), L passes per level (S − 1 levels) plus one per corrector step;
+//   activations, updates and noise are O(W·(1 + n) + d) per pass and not counted.
+//   d = 10, W = 64, n = 1: 43 520 FLOP per pass; gaussian10 (W = 128), L = 50, S = 400:
+//   ≈ 3.4 GFLOP per draw.
+//
+// Dispatch: ⌈num/32⌉ workgroups of THREADS invocations (folded into y past 65 535), workgroup
+// t owns lanes 32t .. 32t+31.
+
+@compute @workgroup_size(THREADS)
+fn sample_langevin(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) tid: u32,
+) {
+    let tile = wid.y * nwg.x + wid.x;
+    let first_lane = tile * TILE;
+    load_or_init(tile, first_lane, tid);
+    var step = p.step0;
+    for (var k = p.k_hi; k >= p.k_lo; k--) {
+        let lf = 8u * k;
+        let scale = level[lf];
+        let w_f = level[lf + 1u];
+        let half_delta = level[lf + 2u];
+        let sqrt_delta = level[lf + 3u];
+        for (var l = 0u; l < p.steps_per_level; l++) {
+            evaluate(k, scale, tid);
+            langevin_move(w_f, step, first_lane, false, half_delta, sqrt_delta, tid);
+            step += 1u;
+        }
+        if (k <= p.corrector_levels) {
+            step = corrector(k, first_lane, step, tid);
+        }
+    }
+    store_state(tile, tid);
+}

@@ -1,0 +1,687 @@
+//! The fused WGSL samplers (contract 4): Algorithms 1 and 2, the optional corrector
+//! included, for a [`ScorePlan`], each as one compute dispatch that runs every sample's
+//! whole chain: `shaders/sample_diffusion.wgsl` and `shaders/sample_langevin.wgsl`, each
+//! compiled after `shaders/score_sampler.wgsl` (the shared network, noise and corrector,
+//! whose top comment gives the workgroup shape, the workgroup-memory layout and the tables
+//! this file uploads). The counterpart of [`super::cuda`], with the same API shape and the
+//! same [`GpuPrior`].
+//!
+//! * **Same draws as the CPU.** [`sample_wgpu`] computes what [`super::sample`] computes
+//!   with a [`super::LearnedScore`] for the same plan, conditioning, grid and
+//!   [`SamplerConfig`]: the same Philox stream (sample `lane` at chain step `step` reads
+//!   counter `(streams::SAMPLER, step, lane, block)` under the seed), the same step order,
+//!   the per-level constants computed here in f64 by `run_tile`'s own expressions. Unlike
+//!   the CPU (and the CUDA kernels) the shaders are f32 throughout — WGSL has no f64 — so
+//!   the draws differ from the CPU's by f32 rounding carried along the chain: in the dense
+//!   layers' dot products (another summation order), in Algorithm 2's mean (the CPU sums it
+//!   in f64; the shader uses the algebraically equal form θ/√α + c_s·Σ_j s_j + c_p·∇log p
+//!   with f32 coefficients, which has no cancellation) and in the corrector's ‖s‖² and group
+//!   mean (f64 on the CPU). `tests/wgpu_samplers.rs` states the tolerance and measures why
+//!   it holds.
+//! * **Tiles.** A workgroup of [`workgroup_threads`] invocations (one per output column of
+//!   the widest layer) owns [`WGPU_TILE`] = 32 consecutive lanes,
+//!   exactly one corrector lane group, so the group mean of ‖s‖² is a fixed-order reduction
+//!   inside the workgroup. The draws do not depend on the tile (groups are fixed by lane),
+//!   so `config.tile` is not used here.
+//! * **Workgroup memory.** Activations of the tile (32 × width) stay in workgroup memory;
+//!   weights stream through it in slabs of `KC` input rows, `KC` ≤ 32 chosen as large as
+//!   the adapter's `max_compute_workgroup_storage_size` allows ([`workgroup_bytes`]; lavapipe
+//!   has 32 KiB: width 128 fits with KC = 16). The shader is specialized per (width, dim θ,
+//!   invocations, KC) by rewriting its `const` lines; pipelines are compiled once per adapter and
+//!   specialization and cached for the process.
+//! * **Dispatches.** By default the whole chain runs in one dispatch
+//!   ([`WgpuSamplerOptions::levels_per_dispatch`] = 0): lavapipe and compute-only GPUs
+//!   have no watchdog. A GPU that also drives a display may kill a long dispatch (e.g. the
+//!   2 s TDR of Windows); there, set `levels_per_dispatch` to run the chain in chunks of
+//!   that many levels, each its own dispatch and submission, θ kept in a storage buffer
+//!   between them. The draws are the same bit for bit either way.
+//! * **Buffers.** One call creates its buffers once (weights, conditioning, level table,
+//!   uniform slots, state, read-back) and nothing inside the chain; the draws are read back
+//!   once at the end.
+//! * **Prior.** The shaders evaluate ∇log p(θ) themselves; only the standard normal prior
+//!   of the sampler's space (∇log p(θ) = −θ) is implemented. [`GpuPrior::Other`] is an
+//!   error, never draws from the wrong posterior.
+//!
+//! No adapter, a shader the driver rejects or a device error is an error, never a CPU
+//! fallback.
+
+use std::collections::HashMap;
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+
+use ::wgpu::util::DeviceExt;
+
+pub use super::cuda::{passes_per_draw, GpuPrior};
+use super::{Algorithm, Conditioning, SamplerConfig, ScorePlan, CORRECTOR_GROUP};
+use crate::backend::wgpu::WgpuBackend;
+use crate::error::{Error, Result};
+use crate::tensor::Device;
+
+/// Samples per workgroup (`TILE` in `shaders/score_sampler.wgsl`): one corrector group.
+pub const WGPU_TILE: usize = CORRECTOR_GROUP;
+/// Largest width (and dim θ) the shaders handle: one output column per invocation, at most
+/// 256 invocations (the WebGPU default limit).
+pub const MAX_WIDTH: usize = 256;
+/// Entries per level in the level table.
+const LEVEL_STRIDE: usize = 8;
+/// Words of the uniform parameter block (`Params` in the shader).
+const PARAM_WORDS: usize = 16;
+
+const OP: &str = "sample_wgpu";
+
+/// How [`sample_wgpu_with`] runs the chain.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WgpuSamplerOptions {
+    /// The adapter, in `devices::wgpu_adapters()` order (the `n` of `wgpu:n`).
+    pub adapter: usize,
+    /// Levels per dispatch; 0 (the default) runs the whole chain in one dispatch. Set it on
+    /// GPUs whose driver has a watchdog for long dispatches (module docs).
+    pub levels_per_dispatch: usize,
+}
+
+/// Invocations per workgroup (`THREADS`): one per output column, max(width, dim θ)
+/// rounded up to a multiple of 32.
+pub fn workgroup_threads(d: usize, w: usize) -> usize {
+    w.max(d).div_ceil(32) * 32
+}
+
+/// Bytes of workgroup memory one workgroup needs for dim θ `d`, width `w` and weight slabs
+/// of `kc` input rows: h [32·w], slab [kc·THREADS], θ and Σ_j s_j [32·d] each, the
+/// corrector's ‖s‖² [32] and (ε, √(2ε)).
+pub fn workgroup_bytes(d: usize, w: usize, kc: usize) -> usize {
+    4 * (WGPU_TILE * w + kc * workgroup_threads(d, w) + 2 * WGPU_TILE * d + WGPU_TILE + 2)
+}
+
+/// The largest slab height KC ∈ {32, 16, …, 1} whose workgroup memory fits `limit` bytes.
+fn slab_rows(d: usize, w: usize, limit: usize) -> Option<usize> {
+    [32, 16, 8, 4, 2, 1]
+        .into_iter()
+        .find(|&kc| workgroup_bytes(d, w, kc) <= limit)
+}
+
+fn to_u32(v: usize, what: &str) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::invalid(OP, format!("{what} = {v} exceeds 2^32 - 1")))
+}
+
+/// The plan's layers as transposed weights (`[in, out]`) and biases in one buffer, in the
+/// order of `shaders/score_sampler.wgsl`.
+fn pack_weights(plan: &ScorePlan) -> Result<Vec<f32>> {
+    let (d, w) = (plan.config.dim_theta, plan.config.width);
+    let mut layers = vec![(&plan.theta_input, d, w)];
+    layers.extend(plan.theta_blocks.iter().map(|b| (b, w, w)));
+    layers.push((&plan.theta_to_head, w, w));
+    layers.extend(plan.head_blocks.iter().map(|b| (b, w, w)));
+    layers.push((&plan.head_output, w, d));
+    let mut params = Vec::new();
+    for (i, (layer, fan_in, fan_out)) in layers.into_iter().enumerate() {
+        if layer.in_features != fan_in
+            || layer.out_features != fan_out
+            || layer.weight.len() != fan_in * fan_out
+            || layer.bias.len() != fan_out
+        {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "layer {i} of the plan is {}→{} with {} weights and {} biases, expected {fan_in}→{fan_out}",
+                    layer.in_features,
+                    layer.out_features,
+                    layer.weight.len(),
+                    layer.bias.len()
+                ),
+            ));
+        }
+        for k in 0..fan_in {
+            params.extend((0..fan_out).map(|o| layer.weight[o * fan_in + k]));
+        }
+        params.extend_from_slice(&layer.bias);
+    }
+    Ok(params)
+}
+
+/// The per-level table of the shader (stride 8), from `run_tile`'s own expressions.
+fn level_table(gammas: &[f64], n: usize, algorithm: Algorithm) -> Vec<f32> {
+    let levels = gammas.len() - 1;
+    let nf = n as f64;
+    let mut table = vec![0.0f32; (levels + 1) * LEVEL_STRIDE];
+    for k in 1..levels {
+        let alpha = gammas[k] / gammas[k - 1];
+        let w = (1.0 - nf) * (levels - k) as f64 / levels as f64;
+        let f = &mut table[k * LEVEL_STRIDE..(k + 1) * LEVEL_STRIDE];
+        // LearnedScore::scores: s_ψ = ε̂ · (−1/√(1 − γ_k)), the division in f32.
+        f[0] = -1.0 / (1.0 - gammas[k]).sqrt() as f32;
+        f[1] = w as f32;
+        match algorithm {
+            Algorithm::Diffusion => {
+                let denom = nf - alpha * (nf - 1.0);
+                let var = (1.0 - alpha) / denom;
+                let sqrt_alpha = alpha.sqrt();
+                f[2] = var.sqrt() as f32;
+                // μ = θ/√α + (1 − α)/(√α·denom)·Σ_j s_j + σ²w·∇log p: run_tile's mean with
+                // (n − (n − 1)α)/denom = 1.
+                f[3] = (1.0 / sqrt_alpha) as f32;
+                f[4] = ((1.0 - alpha) / (sqrt_alpha * denom)) as f32;
+                f[5] = (var * w) as f32;
+            }
+            Algorithm::Langevin { .. } => {
+                let delta = 0.05 * (1.0 - alpha) / alpha.sqrt();
+                f[2] = (delta / 2.0) as f32;
+                f[3] = delta.sqrt() as f32;
+            }
+        }
+    }
+    table
+}
+
+/// Chain steps taken at level `k` (predictor steps, then the corrector's).
+fn steps_at_level(k: usize, config: &SamplerConfig) -> usize {
+    let predictor = match config.algorithm {
+        Algorithm::Diffusion => 1,
+        Algorithm::Langevin { steps_per_level } => steps_per_level,
+    };
+    predictor
+        + if k <= config.corrector.levels {
+            config.corrector.steps
+        } else {
+            0
+        }
+}
+
+/// Checks what [`super::sample`] checks, plus the shaders' own limits.
+fn validate(
+    plan: &ScorePlan,
+    cond: &Conditioning,
+    gammas: &[f64],
+    prior: &GpuPrior,
+    config: &SamplerConfig,
+) -> Result<()> {
+    if let GpuPrior::Other(name) = prior {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "the GPU samplers support only the standard normal prior (score −θ in the sampler's space), not {name}; sample on the CPU"
+            ),
+        ));
+    }
+    let levels = gammas.len().saturating_sub(1);
+    if levels < 2 {
+        return Err(Error::invalid(
+            OP,
+            format!("needs at least 2 noise levels, got {levels}"),
+        ));
+    }
+    if gammas[0] != 1.0 || gammas[levels] != 0.0 || gammas.windows(2).any(|w| w[1] >= w[0]) {
+        return Err(Error::invalid(
+            OP,
+            "levels must decrease strictly from γ_0 = 1 to γ_S = 0",
+        ));
+    }
+    if cond.observations == 0 {
+        return Err(Error::invalid(OP, "the observation set is empty"));
+    }
+    if !(config.corrector.snr > 0.0 && config.corrector.snr.is_finite()) {
+        return Err(Error::invalid(OP, "the corrector's snr must be positive"));
+    }
+    if let Algorithm::Langevin { steps_per_level: 0 } = config.algorithm {
+        return Err(Error::invalid(
+            OP,
+            "Langevin needs at least one step per level",
+        ));
+    }
+    let (d, w) = (plan.config.dim_theta, plan.config.width);
+    if d == 0 || w == 0 || d > MAX_WIDTH || w > MAX_WIDTH {
+        return Err(Error::invalid(
+            OP,
+            format!("the WGSL samplers handle width and dim θ in 1..={MAX_WIDTH}, got width {w}, dim θ {d}"),
+        ));
+    }
+    if cond.x_part.len() != cond.observations * w {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "conditioning x part holds {} values, expected n·width = {}",
+                cond.x_part.len(),
+                cond.observations * w
+            ),
+        ));
+    }
+    if cond.t_part.len() != (levels + 1) * w {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "conditioning t part holds {} values, expected (levels + 1)·width = {} for {} γ's",
+                cond.t_part.len(),
+                (levels + 1) * w,
+                gammas.len()
+            ),
+        ));
+    }
+    let steps = 1 + passes_per_draw(levels, config) as u64;
+    if steps > u32::MAX as u64 {
+        return Err(Error::invalid(
+            OP,
+            format!("{steps} chain steps overflow the Philox step word"),
+        ));
+    }
+    Ok(())
+}
+
+/// A compiled sampler pipeline and its bind group layout.
+struct SamplerPipeline {
+    pipeline: ::wgpu::ComputePipeline,
+    layout: ::wgpu::BindGroupLayout,
+}
+
+/// Which shader specialization: (adapter, entry point, width, dim θ, THREADS, KC).
+type PipelineKey = (usize, &'static str, usize, usize, usize, usize);
+
+fn device_err(adapter: usize, msg: impl Into<String>) -> Error {
+    Error::Device {
+        device: Device::Wgpu(adapter).to_string(),
+        msg: msg.into(),
+    }
+}
+
+/// The WGSL of `entry` specialized for width `w`, dim θ `d`, `threads` invocations and
+/// slabs of `kc` rows: the shared file with its HOST constants rewritten, followed by the
+/// entry file.
+fn shader_source(entry: &str, w: usize, d: usize, threads: usize, kc: usize) -> Result<String> {
+    let common = include_str!("../../shaders/score_sampler.wgsl");
+    let body = match entry {
+        "sample_diffusion" => include_str!("../../shaders/sample_diffusion.wgsl"),
+        _ => include_str!("../../shaders/sample_langevin.wgsl"),
+    };
+    let mut src = common.to_string();
+    for (line, value) in [
+        ("const W: u32 = 16u;", w),
+        ("const D: u32 = 4u;", d),
+        ("const THREADS: u32 = 32u;", threads),
+        ("const KC: u32 = 32u;", kc),
+    ] {
+        if !src.contains(line) {
+            return Err(Error::invalid(
+                OP,
+                format!("shaders/score_sampler.wgsl lost its line {line:?}"),
+            ));
+        }
+        let name = &line[6..line.find(':').unwrap_or(7)];
+        src = src.replacen(line, &format!("const {name}: u32 = {value}u;"), 1);
+    }
+    src.push('\n');
+    src.push_str(body);
+    Ok(src)
+}
+
+/// The pipeline of `key`, compiled on first use and cached for the process.
+fn pipeline(gpu: &WgpuBackend, key: PipelineKey) -> Result<Arc<SamplerPipeline>> {
+    static CACHE: OnceLock<Mutex<HashMap<PipelineKey, Arc<SamplerPipeline>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let poisoned = |_| device_err(key.0, "the sampler pipeline cache lock was poisoned");
+    if let Some(p) = cache.lock().map_err(poisoned)?.get(&key) {
+        return Ok(p.clone());
+    }
+    let (adapter, entry, w, d, threads, kc) = key;
+    let device = gpu.device();
+    let source = shader_source(entry, w, d, threads, kc)?;
+    let scope = device.push_error_scope(::wgpu::ErrorFilter::Validation);
+    let module = device.create_shader_module(::wgpu::ShaderModuleDescriptor {
+        label: Some(entry),
+        source: ::wgpu::ShaderSource::Wgsl(source.into()),
+    });
+    let storage = |binding: u32, read_only: bool| ::wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: ::wgpu::ShaderStages::COMPUTE,
+        ty: ::wgpu::BindingType::Buffer {
+            ty: ::wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    };
+    let entries = [
+        ::wgpu::BindGroupLayoutEntry {
+            binding: 0,
+            visibility: ::wgpu::ShaderStages::COMPUTE,
+            ty: ::wgpu::BindingType::Buffer {
+                ty: ::wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        },
+        storage(1, true),
+        storage(2, true),
+        storage(3, true),
+        storage(4, true),
+        storage(5, false),
+    ];
+    let layout = device.create_bind_group_layout(&::wgpu::BindGroupLayoutDescriptor {
+        label: Some(entry),
+        entries: &entries,
+    });
+    let pipeline_layout = device.create_pipeline_layout(&::wgpu::PipelineLayoutDescriptor {
+        label: Some(entry),
+        bind_group_layouts: &[Some(&layout)],
+        immediate_size: 0,
+    });
+    let pipeline = device.create_compute_pipeline(&::wgpu::ComputePipelineDescriptor {
+        label: Some(entry),
+        layout: Some(&pipeline_layout),
+        module: &module,
+        entry_point: Some(entry),
+        compilation_options: Default::default(),
+        cache: None,
+    });
+    if let Some(e) = pollster::block_on(scope.pop()) {
+        return Err(device_err(
+            adapter,
+            format!("shaders/{entry}.wgsl (after score_sampler.wgsl; width {w}, dim θ {d}, {threads} invocations, KC {kc}): {e}"),
+        ));
+    }
+    let p = Arc::new(SamplerPipeline { pipeline, layout });
+    cache.lock().map_err(poisoned)?.insert(key, p.clone());
+    Ok(p)
+}
+
+/// Draws `num` samples `[num, dim θ]` of the composed posterior on the grid `gammas`
+/// (γ_0 = 1 > … > γ_S = 0) on wgpu adapter `adapter`, the whole chain in one dispatch: the
+/// same draws as [`super::sample`] with `LearnedScore { plan, conditioning: cond, gammas }`
+/// and a prior whose score is `prior`, up to f32 rounding (module docs).
+///
+/// Errors (never panics, never falls back to the CPU) when there is no adapter `adapter`,
+/// a prior other than [`GpuPrior::StandardNormal`], sizes past [`MAX_WIDTH`] or the
+/// adapter's workgroup memory, a shader or device error, or the CPU sampler's own input
+/// errors.
+pub fn sample_wgpu(
+    adapter: usize,
+    plan: &ScorePlan,
+    cond: &Conditioning,
+    gammas: &[f64],
+    prior: &GpuPrior,
+    num: usize,
+    config: &SamplerConfig,
+) -> Result<Vec<f32>> {
+    let options = WgpuSamplerOptions {
+        adapter,
+        ..Default::default()
+    };
+    sample_wgpu_with(&options, plan, cond, gammas, prior, num, config)
+}
+
+/// [`sample_wgpu`] with the adapter and the split of the chain into dispatches given by
+/// `options` (the draws do not depend on the split).
+pub fn sample_wgpu_with(
+    options: &WgpuSamplerOptions,
+    plan: &ScorePlan,
+    cond: &Conditioning,
+    gammas: &[f64],
+    prior: &GpuPrior,
+    num: usize,
+    config: &SamplerConfig,
+) -> Result<Vec<f32>> {
+    validate(plan, cond, gammas, prior, config)?;
+    let adapter = options.adapter;
+    let (d, w, n) = (plan.config.dim_theta, plan.config.width, cond.observations);
+    let levels = gammas.len() - 1;
+    let gpu = WgpuBackend::shared(adapter)?;
+    if num == 0 {
+        return Ok(Vec::new());
+    }
+    let limits = gpu.limits().clone();
+    let threads = workgroup_threads(d, w);
+    let max_threads = limits
+        .max_compute_invocations_per_workgroup
+        .min(limits.max_compute_workgroup_size_x) as usize;
+    if threads > max_threads {
+        return Err(device_err(
+            adapter,
+            format!(
+                "{OP}: width {w} and dim θ {d} need workgroups of {threads} invocations; the adapter allows {max_threads}"
+            ),
+        ));
+    }
+    let storage_limit = limits.max_compute_workgroup_storage_size as usize;
+    let kc = slab_rows(d, w, storage_limit).ok_or_else(|| {
+        device_err(
+            adapter,
+            format!(
+                "{OP}: width {w} and dim θ {d} need at least {} bytes of workgroup memory; the adapter allows {storage_limit}",
+                workgroup_bytes(d, w, 1)
+            ),
+        )
+    })?;
+    let entry = match config.algorithm {
+        Algorithm::Diffusion => "sample_diffusion",
+        Algorithm::Langevin { .. } => "sample_langevin",
+    };
+    let sp = pipeline(&gpu, (adapter, entry, w, d, threads, kc))?;
+
+    let tiles = num.div_ceil(WGPU_TILE);
+    let tiles_u32 = to_u32(tiles, "workgroups")?;
+    let num_u32 = to_u32(num, "draws")?;
+    to_u32(tiles * WGPU_TILE, "lanes")?;
+    let state_bytes = (tiles * WGPU_TILE * d * 4) as u64;
+    let net = pack_weights(plan)?;
+    let table = level_table(gammas, n, config.algorithm);
+    let max_binding = limits
+        .max_storage_buffer_binding_size
+        .min(limits.max_buffer_size);
+    for (what, bytes) in [
+        ("the chain state", state_bytes),
+        ("the weights", net.len() as u64 * 4),
+        ("the time conditioning", cond.t_part.len() as u64 * 4),
+        ("the observation conditioning", cond.x_part.len() as u64 * 4),
+    ] {
+        if bytes > max_binding {
+            return Err(device_err(
+                adapter,
+                format!(
+                    "{OP}: {what} needs {bytes} bytes; the adapter binds at most {max_binding}"
+                ),
+            ));
+        }
+    }
+
+    // The chunks of levels, each one dispatch: (k_hi, k_lo, first chain step).
+    let per = if options.levels_per_dispatch == 0 {
+        levels
+    } else {
+        options.levels_per_dispatch
+    };
+    let mut chunks = Vec::new();
+    let mut step = 1usize;
+    let mut k_hi = levels - 1;
+    while k_hi >= 1 {
+        let k_lo = (k_hi + 1).saturating_sub(per).max(1);
+        chunks.push((k_hi, k_lo, step));
+        step += (k_lo..=k_hi)
+            .map(|k| steps_at_level(k, config))
+            .sum::<usize>();
+        k_hi = k_lo - 1;
+    }
+
+    let stride = (limits.min_uniform_buffer_offset_alignment as usize).max(PARAM_WORDS * 4);
+    let mut uniforms = vec![0u8; stride * chunks.len()];
+    let steps_per_level = match config.algorithm {
+        Algorithm::Diffusion => 0,
+        Algorithm::Langevin { steps_per_level } => to_u32(steps_per_level, "steps per level")?,
+    };
+    let snr2 = (config.corrector.snr as f64).powi(2);
+    for (c, &(k_hi, k_lo, step0)) in chunks.iter().enumerate() {
+        let words: [u32; PARAM_WORDS] = [
+            to_u32(plan.theta_blocks.len(), "θ blocks")?,
+            to_u32(plan.head_blocks.len(), "head blocks")?,
+            to_u32(n, "observations")?,
+            num_u32,
+            config.seed as u32,
+            (config.seed >> 32) as u32,
+            ((1.0 / n as f64).sqrt() as f32).to_bits(),
+            to_u32(config.corrector.steps, "corrector steps")?,
+            config.corrector.levels.min(levels) as u32,
+            ((2.0 * snr2 * d as f64) as f32).to_bits(),
+            steps_per_level,
+            k_hi as u32,
+            k_lo as u32,
+            step0 as u32,
+            u32::from(c == 0),
+            tiles_u32,
+        ];
+        uniforms[c * stride..c * stride + PARAM_WORDS * 4]
+            .copy_from_slice(bytemuck::cast_slice(&words));
+    }
+
+    let device = gpu.device();
+    let queue = gpu.queue();
+    let scope = device.push_error_scope(::wgpu::ErrorFilter::Validation);
+    let init = |label: &str, contents: &[u8], usage: ::wgpu::BufferUsages| {
+        device.create_buffer_init(&::wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents,
+            usage,
+        })
+    };
+    let read = ::wgpu::BufferUsages::STORAGE;
+    let params_buf = init("sampler params", &uniforms, ::wgpu::BufferUsages::UNIFORM);
+    let net_buf = init("sampler weights", bytemuck::cast_slice(&net), read);
+    let x_buf = init("sampler x part", bytemuck::cast_slice(&cond.x_part), read);
+    let t_buf = init("sampler t part", bytemuck::cast_slice(&cond.t_part), read);
+    let level_buf = init("sampler levels", bytemuck::cast_slice(&table), read);
+    // NaN, so that a draw the shader fails to write cannot pass for a sample.
+    let poison = vec![f32::NAN; tiles * WGPU_TILE * d];
+    let state_buf = init(
+        "sampler state",
+        bytemuck::cast_slice(&poison),
+        read | ::wgpu::BufferUsages::COPY_SRC,
+    );
+    let out_bytes = (num * d * 4) as u64;
+    let staging = device.create_buffer(&::wgpu::BufferDescriptor {
+        label: Some("sampler read-back"),
+        size: out_bytes,
+        usage: ::wgpu::BufferUsages::MAP_READ | ::wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let max_dim = limits.max_compute_workgroups_per_dimension.max(1);
+    let grid_x = tiles_u32.min(max_dim);
+    let grid_y = tiles_u32.div_ceil(grid_x);
+    if grid_y > max_dim {
+        return Err(device_err(
+            adapter,
+            format!("{OP}: {tiles} workgroups exceed the adapter's grid ({max_dim}²)"),
+        ));
+    }
+    for c in 0..chunks.len() {
+        let bind_group = device.create_bind_group(&::wgpu::BindGroupDescriptor {
+            label: Some(entry),
+            layout: &sp.layout,
+            entries: &[
+                ::wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: ::wgpu::BindingResource::Buffer(::wgpu::BufferBinding {
+                        buffer: &params_buf,
+                        offset: (c * stride) as u64,
+                        size: ::wgpu::BufferSize::new((PARAM_WORDS * 4) as u64),
+                    }),
+                },
+                ::wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: net_buf.as_entire_binding(),
+                },
+                ::wgpu::BindGroupEntry {
+                    binding: 2,
+                    resource: x_buf.as_entire_binding(),
+                },
+                ::wgpu::BindGroupEntry {
+                    binding: 3,
+                    resource: t_buf.as_entire_binding(),
+                },
+                ::wgpu::BindGroupEntry {
+                    binding: 4,
+                    resource: level_buf.as_entire_binding(),
+                },
+                ::wgpu::BindGroupEntry {
+                    binding: 5,
+                    resource: state_buf.as_entire_binding(),
+                },
+            ],
+        });
+        let mut encoder =
+            device.create_command_encoder(&::wgpu::CommandEncoderDescriptor { label: Some(entry) });
+        {
+            let mut pass = encoder.begin_compute_pass(&::wgpu::ComputePassDescriptor {
+                label: Some(entry),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&sp.pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(grid_x, grid_y, 1);
+        }
+        if c + 1 == chunks.len() {
+            encoder.copy_buffer_to_buffer(&state_buf, 0, &staging, 0, out_bytes);
+        }
+        // One submission per chunk, so a watchdog sees each chunk as its own work.
+        queue.submit([encoder.finish()]);
+    }
+    if let Some(e) = pollster::block_on(scope.pop()) {
+        return Err(device_err(adapter, format!("{entry}: {e}")));
+    }
+    let (tx, rx) = mpsc::channel();
+    staging
+        .slice(..)
+        .map_async(::wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+    device
+        .poll(::wgpu::PollType::wait_indefinitely())
+        .map_err(|e| device_err(adapter, format!("{entry}: waiting for the device: {e}")))?;
+    rx.recv()
+        .map_err(|_| device_err(adapter, format!("{entry}: the read-back was dropped")))?
+        .map_err(|e| device_err(adapter, format!("{entry}: mapping the draws: {e}")))?;
+    let draws = {
+        let view = staging
+            .slice(..)
+            .get_mapped_range()
+            .map_err(|e| device_err(adapter, format!("{entry}: reading the draws: {e}")))?;
+        bytemuck::pod_collect_to_vec::<u8, f32>(&view)
+    };
+    staging.unmap();
+    Ok(draws)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workgroup_memory_fits_lavapipe_up_to_width_128() {
+        // lavapipe's 32 KiB: width 64 takes full slabs, width 128 half slabs.
+        assert_eq!(slab_rows(10, 64, 32 * 1024), Some(32));
+        assert_eq!(slab_rows(10, 128, 32 * 1024), Some(16));
+        assert_eq!(slab_rows(10, 256, 32 * 1024), None);
+        assert_eq!(workgroup_threads(3, 16), 32);
+        assert_eq!(workgroup_threads(3, 40), 64);
+        assert_eq!(
+            workgroup_bytes(3, 16, 32),
+            4 * (32 * 16 + 32 * 32 + 2 * 32 * 3 + 32 + 2)
+        );
+    }
+
+    #[test]
+    fn shader_constants_are_rewritten() {
+        let src = shader_source("sample_diffusion", 64, 10, 64, 16).unwrap();
+        assert!(src.contains("const W: u32 = 64u;"));
+        assert!(src.contains("const D: u32 = 10u;"));
+        assert!(src.contains("const THREADS: u32 = 64u;"));
+        assert!(src.contains("const KC: u32 = 16u;"));
+        assert!(src.contains("fn sample_diffusion("));
+    }
+
+    #[test]
+    fn chunk_steps_add_up_to_the_chain() {
+        let mut config = SamplerConfig {
+            algorithm: Algorithm::Langevin { steps_per_level: 3 },
+            ..Default::default()
+        };
+        config.corrector.steps = 2;
+        config.corrector.levels = 4;
+        let total: usize = (1..10).map(|k| steps_at_level(k, &config)).sum();
+        assert_eq!(total, passes_per_draw(10, &config));
+    }
+}
