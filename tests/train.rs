@@ -170,7 +170,13 @@ fn an_averaged_model_is_validated_and_returned() {
     let y: Vec<f32> = x.iter().map(|v| (2.0 * v).sin()).collect();
     let mut store = ParamStore::new();
     let mut rng = PhiloxStream::new(3, streams::INIT, 0);
-    let shape = MlpShape { in_features: 1, width: 32, out_features: 1, hidden_layers: 2, activation: UnaryOp::Silu };
+    let shape = MlpShape {
+        in_features: 1,
+        width: 32,
+        out_features: 1,
+        hidden_layers: 2,
+        activation: UnaryOp::Silu,
+    };
     let net = ResidualMlp::new(&mut store, "net", shape, &mut rng).unwrap();
     let mut loss = |tape: &mut Tape, store: &ParamStore, batch: &[u32]| {
         let xb = tape.constant(rows_of(&x, 1, batch));
@@ -178,7 +184,10 @@ fn an_averaged_model_is_validated_and_returned() {
         let pred = net.forward(tape, store, xb)?;
         tape.mse(pred, yb)
     };
-    let bad = TrainConfig { ema_decay: Some(1.5), ..TrainConfig::default() };
+    let bad = TrainConfig {
+        ema_decay: Some(1.5),
+        ..TrainConfig::default()
+    };
     assert!(fit(&mut store.clone(), N, &bad, &mut loss, |_| {}).is_err());
     let cfg = TrainConfig {
         epochs: 150,
@@ -191,9 +200,14 @@ fn an_averaged_model_is_validated_and_returned() {
     let report = fit(&mut store, N, &cfg, &mut loss, |_| {}).unwrap();
     // The same bar as the raw-weights fit above, with a little slack for the average
     // lagging the raw weights by ~100 steps.
-    assert!(report.best_loss < 5e-3, "best validation MSE {}", report.best_loss);
+    assert!(
+        report.best_loss < 5e-3,
+        "best validation MSE {}",
+        report.best_loss
+    );
     // What was returned is what was validated: recomputing gives the best loss.
-    let (_, val_rows) = amortize::train::train_validation_split(N, cfg.validation_fraction, cfg.seed);
+    let (_, val_rows) =
+        amortize::train::train_validation_split(N, cfg.validation_fraction, cfg.seed);
     let mut tape = Tape::no_grad();
     let l = loss(&mut tape, &store, &val_rows).unwrap();
     assert!((tape.value(l).item().unwrap() - report.best_loss).abs() < 1e-5);

@@ -7,8 +7,8 @@
 //! a new file implementing [`Backend`] plus one arm in [`for_device`].
 
 pub mod cpu;
-pub mod wgpu;
 pub mod cuda;
+pub mod wgpu;
 
 use std::sync::Arc;
 

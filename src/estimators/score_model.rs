@@ -382,11 +382,20 @@ impl ScoreModel {
                 num,
                 &options.sampler,
             )?,
-            other => {
-                return Err(Error::Device {
-                    device: other.to_string(),
-                    msg: "no fused sampler for this device in this build".into(),
-                })
+            Device::Wgpu(adapter) => samplers::wgpu::sample_wgpu(
+                adapter,
+                plan,
+                &score.conditioning,
+                &score.gammas,
+                &unused_prior,
+                num,
+                &options.sampler,
+            )?,
+            Device::Cpu => {
+                return Err(Error::invalid(
+                    "sample",
+                    "the CPU has no fused sampler; it samples through samplers::sample",
+                ))
             }
         };
         let c = &self.config;

@@ -335,13 +335,16 @@ fn run_tile<S: ComposableScore, P: PriorScore>(
                 let (sqrt_alpha, sigma) = (alpha.sqrt(), var.sqrt() as f32);
                 for (r, row) in theta.chunks_exact_mut(d).enumerate() {
                     noise(config.seed, step, lane(r), &mut st.z);
-                    let (sum_s, prior_g) = (&st.sum_s[r * d..(r + 1) * d], &st.prior_g[r * d..(r + 1) * d]);
+                    let (sum_s, prior_g) = (
+                        &st.sum_s[r * d..(r + 1) * d],
+                        &st.prior_g[r * d..(r + 1) * d],
+                    );
                     for (i, v) in row.iter_mut().enumerate() {
                         let th = *v as f64;
                         // Σ_j μ_jk = (n·θ + (1 − α)·Σ_j s_j)/√α.
                         let sum_mu = (nf * th + (1.0 - alpha) * sum_s[i] as f64) / sqrt_alpha;
-                        let mean =
-                            (sum_mu - (nf - 1.0) * sqrt_alpha * th) / denom + var * w * prior_g[i] as f64;
+                        let mean = (sum_mu - (nf - 1.0) * sqrt_alpha * th) / denom
+                            + var * w * prior_g[i] as f64;
                         *v = mean as f32 + sigma * st.z[i];
                     }
                 }
@@ -409,7 +412,10 @@ fn langevin_move<Scratch>(
     for (r, row) in theta.chunks_exact_mut(d).enumerate() {
         noise(seed, step, (first_lane + r) as u32, &mut st.z);
         let (a, b) = coefficients(r);
-        let (sum_s, prior_g) = (&st.sum_s[r * d..(r + 1) * d], &st.prior_g[r * d..(r + 1) * d]);
+        let (sum_s, prior_g) = (
+            &st.sum_s[r * d..(r + 1) * d],
+            &st.prior_g[r * d..(r + 1) * d],
+        );
         for (i, v) in row.iter_mut().enumerate() {
             *v += a * (sum_s[i] + w * prior_g[i]) + b * st.z[i];
         }

@@ -42,6 +42,12 @@
 //!   of the sampler's space (∇log p(θ) = −θ) is implemented. [`GpuPrior::Other`] is an
 //!   error, never draws from the wrong posterior.
 //!
+//! * **Speed on lavapipe.** `benches/sample_wgpu.rs` (d = 10, width 64, n = 1, S = 50,
+//!   4096 draws, 2 shared cores): about 86 samples/s against the CPU sampler's 2 400, a
+//!   ratio of ≈ 0.04. Mesa 22.3's llvmpipe runs the dispatch on one thread and loads
+//!   lane-varying addresses one lane at a time, which this layout keeps off the hot loop
+//!   except for the one weight per k; the shader path is for GPUs, lavapipe is for parity.
+//!
 //! No adapter, a shader the driver rejects or a device error is an error, never a CPU
 //! fallback.
 

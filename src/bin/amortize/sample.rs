@@ -35,7 +35,7 @@ pub struct SamplerArgs {
     /// Seed of the sampler's noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Where to sample: cpu, or cuda:N (fused sampler; one observation so far).
+    /// Where to sample: cpu, cuda:N or wgpu:N (fused samplers; one observation so far).
     #[arg(long, default_value = "cpu")]
     pub device: String,
 }
