@@ -6,3 +6,4 @@ pub mod score_model;
 pub use score_model::{
     Composition, SamplingOptions, ScoreModel, ScoreModelConfig, ScoreTrainOptions, Standardization,
 };
+pub mod npe;

@@ -1,0 +1,177 @@
+//! Neural posterior estimation (NPE): a conditional flow q(θ | x) trained by maximum
+//! likelihood on simulated pairs, L = −mean log q(θ̃ | x̃), with θ and x standardized by
+//! training-set statistics. Draws outside a bounded prior's support are rejected and
+//! the acceptance rate is reported. One observation per posterior (n = 1).
+
+use crate::autograd::{ParamStore, Tape};
+use crate::backend::Reduction;
+use crate::error::{Error, Result};
+use crate::estimators::score::gather;
+use crate::estimators::score_model::check_rows;
+use crate::estimators::Standardization;
+use crate::nn::flow::{ConditionalFlow, FlowConfig};
+use crate::priors::Prior;
+use crate::rng::{streams, PhiloxStream};
+use crate::train::{fit, EpochReport, TrainConfig, TrainReport};
+
+/// How to train an NPE model.
+#[derive(Clone, Debug)]
+pub struct NpeOptions {
+    /// Coupling layers of the flow.
+    pub layers: usize,
+    /// Spline (true) or affine (false) couplings.
+    pub spline: bool,
+    /// Minibatch loop settings.
+    pub train: TrainConfig,
+}
+
+impl Default for NpeOptions {
+    fn default() -> Self {
+        NpeOptions {
+            layers: 5,
+            spline: true,
+            train: TrainConfig {
+                epochs: 200,
+                batch_size: 256,
+                patience: 20,
+                warmup_steps: 50,
+                ..TrainConfig::default()
+            },
+        }
+    }
+}
+
+/// A trained NPE model.
+#[derive(Clone, Debug)]
+pub struct NpeModel {
+    /// The flow q(θ̃ | x̃).
+    pub flow: ConditionalFlow,
+    /// Its parameters.
+    pub store: ParamStore,
+    /// The prior (for the support check).
+    pub prior: Prior,
+    /// Standardization of θ.
+    pub theta_standardization: Standardization,
+    /// Standardization of x.
+    pub x_standardization: Standardization,
+}
+
+/// Draws and how many proposals it took to get them.
+#[derive(Clone, Debug)]
+pub struct NpeDraws {
+    /// `[num, dim θ]`, all inside the prior's support.
+    pub samples: Vec<f32>,
+    /// Accepted / proposed.
+    pub acceptance_rate: f64,
+}
+
+/// Proposals per accepted draw after which sampling gives up (acceptance below 0.1%).
+const MAX_PROPOSALS_PER_DRAW: usize = 1000;
+
+impl NpeModel {
+    /// Trains q(θ | x) on rows θ `[rows, dim θ]`, x `[rows, dim x]`.
+    pub fn train(
+        theta: &[f32],
+        x: &[f32],
+        dim_x: usize,
+        prior: Prior,
+        options: &NpeOptions,
+        on_epoch: impl FnMut(&EpochReport),
+    ) -> Result<(NpeModel, TrainReport)> {
+        let op = "NpeModel::train";
+        let dim_theta = prior.dim();
+        let rows = check_rows(op, "theta", theta, dim_theta)?;
+        if check_rows(op, "x", x, dim_x)? != rows {
+            return Err(Error::invalid(
+                op,
+                "theta and x have different numbers of rows",
+            ));
+        }
+        let mut ts = theta.to_vec();
+        let theta_standardization = Standardization::fit(&ts, dim_theta);
+        theta_standardization.apply(&mut ts);
+        let mut xs = x.to_vec();
+        let x_standardization = Standardization::fit(&xs, dim_x);
+        x_standardization.apply(&mut xs);
+
+        let config = if options.spline {
+            FlowConfig::spline(dim_theta, dim_x, options.layers)
+        } else {
+            FlowConfig::affine(dim_theta, dim_x, options.layers)
+        };
+        let mut store = ParamStore::new();
+        let mut rng = PhiloxStream::new(options.train.seed, streams::INIT, 0);
+        let flow = ConditionalFlow::new(&mut store, "flow", config, &mut rng)?;
+        flow.initialize(
+            &mut store,
+            &crate::Tensor::from_vec(ts.clone(), &[rows, dim_theta])?,
+        )?;
+        let report = fit(
+            &mut store,
+            rows,
+            &options.train,
+            |tape: &mut Tape, store: &ParamStore, batch: &[u32]| {
+                let t = tape.constant(gather(&ts, dim_theta, batch)?);
+                let c = tape.constant(gather(&xs, dim_x, batch)?);
+                let lp = flow.log_prob(tape, store, t, Some(c))?;
+                let mean = tape.reduce_all(lp, Reduction::Mean)?;
+                tape.scale(mean, -1.0)
+            },
+            on_epoch,
+        )?;
+        Ok((
+            NpeModel {
+                flow,
+                store,
+                prior,
+                theta_standardization,
+                x_standardization,
+            },
+            report,
+        ))
+    }
+
+    /// `num` draws from q(θ | x_obs) inside the prior's support, seeded by `seed`.
+    pub fn sample(&self, obs: &[f32], num: usize, seed: u64) -> Result<NpeDraws> {
+        let op = "NpeModel::sample";
+        let dim_x = self.x_standardization.mean.len();
+        let d = self.prior.dim();
+        if check_rows(op, "the observation", obs, dim_x)? != 1 {
+            return Err(Error::invalid(
+                op,
+                "NPE conditions on exactly one observation [1, dim x]",
+            ));
+        }
+        let mut context = obs.to_vec();
+        self.x_standardization.apply(&mut context);
+        let mut rng = PhiloxStream::new(seed, streams::SAMPLER, 0);
+        let mut samples = Vec::with_capacity(num * d);
+        let (mut proposed, mut in_support) = (0usize, 0usize);
+        while samples.len() < num * d {
+            if proposed > MAX_PROPOSALS_PER_DRAW * num.max(1) {
+                return Err(Error::invalid(
+                    op,
+                    format!("acceptance below 1/{MAX_PROPOSALS_PER_DRAW}: the flow puts its mass outside the prior"),
+                ));
+            }
+            let want = num - samples.len() / d;
+            let batch = (want + want / 4 + 16).min(100_000);
+            let mut draws = self.flow.sample(&self.store, &context, batch, &mut rng)?;
+            self.theta_standardization.invert(&mut draws);
+            let log_p = self.prior.log_density(&draws)?;
+            for (row, lp) in draws.chunks_exact(d).zip(&log_p) {
+                if lp.is_finite() {
+                    in_support += 1;
+                    if samples.len() < num * d {
+                        samples.extend_from_slice(row);
+                    }
+                }
+            }
+            proposed += batch;
+        }
+        Ok(NpeDraws {
+            samples,
+            acceptance_rate: in_support as f64 / proposed.max(1) as f64,
+        })
+    }
+}
