@@ -34,6 +34,7 @@ fn main() -> Result<()> {
             &x,
             task.dim_x(),
             task.prior(),
+            Some(task.name().into()),
             &NpeOptions::default(),
             |_| {},
         )?;

@@ -180,3 +180,81 @@ fn bad_input_is_an_error_and_writes_nothing() {
     assert!(!out.exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn an_npe_model_trains_samples_and_evaluates_from_the_command_line() {
+    let dir = scratch("npe");
+    let (data, model, out) = (dir.join("data"), dir.join("model"), dir.join("draws.npy"));
+    assert!(
+        amortize(&[
+            "simulate",
+            "--task",
+            "two_moons",
+            "--num",
+            "300",
+            "--out",
+            s(&data)
+        ])
+        .0
+    );
+    let (ok, err) = amortize(&[
+        "train",
+        "--estimator",
+        "flowz",
+        "--data",
+        s(&data),
+        "--task",
+        "two_moons",
+        "--out",
+        s(&model),
+    ]);
+    assert!(!ok && err.contains("unknown estimator"), "{err}");
+    assert!(!model.exists());
+    let (ok, err) = amortize(&[
+        "train",
+        "--estimator",
+        "npe",
+        "--data",
+        s(&data),
+        "--task",
+        "two_moons",
+        "--out",
+        s(&model),
+        "--epochs",
+        "2",
+    ]);
+    assert!(ok, "{err}");
+    let obs = dir.join("obs.npy");
+    write_npy(&obs, &[0.1, 0.2], &[1, 2]).unwrap();
+    let (ok, err) = amortize(&[
+        "sample",
+        "--model",
+        s(&model),
+        "--obs",
+        s(&obs),
+        "--num",
+        "50",
+        "--out",
+        s(&out),
+    ]);
+    assert!(ok, "{err}");
+    let (draws, rows, cols) = amortize::io::npy::read_npy_matrix(&out, Some(2)).unwrap();
+    assert_eq!((rows, cols), (50, 2));
+    assert!(
+        draws.iter().all(|v| v.abs() < 1.0),
+        "NPE draws stay in the prior's box"
+    );
+    let (ok, err) = amortize(&[
+        "evaluate",
+        "--task",
+        "two_moons",
+        "--model",
+        s(&model),
+        "--observation",
+        "1",
+        "--num",
+        "200",
+    ]);
+    assert!(ok, "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

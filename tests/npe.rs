@@ -26,6 +26,7 @@ fn npe_on_gaussian_linear_reaches_a_stated_c2st() {
         &x,
         task.dim_x(),
         task.prior(),
+        None,
         &small_options(),
         |_| {},
     )
@@ -55,8 +56,16 @@ fn npe_draws_stay_in_a_bounded_prior_and_report_acceptance() {
     let (theta, x) = task.simulate_dataset(1000, 3);
     let mut options = small_options();
     options.train.epochs = 5;
-    let (model, _) =
-        NpeModel::train(&theta, &x, task.dim_x(), task.prior(), &options, |_| {}).unwrap();
+    let (model, _) = NpeModel::train(
+        &theta,
+        &x,
+        task.dim_x(),
+        task.prior(),
+        None,
+        &options,
+        |_| {},
+    )
+    .unwrap();
     let draws = model.sample(&x[..2], 500, 1).unwrap();
     assert_eq!(draws.samples.len(), 1000);
     assert!(
@@ -73,4 +82,41 @@ fn npe_draws_stay_in_a_bounded_prior_and_report_acceptance() {
         .unwrap_err()
         .to_string()
         .contains("NaN"));
+}
+
+#[test]
+fn an_npe_model_round_trips_through_its_directory_bitwise() {
+    let task = Task::TwoMoons;
+    let (theta, x) = task.simulate_dataset(500, 6);
+    let mut options = small_options();
+    options.train.epochs = 2;
+    let (model, _) = NpeModel::train(
+        &theta,
+        &x,
+        task.dim_x(),
+        task.prior(),
+        Some("two_moons".into()),
+        &options,
+        |_| {},
+    )
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("amortize-npe-{}", std::process::id()));
+    model.save(&dir).unwrap();
+    assert_eq!(amortize::io::model::model_kind(&dir).unwrap(), "npe");
+    let loaded = NpeModel::load(&dir).unwrap();
+    assert_eq!(loaded.config, model.config);
+    let (a, b) = (
+        model.sample(&x[..2], 300, 9).unwrap(),
+        loaded.sample(&x[..2], 300, 9).unwrap(),
+    );
+    assert!(a
+        .samples
+        .iter()
+        .zip(&b.samples)
+        .all(|(p, q)| p.to_bits() == q.to_bits()));
+    assert!(amortize::estimators::ScoreModel::load(&dir)
+        .unwrap_err()
+        .to_string()
+        .contains("expected \"score\""));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

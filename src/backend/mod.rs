@@ -79,7 +79,8 @@ impl BinaryOp {
 }
 
 /// Elementwise activations and transcendental functions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum UnaryOp {
     /// max(x, 0); its derivative at 0 is taken as 0.
     Relu,

@@ -3,6 +3,8 @@
 //! training-set statistics. Draws outside a bounded prior's support are rejected and
 //! the acceptance rate is reported. One observation per posterior (n = 1).
 
+use serde::{Deserialize, Serialize};
+
 use crate::autograd::{ParamStore, Tape};
 use crate::backend::Reduction;
 use crate::error::{Error, Result};
@@ -41,19 +43,33 @@ impl Default for NpeOptions {
     }
 }
 
-/// A trained NPE model.
-#[derive(Clone, Debug)]
-pub struct NpeModel {
-    /// The flow q(θ̃ | x̃).
-    pub flow: ConditionalFlow,
-    /// Its parameters.
-    pub store: ParamStore,
+/// Everything about an NPE model except its weights: the model file's `config.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NpeConfig {
+    /// The flow's architecture.
+    pub flow: FlowConfig,
     /// The prior (for the support check).
     pub prior: Prior,
     /// Standardization of θ.
     pub theta_standardization: Standardization,
     /// Standardization of x.
     pub x_standardization: Standardization,
+    /// The task the model was trained on, if a built-in one.
+    pub task: Option<String>,
+}
+
+/// The `kind` of an NPE model directory.
+pub const NPE_MODEL_KIND: &str = "npe";
+
+/// A trained NPE model.
+#[derive(Clone, Debug)]
+pub struct NpeModel {
+    /// Architecture, maps and prior.
+    pub config: NpeConfig,
+    /// The flow q(θ̃ | x̃).
+    pub flow: ConditionalFlow,
+    /// Its parameters.
+    pub store: ParamStore,
 }
 
 /// Draws and how many proposals it took to get them.
@@ -75,6 +91,7 @@ impl NpeModel {
         x: &[f32],
         dim_x: usize,
         prior: Prior,
+        task: Option<String>,
         options: &NpeOptions,
         on_epoch: impl FnMut(&EpochReport),
     ) -> Result<(NpeModel, TrainReport)> {
@@ -121,21 +138,47 @@ impl NpeModel {
         )?;
         Ok((
             NpeModel {
+                config: NpeConfig {
+                    flow: config,
+                    prior,
+                    theta_standardization,
+                    x_standardization,
+                    task,
+                },
                 flow,
                 store,
-                prior,
-                theta_standardization,
-                x_standardization,
             },
             report,
         ))
     }
 
+    /// Writes the model directory `dir` (replacing a model already there).
+    pub fn save(&self, dir: &std::path::Path) -> Result<()> {
+        crate::io::model::save_model(dir, NPE_MODEL_KIND, &self.config, &self.store)
+    }
+
+    /// Reads a model directory written by [`NpeModel::save`].
+    pub fn load(dir: &std::path::Path) -> Result<NpeModel> {
+        let mut loaded = crate::io::model::load_model::<NpeConfig>(dir, NPE_MODEL_KIND)?;
+        let config = loaded.config.clone();
+        let mut store = ParamStore::new();
+        // The initial values are overwritten; the seed only fixes the architecture.
+        let mut rng = PhiloxStream::new(0, streams::INIT, 0);
+        let flow = ConditionalFlow::new(&mut store, "flow", config.flow, &mut rng)?;
+        loaded.fill(&mut store)?;
+        Ok(NpeModel {
+            config,
+            flow,
+            store,
+        })
+    }
+
     /// `num` draws from q(θ | x_obs) inside the prior's support, seeded by `seed`.
     pub fn sample(&self, obs: &[f32], num: usize, seed: u64) -> Result<NpeDraws> {
         let op = "NpeModel::sample";
-        let dim_x = self.x_standardization.mean.len();
-        let d = self.prior.dim();
+        let c = &self.config;
+        let dim_x = c.x_standardization.mean.len();
+        let d = c.prior.dim();
         if check_rows(op, "the observation", obs, dim_x)? != 1 {
             return Err(Error::invalid(
                 op,
@@ -143,7 +186,7 @@ impl NpeModel {
             ));
         }
         let mut context = obs.to_vec();
-        self.x_standardization.apply(&mut context);
+        c.x_standardization.apply(&mut context);
         let mut rng = PhiloxStream::new(seed, streams::SAMPLER, 0);
         let mut samples = Vec::with_capacity(num * d);
         let (mut proposed, mut in_support) = (0usize, 0usize);
@@ -157,8 +200,8 @@ impl NpeModel {
             let want = num - samples.len() / d;
             let batch = (want + want / 4 + 16).min(100_000);
             let mut draws = self.flow.sample(&self.store, &context, batch, &mut rng)?;
-            self.theta_standardization.invert(&mut draws);
-            let log_p = self.prior.log_density(&draws)?;
+            c.theta_standardization.invert(&mut draws);
+            let log_p = c.prior.log_density(&draws)?;
             for (row, lp) in draws.chunks_exact(d).zip(&log_p) {
                 if lp.is_finite() {
                     in_support += 1;

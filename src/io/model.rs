@@ -141,6 +141,39 @@ fn replace_dir(staging: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The `kind` of the model in `dir` ("score", "npe", ...), after checking its format
+/// and version.
+pub fn model_kind(dir: &Path) -> Result<String> {
+    let config_path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&config_path).map_err(with_path(&config_path))?;
+    let header = check_header(&config_path, &text)?;
+    header
+        .kind
+        .ok_or_else(|| io_error(&config_path, "has no \"kind\""))
+}
+
+/// Parses and checks the format and version fields of a `config.json`.
+fn check_header(config_path: &Path, text: &str) -> Result<Header> {
+    let header: Header =
+        serde_json::from_str(text).map_err(|e| io_error(config_path, format!("not JSON: {e}")))?;
+    if header.format.as_deref() != Some(FORMAT) {
+        return Err(io_error(
+            config_path,
+            format!("not an amortize model (format {:?})", header.format),
+        ));
+    }
+    if header.format_version != Some(FORMAT_VERSION) {
+        return Err(io_error(
+            config_path,
+            format!(
+                "model format version {:?}, but this build reads version {FORMAT_VERSION}",
+                header.format_version
+            ),
+        ));
+    }
+    Ok(header)
+}
+
 /// A loaded model directory: its config and its tensors by name.
 pub struct LoadedModel<C> {
     /// The `config` object of `config.json`.
@@ -153,25 +186,7 @@ pub struct LoadedModel<C> {
 pub fn load_model<C: DeserializeOwned>(dir: &Path, kind: &str) -> Result<LoadedModel<C>> {
     let config_path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&config_path).map_err(with_path(&config_path))?;
-    let header: Header = serde_json::from_str(&text)
-        .map_err(|e| io_error(&config_path, format!("not JSON: {e}")))?;
-    if header.format.as_deref() != Some(FORMAT) {
-        return Err(io_error(
-            &config_path,
-            format!("not an amortize model (format {:?})", header.format),
-        ));
-    }
-    match header.format_version {
-        Some(FORMAT_VERSION) => {}
-        other => {
-            return Err(io_error(
-                &config_path,
-                format!(
-                    "model format version {other:?}, but this build reads version {FORMAT_VERSION}"
-                ),
-            ))
-        }
-    }
+    let header = check_header(&config_path, &text)?;
     if header.kind.as_deref() != Some(kind) {
         return Err(io_error(
             &config_path,

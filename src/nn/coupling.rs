@@ -39,7 +39,8 @@ pub const MIN_BIN_HEIGHT: f32 = 1e-3;
 pub const MIN_DERIVATIVE: f32 = 1e-3;
 
 /// The elementwise bijection a coupling layer applies to its transformed half.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CouplingKind {
     /// b ↦ b·eˢ + t with s = clamp·tanh(ŝ/clamp).
     Affine {
@@ -103,7 +104,7 @@ impl CouplingKind {
 }
 
 /// The hidden layers of a coupling layer's conditioner network.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Conditioner {
     /// Width of every hidden layer.
     pub width: usize,

@@ -26,7 +26,8 @@ use crate::tensor::Tensor;
 const SAMPLE_CHUNK: usize = 8192;
 
 /// How coordinates are permuted between coupling layers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Permutation {
     /// Reverse the coordinates (with a half split, kept and transformed halves swap).
     Reverse,
@@ -35,7 +36,7 @@ pub enum Permutation {
 }
 
 /// The architecture of a [`ConditionalFlow`].
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FlowConfig {
     /// d, the dimension of θ.
     pub dim: usize,

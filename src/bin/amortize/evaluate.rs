@@ -5,13 +5,12 @@ use std::path::PathBuf;
 
 use amortize::diagnostics::c2st::c2st;
 use amortize::diagnostics::mmd::mmd2;
-use amortize::estimators::ScoreModel;
 use amortize::io::npy::read_npy_matrix;
 use amortize::rng::{streams, PhiloxStream};
 use amortize::tasks::Task;
 use amortize::{Error, Result};
 
-use crate::sample::{draw, SamplerArgs};
+use crate::sample::{Estimator, SamplerArgs};
 
 /// Arguments of `amortize evaluate`.
 #[derive(clap::Args)]
@@ -111,15 +110,15 @@ fn cases(task: Task, args: &Args) -> Result<Vec<Case>> {
 /// Samples each case and prints C2ST, MMD² and samples/s.
 pub fn run(args: &Args) -> Result<()> {
     let task = Task::by_name(&args.task)?;
-    let model = ScoreModel::load(&args.model)?;
-    let c = &model.config.network;
-    if (c.dim_theta, c.dim_x) != (task.dim_theta(), task.dim_x()) {
+    let model = Estimator::load(&args.model)?;
+    let (dim_theta, dim_x) = model.dims();
+    if (dim_theta, dim_x) != (task.dim_theta(), task.dim_x()) {
         return Err(Error::invalid(
             "evaluate",
             format!(
                 "the model has dim θ {} and dim x {}, task {task} has {} and {}",
-                c.dim_theta,
-                c.dim_x,
+                dim_theta,
+                dim_x,
                 task.dim_theta(),
                 task.dim_x()
             ),
@@ -133,7 +132,7 @@ pub fn run(args: &Args) -> Result<()> {
         "case", "C2ST", "MMD²", "samples/s"
     );
     for case in cases(task, args)? {
-        let (draws, rate) = draw(&model, &case.obs, args.num, &args.sampler)?;
+        let (draws, rate) = model.draw(&case.obs, args.num, &args.sampler)?;
         let accuracy = c2st(&draws, &case.reference, task.dim_theta())?;
         let mmd = mmd2(&draws, &case.reference, task.dim_theta())?;
         println!(

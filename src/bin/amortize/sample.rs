@@ -1,9 +1,12 @@
 //! `amortize sample`: posterior draws given iid observations.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use amortize::estimators::npe::{NpeModel, NPE_MODEL_KIND};
+use amortize::estimators::score_model::SCORE_MODEL_KIND;
 use amortize::estimators::{Composition, SamplingOptions, ScoreModel};
+use amortize::io::model::model_kind;
 use amortize::io::npy::{read_npy_matrix, write_npy};
 use amortize::samplers::{Algorithm, Corrector, SamplerConfig};
 use amortize::{Device, Error, Result};
@@ -80,27 +83,74 @@ pub struct Args {
     pub sampler: SamplerArgs,
 }
 
-/// Draws `num` samples with a progress bar; returns them and the samples/s.
-pub fn draw(
-    model: &ScoreModel,
-    obs: &[f32],
-    num: usize,
-    args: &SamplerArgs,
-) -> Result<(Vec<f32>, f64)> {
-    let options = args.options()?;
-    let bar = progress::bar(num as u64, "samples");
-    let start = Instant::now();
-    let draws = model.sample(obs, num, &options, &|rows| bar.inc(rows as u64))?;
-    let rate = num as f64 / start.elapsed().as_secs_f64();
-    bar.finish_and_clear();
-    Ok((draws, rate))
+/// A trained estimator of any kind the command line knows.
+pub enum Estimator {
+    /// Score-based (`amortize train --estimator score`).
+    Score(Box<ScoreModel>),
+    /// A posterior flow (`amortize train --estimator npe`).
+    Npe(Box<NpeModel>),
+}
+
+impl Estimator {
+    /// Loads the model directory, whatever its kind.
+    pub fn load(dir: &Path) -> Result<Estimator> {
+        match model_kind(dir)?.as_str() {
+            SCORE_MODEL_KIND => Ok(Estimator::Score(Box::new(ScoreModel::load(dir)?))),
+            NPE_MODEL_KIND => Ok(Estimator::Npe(Box::new(NpeModel::load(dir)?))),
+            other => Err(Error::invalid(
+                "load",
+                format!(
+                    "{}: a {other:?} model, which this command line cannot sample",
+                    dir.display()
+                ),
+            )),
+        }
+    }
+
+    /// (dim θ, dim x).
+    pub fn dims(&self) -> (usize, usize) {
+        match self {
+            Estimator::Score(m) => (m.config.network.dim_theta, m.config.network.dim_x),
+            Estimator::Npe(m) => (m.config.flow.dim, m.config.flow.context_dim),
+        }
+    }
+
+    /// Draws `num` samples given `obs`, with a progress bar; returns them and the
+    /// samples/s. NPE takes the seed from `args` and ignores the diffusion options.
+    pub fn draw(&self, obs: &[f32], num: usize, args: &SamplerArgs) -> Result<(Vec<f32>, f64)> {
+        let options = args.options()?;
+        let start = Instant::now();
+        let draws = match self {
+            Estimator::Score(model) => {
+                let bar = progress::bar(num as u64, "samples");
+                let draws = model.sample(obs, num, &options, &|rows| bar.inc(rows as u64))?;
+                bar.finish_and_clear();
+                draws
+            }
+            Estimator::Npe(model) => {
+                if options.device != Device::Cpu {
+                    return Err(Error::Device {
+                        device: options.device.to_string(),
+                        msg: "NPE samples on the CPU only so far".into(),
+                    });
+                }
+                let draws = model.sample(obs, num, args.seed)?;
+                eprintln!(
+                    "NPE prior-support acceptance rate: {:.3}",
+                    draws.acceptance_rate
+                );
+                draws.samples
+            }
+        };
+        Ok((draws, num as f64 / start.elapsed().as_secs_f64()))
+    }
 }
 
 /// Loads the model and observations, samples, writes the draws.
 pub fn run(args: &Args) -> Result<()> {
-    let model = ScoreModel::load(&args.model)?;
-    let c = &model.config.network;
-    let (obs, n, _) = read_npy_matrix(&args.obs, Some(c.dim_x))?;
+    let model = Estimator::load(&args.model)?;
+    let (dim_theta, dim_x) = model.dims();
+    let (obs, n, _) = read_npy_matrix(&args.obs, Some(dim_x))?;
     if n == 0 {
         return Err(Error::invalid(
             "sample",
@@ -110,8 +160,8 @@ pub fn run(args: &Args) -> Result<()> {
     if args.num == 0 {
         return Err(Error::invalid("sample", "--num must be positive"));
     }
-    let (draws, rate) = draw(&model, &obs, args.num, &args.sampler)?;
-    write_npy(&args.out, &draws, &[args.num, c.dim_theta])?;
+    let (draws, rate) = model.draw(&obs, args.num, &args.sampler)?;
+    write_npy(&args.out, &draws, &[args.num, dim_theta])?;
     println!(
         "{} draws given {n} observation(s), {} levels, {} sampler: {:.0} samples/s; written to {}",
         args.num,

@@ -3,10 +3,12 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use amortize::estimators::npe::{NpeModel, NpeOptions};
 use amortize::estimators::{ScoreModel, ScoreTrainOptions};
 use amortize::io::npy::read_npy_matrix;
 use amortize::priors::Prior;
 use amortize::tasks::Task;
+use amortize::train::EpochReport;
 use amortize::{Error, Result};
 
 use crate::progress;
@@ -26,6 +28,9 @@ pub struct Args {
     /// Output model directory.
     #[arg(long)]
     pub out: PathBuf,
+    /// `score` (score-based, Geffner et al.) or `npe` (a spline flow q(θ | x)).
+    #[arg(long, default_value = "score")]
+    pub estimator: String,
     /// Most epochs (training stops earlier when the validation loss stops improving).
     #[arg(long, default_value_t = 150)]
     pub epochs: usize,
@@ -99,11 +104,32 @@ pub fn run(args: &Args) -> Result<()> {
     let options = args.options();
     let bar = progress::bar(options.train.epochs as u64, "epochs");
     let start = Instant::now();
-    let (model, report) = ScoreModel::train(&theta, &x, dim_x, prior, task_name, &options, |e| {
-        progress::report_epoch(&bar, e)
-    })?;
+    let on_epoch = |e: &EpochReport| progress::report_epoch(&bar, e);
+    let report = match args.estimator.as_str() {
+        "score" => {
+            let (model, report) =
+                ScoreModel::train(&theta, &x, dim_x, prior, task_name, &options, on_epoch)?;
+            model.save(&args.out)?;
+            report
+        }
+        "npe" => {
+            let npe = NpeOptions {
+                train: options.train.clone(),
+                ..NpeOptions::default()
+            };
+            let (model, report) =
+                NpeModel::train(&theta, &x, dim_x, prior, task_name, &npe, on_epoch)?;
+            model.save(&args.out)?;
+            report
+        }
+        other => {
+            return Err(Error::invalid(
+                "train",
+                format!("unknown estimator {other:?} (known: score, npe)"),
+            ))
+        }
+    };
     bar.finish_and_clear();
-    model.save(&args.out)?;
     println!(
         "trained on {rows} simulations in {:.1} s ({} epochs{}, best validation loss {:.4} at epoch {}); model written to {}",
         start.elapsed().as_secs_f64(),
