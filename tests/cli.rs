@@ -258,3 +258,61 @@ fn an_npe_model_trains_samples_and_evaluates_from_the_command_line() {
     assert!(ok, "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_score_model_trains_on_wgpu_from_the_command_line() {
+    // lavapipe in CI (`AMORTIZE_REQUIRE_WGPU=1` there makes a missing adapter a failure).
+    if let Err(e) = amortize::backend::for_device(amortize::Device::Wgpu(0)) {
+        assert!(
+            std::env::var("AMORTIZE_REQUIRE_WGPU").as_deref() != Ok("1"),
+            "no wgpu adapter: {e}"
+        );
+        eprintln!("skipping: {e}");
+        return;
+    }
+    let dir = scratch("wgpu-train");
+    let (data, model) = (dir.join("data"), dir.join("model"));
+    assert!(
+        amortize(&[
+            "simulate",
+            "--task",
+            "two_moons",
+            "--num",
+            "200",
+            "--out",
+            s(&data)
+        ])
+        .0
+    );
+    let args = [
+        "train",
+        "--data",
+        s(&data),
+        "--task",
+        "two_moons",
+        "--out",
+        s(&model),
+        "--epochs",
+        "2",
+        "--width",
+        "8",
+        "--device",
+        "wgpu:0",
+    ];
+    let (ok, err) = amortize(&args);
+    assert!(ok, "{err}");
+    assert!(amortize::estimators::ScoreModel::load(&model).is_ok());
+    let (ok, err) = amortize(&[
+        "train",
+        "--data",
+        s(&data),
+        "--task",
+        "two_moons",
+        "--out",
+        s(&dir.join("m2")),
+        "--device",
+        "cuda:7",
+    ]);
+    assert!(!ok && err.contains("cuda:7"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

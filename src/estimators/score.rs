@@ -250,10 +250,14 @@ pub fn dsm_loss(
         step,
     );
     let rows = batch.len();
-    let theta_t = tape.constant(Tensor::from_vec(theta_t, &[rows, c.dim_theta])?);
-    let t_emb = tape.constant(Tensor::from_vec(t_emb, &[rows, c.time_embedding])?);
-    let eps = tape.constant(Tensor::from_vec(eps, &[rows, c.dim_theta])?);
-    let xb = tape.constant(gather(x, c.dim_x, batch)?);
+    // The batch goes where the parameters are (the CPU, or a GPU backend).
+    let device = store.get(net.head.output.weight).device();
+    let theta_t =
+        tape.constant(Tensor::from_vec(theta_t, &[rows, c.dim_theta])?.to_device(device)?);
+    let t_emb =
+        tape.constant(Tensor::from_vec(t_emb, &[rows, c.time_embedding])?.to_device(device)?);
+    let eps = tape.constant(Tensor::from_vec(eps, &[rows, c.dim_theta])?.to_device(device)?);
+    let xb = tape.constant(gather(x, c.dim_x, batch)?.to_device(device)?);
     let eps_hat = net.forward(tape, store, theta_t, xb, t_emb)?;
     tape.mse(eps_hat, eps)
 }

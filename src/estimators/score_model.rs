@@ -107,6 +107,8 @@ pub struct ScoreTrainOptions {
     pub levels: usize,
     /// Minibatch loop settings (epochs, batch size, validation split, Adam, seed, ...).
     pub train: TrainConfig,
+    /// Where the training ops run; the trained weights come back to the CPU.
+    pub device: Device,
 }
 
 impl Default for ScoreTrainOptions {
@@ -123,6 +125,7 @@ impl Default for ScoreTrainOptions {
                 warmup_steps: 100,
                 ..TrainConfig::default()
             },
+            device: Device::Cpu,
         }
     }
 }
@@ -158,6 +161,15 @@ pub fn check_rows(op: &'static str, what: &str, data: &[f32], cols: usize) -> Re
         ));
     }
     Ok(data.len() / cols)
+}
+
+/// A copy of `store` with every parameter on `device`, under the same names and ids.
+fn move_store(store: &ParamStore, device: Device) -> Result<ParamStore> {
+    let mut moved = ParamStore::new();
+    for (_, name, t) in store.iter() {
+        moved.add(name, t.to_device(device)?)?;
+    }
+    Ok(moved)
 }
 
 /// The prior's score in the standardized unconstrained space.
@@ -228,6 +240,7 @@ impl ScoreModel {
         let mut store = ParamStore::new();
         let mut rng = PhiloxStream::new(options.train.seed, streams::INIT, 0);
         let net = ScoreNet::new(&mut store, network, &mut rng)?;
+        let mut store = move_store(&store, options.device)?;
         let seed = options.train.seed;
         let mut calls = 0u32;
         let report = fit(
@@ -246,6 +259,7 @@ impl ScoreModel {
             },
             on_epoch,
         )?;
+        let store = move_store(&store, Device::Cpu)?;
         let model = ScoreModel {
             config: ScoreModelConfig {
                 network,

@@ -31,6 +31,9 @@ pub struct Args {
     /// `score` (score-based, Geffner et al.) or `npe` (a spline flow q(θ | x)).
     #[arg(long, default_value = "score")]
     pub estimator: String,
+    /// Where the score estimator's training ops run: cpu, cuda:N or wgpu:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     /// Most epochs (training stops earlier when the validation loss stops improving).
     #[arg(long, default_value_t = 150)]
     pub epochs: usize,
@@ -57,10 +60,11 @@ pub struct Args {
 
 impl Args {
     /// The training options these arguments ask for.
-    pub fn options(&self) -> ScoreTrainOptions {
+    pub fn options(&self) -> Result<ScoreTrainOptions> {
         let mut options = ScoreTrainOptions {
             width: self.width,
             levels: self.levels,
+            device: self.device.parse()?,
             ..ScoreTrainOptions::default()
         };
         options.train.epochs = self.epochs;
@@ -68,7 +72,7 @@ impl Args {
         options.train.optimizer.lr = self.lr;
         options.train.seed = self.seed;
         options.train.ema_decay = (self.ema_decay > 0.0).then_some(self.ema_decay);
-        options
+        Ok(options)
     }
 }
 
@@ -101,7 +105,16 @@ pub fn run(args: &Args) -> Result<()> {
             ));
         }
     }
-    let options = args.options();
+    let options = args.options()?;
+    if options.device != amortize::Device::Cpu && args.estimator != "score" {
+        return Err(Error::invalid(
+            "train",
+            format!(
+                "--device {} trains the score estimator only so far",
+                options.device
+            ),
+        ));
+    }
     let bar = progress::bar(options.train.epochs as u64, "epochs");
     let start = Instant::now();
     let on_epoch = |e: &EpochReport| progress::report_epoch(&bar, e);
