@@ -28,6 +28,7 @@
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
+pub use super::gpu::{passes_per_draw, GpuPrior, MAX_WIDTH};
 use super::{Algorithm, Conditioning, SamplerConfig, ScorePlan};
 use crate::backend::cuda::CudaBackend;
 use crate::error::{Error, Result};
@@ -40,21 +41,8 @@ const THREADS: u32 = 256;
 const SLAB_ROWS: usize = 32;
 /// Lane groups per tile (SAMPLER_GROUPS).
 const GROUPS: usize = GPU_TILE / super::CORRECTOR_GROUP;
-/// Largest width (and dim θ) the kernels handle: 8 columns of 32 per thread.
-pub const MAX_WIDTH: usize = 256;
 /// Entries per level in the level tables.
 const LEVEL_STRIDE: usize = 8;
-
-/// The prior whose score the GPU samplers add (the composed score's
-/// `(1 − n)(S − k)/S · ∇log p(θ)` term).
-#[derive(Clone, Debug, PartialEq)]
-pub enum GpuPrior {
-    /// N(0, I) in the sampler's (standardized, unconstrained) space: ∇log p(θ) = −θ.
-    StandardNormal,
-    /// Any other prior, by name: not yet implemented on the GPU, so [`sample_cuda`]
-    /// refuses it with an error.
-    Other(String),
-}
 
 /// Columns per thread for `out` outputs (`sampler_nc` in the header).
 fn columns_per_thread(out: usize) -> usize {
@@ -75,19 +63,6 @@ pub fn shared_bytes(d: usize, w: usize) -> usize {
         + 2 * GPU_TILE * d
         + 2 * GROUPS;
     4 * floats
-}
-
-/// Network passes (one [`ScorePlan::eps_hat`] per sample) of one draw on a grid of
-/// `levels` levels (`gammas.len() − 1`): `L` per predictor level (1 for Algorithm 2) over
-/// levels S − 1 … 1, plus `steps` per corrected level. FLOPs per draw are
-/// `2 · plan.macs_per_step(n) · passes_per_draw(..)`.
-pub fn passes_per_draw(levels: usize, config: &SamplerConfig) -> usize {
-    let predictor = match config.algorithm {
-        Algorithm::Diffusion => 1,
-        Algorithm::Langevin { steps_per_level } => steps_per_level,
-    };
-    let predicted = levels.saturating_sub(1);
-    predicted * predictor + predicted.min(config.corrector.levels) * config.corrector.steps
 }
 
 fn to_i32(v: usize, what: &str) -> Result<i32> {
@@ -170,86 +145,6 @@ fn level_tables(gammas: &[f64], n: usize, algorithm: Algorithm) -> (Vec<f32>, Ve
     (lf, ld)
 }
 
-/// Checks what [`super::sample`] checks, plus the GPU path's own limits.
-fn validate(
-    plan: &ScorePlan,
-    cond: &Conditioning,
-    gammas: &[f64],
-    prior: &GpuPrior,
-    config: &SamplerConfig,
-) -> Result<()> {
-    let op = "sample_cuda";
-    if let GpuPrior::Other(name) = prior {
-        return Err(Error::invalid(
-            op,
-            format!(
-                "the GPU samplers support only the standard normal prior (score −θ in the sampler's space), not {name}; sample on the CPU"
-            ),
-        ));
-    }
-    let levels = gammas.len().saturating_sub(1);
-    if levels < 2 {
-        return Err(Error::invalid(
-            op,
-            format!("needs at least 2 noise levels, got {levels}"),
-        ));
-    }
-    if gammas[0] != 1.0 || gammas[levels] != 0.0 || gammas.windows(2).any(|w| w[1] >= w[0]) {
-        return Err(Error::invalid(
-            op,
-            "levels must decrease strictly from γ_0 = 1 to γ_S = 0",
-        ));
-    }
-    if cond.observations == 0 {
-        return Err(Error::invalid(op, "the observation set is empty"));
-    }
-    if !(config.corrector.snr > 0.0 && config.corrector.snr.is_finite()) {
-        return Err(Error::invalid(op, "the corrector's snr must be positive"));
-    }
-    if let Algorithm::Langevin { steps_per_level: 0 } = config.algorithm {
-        return Err(Error::invalid(
-            op,
-            "Langevin needs at least one step per level",
-        ));
-    }
-    let (d, w) = (plan.config.dim_theta, plan.config.width);
-    if d == 0 || w == 0 || d > MAX_WIDTH || w > MAX_WIDTH {
-        return Err(Error::invalid(
-            op,
-            format!("the GPU samplers handle width and dim θ in 1..={MAX_WIDTH}, got width {w}, dim θ {d}"),
-        ));
-    }
-    if cond.x_part.len() != cond.observations * w {
-        return Err(Error::invalid(
-            op,
-            format!(
-                "conditioning x part holds {} values, expected n·width = {}",
-                cond.x_part.len(),
-                cond.observations * w
-            ),
-        ));
-    }
-    if cond.t_part.len() != (levels + 1) * w {
-        return Err(Error::invalid(
-            op,
-            format!(
-                "conditioning t part holds {} values, expected (levels + 1)·width = {} for {} γ's",
-                cond.t_part.len(),
-                (levels + 1) * w,
-                gammas.len()
-            ),
-        ));
-    }
-    let steps = 1 + passes_per_draw(levels, config) as u64;
-    if steps > u32::MAX as u64 {
-        return Err(Error::invalid(
-            op,
-            format!("{steps} chain steps overflow the Philox step word"),
-        ));
-    }
-    Ok(())
-}
-
 /// Draws `num` samples `[num, dim θ]` of the composed posterior on the grid `gammas`
 /// (γ_0 = 1 > … > γ_S = 0) on CUDA device `ordinal`, one launch for all chains: the same
 /// draws as [`super::sample`] with `LearnedScore { plan, conditioning: cond, gammas }`
@@ -269,7 +164,7 @@ pub fn sample_cuda(
     config: &SamplerConfig,
 ) -> Result<Vec<f32>> {
     let op = "sample_cuda";
-    validate(plan, cond, gammas, prior, config)?;
+    super::gpu::validate(op, plan, cond, gammas, prior, config)?;
     let (d, w, n) = (plan.config.dim_theta, plan.config.width, cond.observations);
     let levels = gammas.len() - 1;
     to_i32(num * d, "draws × dim θ")?;

@@ -34,6 +34,7 @@
 
 pub mod cuda;
 pub mod gauss;
+pub mod gpu;
 pub mod score_plan;
 pub mod wgpu;
 
@@ -172,6 +173,43 @@ impl Default for SamplerConfig {
     }
 }
 
+/// Checks what every sampler (CPU or GPU) needs of its inputs: a strictly decreasing
+/// grid from γ_0 = 1 to γ_S = 0 with S ≥ 2, at least one observation, a positive
+/// corrector snr, and at least one Langevin step per level. `op` names the caller.
+pub fn validate_chain(
+    op: &'static str,
+    gammas: &[f64],
+    observations: usize,
+    config: &SamplerConfig,
+) -> Result<()> {
+    let levels = gammas.len().saturating_sub(1);
+    if levels < 2 {
+        return Err(Error::invalid(
+            op,
+            format!("needs at least 2 noise levels, got {levels}"),
+        ));
+    }
+    if gammas[0] != 1.0 || gammas[levels] != 0.0 || gammas.windows(2).any(|w| w[1] >= w[0]) {
+        return Err(Error::invalid(
+            op,
+            "levels must decrease strictly from γ_0 = 1 to γ_S = 0",
+        ));
+    }
+    if observations == 0 {
+        return Err(Error::invalid(op, "the observation set is empty"));
+    }
+    if !(config.corrector.snr > 0.0 && config.corrector.snr.is_finite()) {
+        return Err(Error::invalid(op, "the corrector's snr must be positive"));
+    }
+    if let Algorithm::Langevin { steps_per_level: 0 } = config.algorithm {
+        return Err(Error::invalid(
+            op,
+            "Langevin needs at least one step per level",
+        ));
+    }
+    Ok(())
+}
+
 /// Standard normals of sample `lane` at chain step `step` (the Philox contract).
 fn noise(seed: u64, step: u32, lane: u32, out: &mut [f32]) {
     PhiloxStream::at_step(seed, streams::SAMPLER, step, lane).fill_normal(0.0, 1.0, out);
@@ -188,22 +226,7 @@ pub fn sample<S: ComposableScore, P: PriorScore>(
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<Vec<f32>> {
     let op = "sample";
-    let levels = gammas.len().saturating_sub(1);
-    if levels < 2 {
-        return Err(Error::invalid(
-            op,
-            format!("needs at least 2 noise levels, got {levels}"),
-        ));
-    }
-    if gammas[0] != 1.0 || gammas[levels] != 0.0 || gammas.windows(2).any(|w| w[1] >= w[0]) {
-        return Err(Error::invalid(
-            op,
-            "levels must decrease strictly from γ_0 = 1 to γ_S = 0",
-        ));
-    }
-    if score.observations() == 0 {
-        return Err(Error::invalid(op, "the observation set is empty"));
-    }
+    validate_chain(op, gammas, score.observations(), config)?;
     if config.tile == 0 || config.tile % CORRECTOR_GROUP != 0 {
         return Err(Error::invalid(
             op,
@@ -211,15 +234,6 @@ pub fn sample<S: ComposableScore, P: PriorScore>(
                 "tile must be a positive multiple of {CORRECTOR_GROUP}, got {}",
                 config.tile
             ),
-        ));
-    }
-    if !(config.corrector.snr > 0.0 && config.corrector.snr.is_finite()) {
-        return Err(Error::invalid(op, "the corrector's snr must be positive"));
-    }
-    if let Algorithm::Langevin { steps_per_level: 0 } = config.algorithm {
-        return Err(Error::invalid(
-            op,
-            "Langevin needs at least one step per level",
         ));
     }
     let d = score.dim();

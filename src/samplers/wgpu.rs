@@ -56,7 +56,7 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock};
 
 use ::wgpu::util::DeviceExt;
 
-pub use super::cuda::{passes_per_draw, GpuPrior};
+pub use super::gpu::{passes_per_draw, GpuPrior, MAX_WIDTH};
 use super::{Algorithm, Conditioning, SamplerConfig, ScorePlan, CORRECTOR_GROUP};
 use crate::backend::wgpu::WgpuBackend;
 use crate::error::{Error, Result};
@@ -65,8 +65,6 @@ use crate::tensor::Device;
 /// Samples per workgroup (`TILE` in `shaders/score_sampler.wgsl`): one corrector group.
 pub const WGPU_TILE: usize = CORRECTOR_GROUP;
 /// Largest width (and dim θ) the shaders handle: one output column per invocation, at most
-/// 256 invocations (the WebGPU default limit).
-pub const MAX_WIDTH: usize = 256;
 /// Entries per level in the level table.
 const LEVEL_STRIDE: usize = 8;
 /// Words of the uniform parameter block (`Params` in the shader).
@@ -189,85 +187,6 @@ fn steps_at_level(k: usize, config: &SamplerConfig) -> usize {
         } else {
             0
         }
-}
-
-/// Checks what [`super::sample`] checks, plus the shaders' own limits.
-fn validate(
-    plan: &ScorePlan,
-    cond: &Conditioning,
-    gammas: &[f64],
-    prior: &GpuPrior,
-    config: &SamplerConfig,
-) -> Result<()> {
-    if let GpuPrior::Other(name) = prior {
-        return Err(Error::invalid(
-            OP,
-            format!(
-                "the GPU samplers support only the standard normal prior (score −θ in the sampler's space), not {name}; sample on the CPU"
-            ),
-        ));
-    }
-    let levels = gammas.len().saturating_sub(1);
-    if levels < 2 {
-        return Err(Error::invalid(
-            OP,
-            format!("needs at least 2 noise levels, got {levels}"),
-        ));
-    }
-    if gammas[0] != 1.0 || gammas[levels] != 0.0 || gammas.windows(2).any(|w| w[1] >= w[0]) {
-        return Err(Error::invalid(
-            OP,
-            "levels must decrease strictly from γ_0 = 1 to γ_S = 0",
-        ));
-    }
-    if cond.observations == 0 {
-        return Err(Error::invalid(OP, "the observation set is empty"));
-    }
-    if !(config.corrector.snr > 0.0 && config.corrector.snr.is_finite()) {
-        return Err(Error::invalid(OP, "the corrector's snr must be positive"));
-    }
-    if let Algorithm::Langevin { steps_per_level: 0 } = config.algorithm {
-        return Err(Error::invalid(
-            OP,
-            "Langevin needs at least one step per level",
-        ));
-    }
-    let (d, w) = (plan.config.dim_theta, plan.config.width);
-    if d == 0 || w == 0 || d > MAX_WIDTH || w > MAX_WIDTH {
-        return Err(Error::invalid(
-            OP,
-            format!("the WGSL samplers handle width and dim θ in 1..={MAX_WIDTH}, got width {w}, dim θ {d}"),
-        ));
-    }
-    if cond.x_part.len() != cond.observations * w {
-        return Err(Error::invalid(
-            OP,
-            format!(
-                "conditioning x part holds {} values, expected n·width = {}",
-                cond.x_part.len(),
-                cond.observations * w
-            ),
-        ));
-    }
-    if cond.t_part.len() != (levels + 1) * w {
-        return Err(Error::invalid(
-            OP,
-            format!(
-                "conditioning t part holds {} values, expected (levels + 1)·width = {} for {} γ's",
-                cond.t_part.len(),
-                (levels + 1) * w,
-                gammas.len()
-            ),
-        ));
-    }
-    let steps = 1 + passes_per_draw(levels, config) as u64;
-    if steps > u32::MAX as u64 {
-        return Err(Error::invalid(
-            OP,
-            format!("{steps} chain steps overflow the Philox step word"),
-        ));
-    }
-    Ok(())
 }
 
 /// A compiled sampler pipeline and its bind group layout.
@@ -423,7 +342,7 @@ pub fn sample_wgpu_with(
     num: usize,
     config: &SamplerConfig,
 ) -> Result<Vec<f32>> {
-    validate(plan, cond, gammas, prior, config)?;
+    super::gpu::validate(OP, plan, cond, gammas, prior, config)?;
     let adapter = options.adapter;
     let (d, w, n) = (plan.config.dim_theta, plan.config.width, cond.observations);
     let levels = gammas.len() - 1;
