@@ -486,6 +486,35 @@ fn mse_blocks(n: usize) -> usize {
 }
 
 impl CudaBackend {
+    /// The backward of a sum or mean reduction: kernel `op` spreads `dy` over
+    /// `out_shape` (`cols` columns, as the kernel indexes it), dividing by `count` for a mean.
+    fn spread_backward(
+        &self,
+        op: &'static str,
+        dy: &Tensor,
+        out_shape: &[usize],
+        cols: usize,
+        count: usize,
+        how: Reduction,
+    ) -> Result<Tensor> {
+        let db = self.buf(dy, op)?;
+        let n: usize = out_shape.iter().product();
+        let s = match how {
+            Reduction::Sum => 1.0f32,
+            Reduction::Mean => (1.0 / count as f64) as f32,
+        };
+        let out = self.alloc(n)?;
+        if n > 0 {
+            let (ni, ci) = (to_i32(n, op, "elements")?, to_i32(cols, op, "cols")?);
+            let f = self.function("reduce", op)?;
+            let mut l = self.stream.launch_builder(&f);
+            l.arg(db.slice()).arg(out.slice()).arg(&ni).arg(&ci).arg(&s);
+            // SAFETY: dy holds n/count elements (the reduced shape), out holds n.
+            unsafe { l.launch(linear(n)) }.map_err(|e| self.err(op, e))?;
+        }
+        Ok(self.wrap(out, out_shape))
+    }
+
     /// The process-wide backend of device `ordinal`, created on first use; an error saying
     /// why when there is no such device.
     pub fn shared(ordinal: usize) -> Result<Arc<CudaBackend>> {
@@ -1157,25 +1186,9 @@ impl Backend for CudaBackend {
         how: Reduction,
         out_shape: &[usize],
     ) -> Result<Tensor> {
-        let op = "reduce_rows_backward";
-        let db = self.buf(dy, op)?;
-        let n: usize = out_shape.iter().product();
         let cols = dy.numel();
-        let rows = n / cols.max(1);
-        let s = match how {
-            Reduction::Sum => 1.0f32,
-            Reduction::Mean => (1.0 / rows as f64) as f32,
-        };
-        let out = self.alloc(n)?;
-        if n > 0 {
-            let (ni, ci) = (to_i32(n, op, "elements")?, to_i32(cols, op, "cols")?);
-            let f = self.function("reduce", op)?;
-            let mut l = self.stream.launch_builder(&f);
-            l.arg(db.slice()).arg(out.slice()).arg(&ni).arg(&ci).arg(&s);
-            // SAFETY: dy holds cols elements, out holds n = rows·cols.
-            unsafe { l.launch(linear(n)) }.map_err(|e| self.err(op, e))?;
-        }
-        Ok(self.wrap(out, out_shape))
+        let rows = out_shape.iter().product::<usize>() / cols.max(1);
+        self.spread_backward("reduce_rows_backward", dy, out_shape, cols, rows, how)
     }
 
     fn reduce_features(&self, x: &Tensor, how: Reduction) -> Result<Tensor> {
@@ -1216,24 +1229,8 @@ impl Backend for CudaBackend {
         how: Reduction,
         out_shape: &[usize],
     ) -> Result<Tensor> {
-        let op = "reduce_features_backward";
-        let db = self.buf(dy, op)?;
-        let n: usize = out_shape.iter().product();
         let cols = out_shape.last().copied().unwrap_or(1);
-        let s = match how {
-            Reduction::Sum => 1.0f32,
-            Reduction::Mean => (1.0 / cols as f64) as f32,
-        };
-        let out = self.alloc(n)?;
-        if n > 0 {
-            let (ni, ci) = (to_i32(n, op, "elements")?, to_i32(cols, op, "cols")?);
-            let f = self.function("reduce", op)?;
-            let mut l = self.stream.launch_builder(&f);
-            l.arg(db.slice()).arg(out.slice()).arg(&ni).arg(&ci).arg(&s);
-            // SAFETY: dy holds n/cols elements, out holds n.
-            unsafe { l.launch(linear(n)) }.map_err(|e| self.err(op, e))?;
-        }
-        Ok(self.wrap(out, out_shape))
+        self.spread_backward("reduce_features_backward", dy, out_shape, cols, cols, how)
     }
 
     fn softmax(&self, x: &Tensor) -> Result<Tensor> {
