@@ -67,7 +67,7 @@ enum Shader {
     Reduce,
     Softmax,
     LayerNorm,
-    SetReduce,
+    MaskedSetReduce,
     GatherRows,
     Mse,
     AdamUpdate,
@@ -86,7 +86,7 @@ impl Shader {
             Shader::Reduce => "reduce",
             Shader::Softmax => "softmax",
             Shader::LayerNorm => "layer_norm",
-            Shader::SetReduce => "set_reduce",
+            Shader::MaskedSetReduce => "masked_set_reduce",
             Shader::GatherRows => "gather_rows",
             Shader::Mse => "mse",
             Shader::AdamUpdate => "adam_update",
@@ -105,7 +105,7 @@ impl Shader {
             Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),
             Shader::Softmax => include_str!("../../shaders/softmax.wgsl"),
             Shader::LayerNorm => include_str!("../../shaders/layer_norm.wgsl"),
-            Shader::SetReduce => include_str!("../../shaders/set_reduce.wgsl"),
+            Shader::MaskedSetReduce => include_str!("../../shaders/masked_set_reduce.wgsl"),
             Shader::GatherRows => include_str!("../../shaders/gather_rows.wgsl"),
             Shader::Mse => include_str!("../../shaders/mse.wgsl"),
             Shader::AdamUpdate => include_str!("../../shaders/adam_update.wgsl"),
@@ -155,8 +155,9 @@ const K_LAYER_NORM: Kernel = kernel(Shader::LayerNorm, "layer_norm", 3, 3);
 const K_LAYER_NORM_BACKWARD: Kernel = kernel(Shader::LayerNorm, "layer_norm_backward", 5, 1);
 const K_LAYER_NORM_BACKWARD_PARAMS: Kernel =
     kernel(Shader::LayerNorm, "layer_norm_backward_params", 5, 2);
-const K_SET_REDUCE: Kernel = kernel(Shader::SetReduce, "masked_set_reduce", 2, 1);
-const K_SET_REDUCE_BACKWARD: Kernel = kernel(Shader::SetReduce, "masked_set_reduce_backward", 2, 1);
+const K_SET_REDUCE: Kernel = kernel(Shader::MaskedSetReduce, "masked_set_reduce", 2, 1);
+const K_SET_REDUCE_BACKWARD: Kernel =
+    kernel(Shader::MaskedSetReduce, "masked_set_reduce_backward", 2, 1);
 const K_GATHER_ROWS: Kernel = kernel(Shader::GatherRows, "gather_rows", 2, 1);
 const K_GATHER_ROWS_BACKWARD: Kernel = kernel(Shader::GatherRows, "gather_rows_backward", 3, 1);
 const K_MSE_PARTIAL: Kernel = kernel(Shader::Mse, "mse_partial", 2, 1);
