@@ -10,33 +10,15 @@
 // uniform_open01(x) = ((x >> 9) + 0.5) · 2⁻²³ ∈ (0, 1);
 // box_muller(x0, x1) = r·(cos 2πu₂, sin 2πu₂), r = √(−2 ln u₁), u = uniform_open01(x).
 //
-// Entry points (test and fill kernels; samplers copy the functions):
-//   philox_fill_u32:    out[4·i + w] = word w of block first + i of (seed, stream, step, lane)
-//   philox_fill_normal: out[4·i + w] = the normals of block first + i, Box–Muller on words
-//                       (0, 1) and (2, 3): the order of PhiloxStream::fill_normal.
-// Bindings: 0 params, 1 out (u32 or f32 words). Workgroup: 256 threads, one block each.
+// Functions only, no bindings or entry points: WGSL has no include, so the Rust side
+// compiles this file in front of philox_fill.wgsl (the test kernels) and of
+// score_sampler.wgsl (the fused samplers), as kernels/philox.cuh is included in CUDA.
 
 const PHILOX_M0: u32 = 0xD2511F53u;
 const PHILOX_M1: u32 = 0xCD9E8D57u;
 const PHILOX_W0: u32 = 0x9E3779B9u;
 const PHILOX_W1: u32 = 0xBB67AE85u;
 const TAU: f32 = 6.28318530717958647692;
-
-struct Params {
-    seed_lo: u32,
-    seed_hi: u32,
-    stream: u32,
-    step: u32,
-    lane: u32,
-    // First block index (low, high word) and number of blocks to write.
-    first_lo: u32,
-    first_hi: u32,
-    blocks: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> out_u32: array<u32>;
-@group(0) @binding(1) var<storage, read_write> out_f32: array<f32>;
 
 fn mulhi_16bit_halves(a: u32, b: u32) -> u32 {
     let a_lo = a & 0xFFFFu;
@@ -77,48 +59,4 @@ fn box_muller(x0: u32, x1: u32) -> vec2<f32> {
     let r = sqrt(-2.0 * log(u1));
     let angle = TAU * u2;
     return vec2<f32>(r * cos(angle), r * sin(angle));
-}
-
-/// Block `first + i` of (stream, step, lane): counter (stream, step + carry, lane, block lo).
-fn stream_block(i: u32) -> vec4<u32> {
-    let lo = p.first_lo + i;
-    let carry = select(0u, 1u, lo < p.first_lo);
-    let step = p.step + p.first_hi + carry;
-    return philox4x32_10(vec4<u32>(p.stream, step, p.lane, lo), vec2<u32>(p.seed_lo, p.seed_hi));
-}
-
-@compute @workgroup_size(256)
-fn philox_fill_u32(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
-) {
-    let i = (wid.y * nwg.x + wid.x) * 256u + lid.x;
-    if (i >= p.blocks) {
-        return;
-    }
-    let w = stream_block(i);
-    out_u32[4u * i] = w.x;
-    out_u32[4u * i + 1u] = w.y;
-    out_u32[4u * i + 2u] = w.z;
-    out_u32[4u * i + 3u] = w.w;
-}
-
-@compute @workgroup_size(256)
-fn philox_fill_normal(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
-) {
-    let i = (wid.y * nwg.x + wid.x) * 256u + lid.x;
-    if (i >= p.blocks) {
-        return;
-    }
-    let w = stream_block(i);
-    let z01 = box_muller(w.x, w.y);
-    let z23 = box_muller(w.z, w.w);
-    out_f32[4u * i] = z01.x;
-    out_f32[4u * i + 1u] = z01.y;
-    out_f32[4u * i + 2u] = z23.x;
-    out_f32[4u * i + 3u] = z23.y;
 }

@@ -6,7 +6,7 @@
 // What it computes (the CPU functions named define it, DESIGN.md contract 2): the score
 // network of src/samplers/score_plan.rs (ScorePlan::eps_hat, LearnedScore::scores) for one
 // tile of samples, Σ_j s_ψ(θ, k, x_j) (TileState::evaluate), the Philox noise of the
-// sampler contract (PhiloxStream::at_step, copied from philox.wgsl), langevin_move and the
+// sampler contract (PhiloxStream::at_step, on philox.wgsl compiled in front of this file), langevin_move and the
 // corrector's step size of src/samplers/mod.rs. All arithmetic is f32 (src/samplers/wgpu.rs
 // states the resulting tolerance against the CPU, which sums a few things in f64).
 //
@@ -115,54 +115,7 @@ struct Column {
 var<private> acc: Column;
 var<private> tp: Column;
 
-// ---- Philox4x32-10 and Box–Muller: copied from philox.wgsl (= src/rng.rs) ------------
-
-const PHILOX_M0: u32 = 0xD2511F53u;
-const PHILOX_M1: u32 = 0xCD9E8D57u;
-const PHILOX_W0: u32 = 0x9E3779B9u;
-const PHILOX_W1: u32 = 0xBB67AE85u;
-const TAU: f32 = 6.28318530717958647692;
-
-fn mulhi_16bit_halves(a: u32, b: u32) -> u32 {
-    let a_lo = a & 0xFFFFu;
-    let a_hi = a >> 16u;
-    let b_lo = b & 0xFFFFu;
-    let b_hi = b >> 16u;
-    let lo_lo = a_lo * b_lo;
-    let hi_lo = a_hi * b_lo;
-    let lo_hi = a_lo * b_hi;
-    let hi_hi = a_hi * b_hi;
-    let middle = (lo_lo >> 16u) + (hi_lo & 0xFFFFu) + (lo_hi & 0xFFFFu);
-    return hi_hi + (hi_lo >> 16u) + (lo_hi >> 16u) + (middle >> 16u);
-}
-
-fn philox4x32_10(counter: vec4<u32>, key: vec2<u32>) -> vec4<u32> {
-    var c = counter;
-    var k = key;
-    for (var round = 0u; round < 10u; round++) {
-        if (round > 0u) {
-            k = k + vec2<u32>(PHILOX_W0, PHILOX_W1);
-        }
-        let hi0 = mulhi_16bit_halves(PHILOX_M0, c.x);
-        let lo0 = PHILOX_M0 * c.x;
-        let hi1 = mulhi_16bit_halves(PHILOX_M1, c.z);
-        let lo1 = PHILOX_M1 * c.z;
-        c = vec4<u32>(hi1 ^ c.y ^ k.x, lo1, hi0 ^ c.w ^ k.y, lo0);
-    }
-    return c;
-}
-
-fn uniform_open01(x: u32) -> f32 {
-    return (f32(x >> 9u) + 0.5) * (1.0 / 8388608.0);
-}
-
-fn box_muller(x0: u32, x1: u32) -> vec2<f32> {
-    let u1 = uniform_open01(x0);
-    let u2 = uniform_open01(x1);
-    let r = sqrt(-2.0 * log(u1));
-    let angle = TAU * u2;
-    return vec2<f32>(r * cos(angle), r * sin(angle));
-}
+// Philox4x32-10 and Box–Muller come from philox.wgsl, compiled in front of this file.
 
 /// Normals 4b .. 4b+3 of sample `lane` at chain step `step`: block b of
 /// PhiloxStream::at_step(seed, SAMPLER, step, lane), Box–Muller on words (0, 1), (2, 3).

@@ -109,7 +109,10 @@ impl Shader {
             Shader::GatherRows => include_str!("../../shaders/gather_rows.wgsl"),
             Shader::Mse => include_str!("../../shaders/mse.wgsl"),
             Shader::AdamUpdate => include_str!("../../shaders/adam_update.wgsl"),
-            Shader::Philox => include_str!("../../shaders/philox.wgsl"),
+            Shader::Philox => concat!(
+                include_str!("../../shaders/philox.wgsl"),
+                include_str!("../../shaders/philox_fill.wgsl")
+            ),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The fused WGSL samplers (contract 4): Algorithms 1 and 2, the optional corrector
 //! included, for a [`ScorePlan`], each as one compute dispatch that runs every sample's
 //! whole chain: `shaders/sample_diffusion.wgsl` and `shaders/sample_langevin.wgsl`, each
-//! compiled after `shaders/score_sampler.wgsl` (the shared network, noise and corrector,
+//! compiled after `shaders/philox.wgsl` and `shaders/score_sampler.wgsl` (the shared network, noise and corrector,
 //! whose top comment gives the workgroup shape, the workgroup-memory layout and the tables
 //! this file uploads). The counterpart of [`super::cuda`], with the same API shape and the
 //! same [`GpuPrior`].
@@ -214,7 +214,7 @@ fn shader_source(entry: &str, w: usize, d: usize, threads: usize, kc: usize) -> 
         "sample_diffusion" => include_str!("../../shaders/sample_diffusion.wgsl"),
         _ => include_str!("../../shaders/sample_langevin.wgsl"),
     };
-    let mut src = common.to_string();
+    let mut src = format!("{}\n{common}", include_str!("../../shaders/philox.wgsl"));
     for (line, value) in [
         ("const W: u32 = 16u;", w),
         ("const D: u32 = 4u;", d),
