@@ -10,8 +10,8 @@ use amortize::nn::{
 };
 use amortize::optim::{Adam, AdamConfig};
 use amortize::rng::{streams, PhiloxStream};
-use amortize::{ops, ParamStore, Result, Tape, Tensor, Var};
-use common::randn;
+use amortize::{ops, ParamStore, Tape, Tensor, Var};
+use common::{grad_check, randn};
 
 // ---------------------------------------------------------------------------------------
 // helpers
@@ -57,53 +57,9 @@ fn scaled(t: Tensor, s: f32) -> Tensor {
 // the rq_spline op: gradients by central finite differences (as tests/grad_check.rs)
 // ---------------------------------------------------------------------------------------
 
-const H: f32 = 1e-2;
-const ATOL: f64 = 3e-3;
-const RTOL: f64 = 1e-2;
-
-/// Checks the gradients of Σ seed·f(inputs) against central differences for every
-/// element of every input. Same scalar, step and tolerances as tests/grad_check.rs.
-fn grad_check(name: &str, inputs: &[Tensor], f: impl Fn(&mut Tape, &[Var]) -> Result<Var>) {
-    let mut tape = Tape::new();
-    let vars: Vec<Var> = inputs.iter().map(|t| tape.leaf(t.clone())).collect();
-    let y = f(&mut tape, &vars).unwrap();
-    let seed = randn(tape.shape(y), 999);
-    let seed_data = seed.to_vec().unwrap();
-    let grads = tape.backward_with(y, seed).unwrap();
-    let eval = |perturbed: &[Tensor]| -> f64 {
-        let mut t = Tape::no_grad();
-        let vs: Vec<Var> = perturbed.iter().map(|x| t.constant(x.clone())).collect();
-        let out = f(&mut t, &vs).unwrap();
-        let v = t.value(out).to_vec().unwrap();
-        v.iter()
-            .zip(&seed_data)
-            .map(|(&a, &b)| a as f64 * b as f64)
-            .sum()
-    };
-    for (i, input) in inputs.iter().enumerate() {
-        let analytic = grads.get(vars[i]).unwrap().to_vec().unwrap();
-        let base = input.to_vec().unwrap();
-        for e in 0..base.len() {
-            let mut plus = inputs.to_vec();
-            let mut minus = inputs.to_vec();
-            let mut d = base.clone();
-            d[e] += H;
-            plus[i] = Tensor::from_vec(d.clone(), input.shape()).unwrap();
-            d[e] = base[e] - H;
-            minus[i] = Tensor::from_vec(d, input.shape()).unwrap();
-            let numeric = (eval(&plus) - eval(&minus)) / (2.0 * H as f64);
-            let a = analytic[e] as f64;
-            assert!(
-                (numeric - a).abs() <= ATOL + RTOL * a.abs(),
-                "{name}: d/d input{i}[{e}]: analytic {a} vs numeric {numeric}"
-            );
-        }
-    }
-}
-
 /// Random spline knots for `n` elements: widths and heights positive summing to 2B, all
 /// bins at least 0.5 wide, derivatives in (0.4, 2.5); and inputs placed at 20–80% of a
-/// random bin (so a step of H never crosses a knot), the last two in the tails.
+/// random bin (so a step of `common::GRAD_H` never crosses a knot), the last two in the tails.
 fn spline_case(n: usize, bins: usize, bound: f32, inverse: bool, seed: u64) -> Vec<Tensor> {
     let mut rng = PhiloxStream::new(seed, streams::TEST, 7);
     let sizes = |rng: &mut PhiloxStream| -> Vec<f32> {
@@ -149,10 +105,15 @@ fn rq_spline_op_gradients_both_directions() {
     for inverse in [false, true] {
         let inputs = spline_case(12, 5, 3.0, inverse, 11 + inverse as u64);
         // Both outputs enter the checked scalar: y and logdet concatenated.
-        grad_check(&format!("rq_spline inverse={inverse}"), &inputs, |t, v| {
-            let (y, ld) = t.rq_spline(v[0], [v[1], v[2], v[3]], 3.0, inverse)?;
-            t.concat(&[y, ld])
-        });
+        grad_check(
+            &format!("rq_spline inverse={inverse}"),
+            &inputs,
+            usize::MAX,
+            |t, v| {
+                let (y, ld) = t.rq_spline(v[0], [v[1], v[2], v[3]], 3.0, inverse)?;
+                t.concat(&[y, ld])
+            },
+        );
     }
 }
 

@@ -11,67 +11,14 @@ mod common;
 
 use amortize::backend::{BinaryOp, MatLayout, Reduction, UnaryOp};
 use amortize::{Result, Tape, Tensor, Var};
-use common::{randn, uniform};
+use common::{grad_check, randn, uniform};
 
-const H: f32 = 1e-2;
-const ATOL: f64 = 3e-3;
-const RTOL: f64 = 1e-2;
 /// Elements checked per input (evenly spread), to keep the test fast on big inputs.
 const MAX_CHECKED: usize = 48;
 
-fn weighted_sum(y: &Tensor, seed: &[f32]) -> f64 {
-    y.to_vec()
-        .unwrap()
-        .iter()
-        .zip(seed)
-        .map(|(&a, &b)| a as f64 * b as f64)
-        .sum()
-}
-
 /// Checks the gradients of `f` with respect to every input.
 fn check(name: &str, inputs: &[Tensor], f: impl Fn(&mut Tape, &[Var]) -> Result<Var>) {
-    let mut tape = Tape::new();
-    let vars: Vec<Var> = inputs.iter().map(|t| tape.leaf(t.clone())).collect();
-    let y = f(&mut tape, &vars).unwrap_or_else(|e| panic!("{name}: forward failed: {e}"));
-    let y_shape = tape.shape(y).to_vec();
-    let seed = randn(&y_shape, 999);
-    let seed_data = seed.to_vec().unwrap();
-    let grads = tape.backward_with(y, seed).unwrap();
-    let eval = |perturbed: &[Tensor]| -> f64 {
-        let mut t = Tape::no_grad();
-        let vs: Vec<Var> = perturbed.iter().map(|x| t.constant(x.clone())).collect();
-        let out = f(&mut t, &vs).unwrap();
-        weighted_sum(t.value(out), &seed_data)
-    };
-    for (i, input) in inputs.iter().enumerate() {
-        let analytic = grads
-            .get(vars[i])
-            .unwrap_or_else(|| panic!("{name}: input {i} got no gradient"))
-            .to_vec()
-            .unwrap();
-        assert_eq!(
-            analytic.len(),
-            input.numel(),
-            "{name}: gradient {i} has the wrong size"
-        );
-        let base = input.to_vec().unwrap();
-        let stride = (base.len() / MAX_CHECKED).max(1);
-        for e in (0..base.len()).step_by(stride) {
-            let mut plus = inputs.to_vec();
-            let mut minus = inputs.to_vec();
-            let mut d = base.clone();
-            d[e] += H;
-            plus[i] = Tensor::from_vec(d.clone(), input.shape()).unwrap();
-            d[e] = base[e] - H;
-            minus[i] = Tensor::from_vec(d, input.shape()).unwrap();
-            let numeric = (eval(&plus) - eval(&minus)) / (2.0 * H as f64);
-            let a = analytic[e] as f64;
-            assert!(
-                (numeric - a).abs() <= ATOL + RTOL * a.abs(),
-                "{name}: d/d input{i}[{e}]: analytic {a} vs numeric {numeric}"
-            );
-        }
-    }
+    grad_check(name, inputs, MAX_CHECKED, f);
 }
 
 /// A tensor whose entries are at least 0.2 away from 0 (for relu's kink).

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use amortize::rng::{streams, PhiloxStream};
-use amortize::Tensor;
+use amortize::{Result, Tape, Tensor, Var};
 
 /// A tensor of N(0, 1) draws, seeded so every run sees the same "fresh" inputs.
 pub fn randn(shape: &[usize], seed: u64) -> Tensor {
@@ -25,4 +25,66 @@ pub fn max_rel_err(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(x, y)| (x - y).abs() / y.abs().max(1.0))
         .fold(0.0, f32::max)
+}
+
+/// Finite-difference step, and the tolerance |numeric − analytic| ≤ ATOL + RTOL·|analytic|
+/// of [`grad_check`] (derivation at the top of `tests/grad_check.rs`).
+pub const GRAD_H: f32 = 1e-2;
+const GRAD_ATOL: f64 = 3e-3;
+const GRAD_RTOL: f64 = 1e-2;
+
+/// Checks the tape's gradients of L = Σ seed·f(inputs) (a fixed random `seed`, summed in
+/// f64) against central differences, for at most `at_most` evenly spread elements of
+/// every input (`usize::MAX`: all of them).
+pub fn grad_check(
+    name: &str,
+    inputs: &[Tensor],
+    at_most: usize,
+    f: impl Fn(&mut Tape, &[Var]) -> Result<Var>,
+) {
+    let mut tape = Tape::new();
+    let vars: Vec<Var> = inputs.iter().map(|t| tape.leaf(t.clone())).collect();
+    let y = f(&mut tape, &vars).unwrap_or_else(|e| panic!("{name}: forward failed: {e}"));
+    let seed = randn(tape.shape(y), 999);
+    let seed_data = seed.to_vec().unwrap();
+    let grads = tape.backward_with(y, seed).unwrap();
+    let eval = |perturbed: &[Tensor]| -> f64 {
+        let mut t = Tape::no_grad();
+        let vs: Vec<Var> = perturbed.iter().map(|x| t.constant(x.clone())).collect();
+        let out = f(&mut t, &vs).unwrap();
+        let v = t.value(out).to_vec().unwrap();
+        v.iter()
+            .zip(&seed_data)
+            .map(|(&a, &b)| a as f64 * b as f64)
+            .sum()
+    };
+    for (i, input) in inputs.iter().enumerate() {
+        let analytic = grads
+            .get(vars[i])
+            .unwrap_or_else(|| panic!("{name}: input {i} got no gradient"))
+            .to_vec()
+            .unwrap();
+        assert_eq!(
+            analytic.len(),
+            input.numel(),
+            "{name}: gradient {i} has the wrong size"
+        );
+        let base = input.to_vec().unwrap();
+        let stride = (base.len() / at_most.max(1)).max(1);
+        for e in (0..base.len()).step_by(stride) {
+            let mut plus = inputs.to_vec();
+            let mut minus = inputs.to_vec();
+            let mut d = base.clone();
+            d[e] += GRAD_H;
+            plus[i] = Tensor::from_vec(d.clone(), input.shape()).unwrap();
+            d[e] = base[e] - GRAD_H;
+            minus[i] = Tensor::from_vec(d, input.shape()).unwrap();
+            let numeric = (eval(&plus) - eval(&minus)) / (2.0 * GRAD_H as f64);
+            let a = analytic[e] as f64;
+            assert!(
+                (numeric - a).abs() <= GRAD_ATOL + GRAD_RTOL * a.abs(),
+                "{name}: d/d input{i}[{e}]: analytic {a} vs numeric {numeric}"
+            );
+        }
+    }
 }
