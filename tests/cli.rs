@@ -28,6 +28,20 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// `amortize simulate --task two_moons --num NUM --out DIR`, which must succeed.
+fn simulate_two_moons(num: usize, dir: &Path) {
+    let (ok, err) = amortize(&[
+        "simulate",
+        "--task",
+        "two_moons",
+        "--num",
+        &num.to_string(),
+        "--out",
+        s(dir),
+    ]);
+    assert!(ok, "{err}");
+}
+
 #[test]
 fn bad_input_is_an_error_and_writes_nothing() {
     let dir = scratch("bad");
@@ -48,18 +62,7 @@ fn bad_input_is_an_error_and_writes_nothing() {
     assert!(!data.exists());
 
     // NaN in theta: training refuses, says how many rows, writes no model.
-    assert!(
-        amortize(&[
-            "simulate",
-            "--task",
-            "two_moons",
-            "--num",
-            "200",
-            "--out",
-            s(&data)
-        ])
-        .0
-    );
+    simulate_two_moons(200, &data);
     let (theta, rows, cols) =
         amortize::io::npy::read_npy_matrix(data.join("theta.npy"), Some(2)).unwrap();
     let mut bad = theta.clone();
@@ -98,18 +101,7 @@ fn bad_input_is_an_error_and_writes_nothing() {
     assert!(!model.exists());
 
     // A real (tiny) model, then bad sampling requests.
-    assert!(
-        amortize(&[
-            "simulate",
-            "--task",
-            "two_moons",
-            "--num",
-            "200",
-            "--out",
-            s(&data)
-        ])
-        .0
-    );
+    simulate_two_moons(200, &data);
     let (ok, err) = amortize(&[
         "train",
         "--data",
@@ -185,18 +177,7 @@ fn bad_input_is_an_error_and_writes_nothing() {
 fn an_npe_model_trains_samples_and_evaluates_from_the_command_line() {
     let dir = scratch("npe");
     let (data, model, out) = (dir.join("data"), dir.join("model"), dir.join("draws.npy"));
-    assert!(
-        amortize(&[
-            "simulate",
-            "--task",
-            "two_moons",
-            "--num",
-            "300",
-            "--out",
-            s(&data)
-        ])
-        .0
-    );
+    simulate_two_moons(300, &data);
     let (ok, err) = amortize(&[
         "train",
         "--estimator",
@@ -272,18 +253,7 @@ fn a_score_model_trains_on_wgpu_from_the_command_line() {
     }
     let dir = scratch("wgpu-train");
     let (data, model) = (dir.join("data"), dir.join("model"));
-    assert!(
-        amortize(&[
-            "simulate",
-            "--task",
-            "two_moons",
-            "--num",
-            "200",
-            "--out",
-            s(&data)
-        ])
-        .0
-    );
+    simulate_two_moons(200, &data);
     let args = [
         "train",
         "--data",
