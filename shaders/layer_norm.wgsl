@@ -13,6 +13,7 @@
 // Bindings: layer_norm 0 params, 1 x, 2 γ, 3 β, 4 y, 5 μ, 6 rstd;
 // layer_norm_backward 0 params, 1 x, 2 γ, 3 μ, 4 rstd, 5 dy, 6 dx;
 // layer_norm_backward_params the same inputs, 6 dγ, 7 dβ (γ bound but unused).
+// Compiled after workgroup_reduce.wgsl (`wg_sum`, and `red` for the column sums).
 
 struct Params {
     rows: u32,
@@ -30,22 +31,6 @@ struct Params {
 @group(0) @binding(5) var<storage, read> dy: array<f32>;
 @group(0) @binding(6) var<storage, read_write> out6: array<f32>;
 @group(0) @binding(7) var<storage, read_write> out7: array<f32>;
-
-var<workgroup> red: array<f32, 256>;
-
-fn wg_sum(v: f32, t: u32) -> f32 {
-    red[t] = v;
-    workgroupBarrier();
-    for (var h = 128u; h > 0u; h >>= 1u) {
-        if (t < h) {
-            red[t] = red[t] + red[t + h];
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
 
 @compute @workgroup_size(256)
 fn layer_norm(

@@ -7,6 +7,7 @@
 // in one workgroup and divides by N.
 // Bindings: mse_partial 0 params, 1 p, 2 t, 3 partial; mse_final 0 params, 1 partial,
 // 2 out; mse_backward 0 params, 1 p, 2 t, 3 dy, 4 dp. Workgroup: 256 threads.
+// Compiled after workgroup_reduce.wgsl (`wg_sum`).
 
 const CHUNK: u32 = 4096u;
 
@@ -22,22 +23,6 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> out3: array<f32>;
 @group(0) @binding(3) var<storage, read> in3: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out4: array<f32>;
-
-var<workgroup> red: array<f32, 256>;
-
-fn wg_sum(v: f32, t: u32) -> f32 {
-    red[t] = v;
-    workgroupBarrier();
-    for (var h = 128u; h > 0u; h >>= 1u) {
-        if (t < h) {
-            red[t] = red[t] + red[t + h];
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
 
 @compute @workgroup_size(256)
 fn mse_partial(

@@ -13,6 +13,7 @@
 // Bindings: 0 params, 1 input, 2 output.
 // Workgroups: reduce_rows 16×16 (16 columns each), reduce_features 256 (one row),
 // the backward kernels 256 (one element per thread).
+// Compiled after workgroup_reduce.wgsl (`wg_sum`, and `red` for the column sums).
 
 struct Params {
     rows: u32,
@@ -25,23 +26,6 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
-
-var<workgroup> red: array<f32, 256>;
-
-/// Sum of `v` over the 256 threads of the workgroup by a fixed halving tree.
-fn wg_sum(v: f32, t: u32) -> f32 {
-    red[t] = v;
-    workgroupBarrier();
-    for (var h = 128u; h > 0u; h >>= 1u) {
-        if (t < h) {
-            red[t] = red[t] + red[t + h];
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
 
 @compute @workgroup_size(16, 16, 1)
 fn reduce_rows(

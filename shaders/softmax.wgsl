@@ -12,6 +12,7 @@
 // (softmax: 1 x, 2 y; softmax_backward / log_softmax_backward: 1 y, 2 dy, 3 dx;
 // logsumexp: 1 x, 2 out; log_softmax: 1 x, 2 y; logsumexp_backward: 1 x, 2 lse, 3 dy, 4 dx).
 // Workgroup: 256 threads.
+// Compiled after workgroup_reduce.wgsl (`wg_sum`, `wg_max`, `neg_inf`).
 
 struct Params {
     rows: u32,
@@ -26,40 +27,6 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> out3: array<f32>;
 @group(0) @binding(3) var<storage, read> in3: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out4: array<f32>;
-
-var<workgroup> red: array<f32, 256>;
-
-fn neg_inf() -> f32 {
-    return bitcast<f32>(0xff800000u);
-}
-
-fn wg_sum(v: f32, t: u32) -> f32 {
-    red[t] = v;
-    workgroupBarrier();
-    for (var h = 128u; h > 0u; h >>= 1u) {
-        if (t < h) {
-            red[t] = red[t] + red[t + h];
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
-
-fn wg_max(v: f32, t: u32) -> f32 {
-    red[t] = v;
-    workgroupBarrier();
-    for (var h = 128u; h > 0u; h >>= 1u) {
-        if (t < h) {
-            red[t] = max(red[t], red[t + h]);
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
 
 /// (max, Σ exp(x − max)) of row `row` of in1, `n` columns (0 for an idle workgroup).
 fn row_max_sumexp(row: u32, n: u32, t: u32) -> vec2<f32> {

@@ -17,7 +17,7 @@ use amortize::backend::{
 };
 use amortize::rng::{box_muller, key_from_seed, philox4x32_10, uniform_open01, PhiloxStream};
 use amortize::{Device, Tensor};
-use common::{randn, uniform};
+use common::{masked_softmax_case, randn, spline_case, uniform};
 
 const ELEMENTWISE: f32 = 1e-5;
 const REDUCTION: f32 = 1e-4;
@@ -527,6 +527,78 @@ fn masked_set_reduce_forward_and_backward() {
             &want,
             ELEMENTWISE,
         );
+    }
+}
+
+#[test]
+fn masked_softmax_with_padding_and_causal_masks() {
+    let Some(g) = gpu("masked_softmax_with_padding_and_causal_masks") else {
+        return;
+    };
+    let c = cpu();
+    // Keys beyond 256 take the strided loop; batch 4 of 5 keys leaves the last set empty.
+    for (batch, queries, keys) in [(4, 5, 5), (3, 4, 7), (2, 3, 300)] {
+        let [x, mask] = masked_softmax_case(batch, queries, keys, 82);
+        let (gx, gm) = (up(&g, &x), up(&g, &mask));
+        for causal in [false, true] {
+            if causal && queries != keys {
+                continue;
+            }
+            let what = format!("masked_softmax {batch}x{queries}x{keys} causal={causal}");
+            let y = c.masked_softmax(&x, &mask, causal).unwrap();
+            let gy = g.masked_softmax(&gx, &gm, causal).unwrap();
+            check(&what, &g, &gy, &y, REDUCTION);
+            // The tape's backward of masked_softmax is softmax_backward of its output.
+            let dy = randn(x.shape(), 83);
+            let want = c.softmax_backward(&y, &dy).unwrap();
+            let got = g.softmax_backward(&gy, &up(&g, &dy)).unwrap();
+            check(&format!("{what} backward"), &g, &got, &want, REDUCTION);
+        }
+    }
+}
+
+#[test]
+fn rq_spline_forward_inverse_and_backward() {
+    let Some(g) = gpu("rq_spline_forward_inverse_and_backward") else {
+        return;
+    };
+    let c = cpu();
+    let (n, bins, bound) = (300, 6, 3.0);
+    for inverse in [false, true] {
+        let case = spline_case(n, bins, bound, inverse, 84 + inverse as u64);
+        let [x, w, h, d] = [&case[0], &case[1], &case[2], &case[3]];
+        let [gx, gw, gh, gd] = [0, 1, 2, 3].map(|i| up(&g, &case[i]));
+        let what = format!("rq_spline inverse={inverse}");
+        let (y, logdet) = c.rq_spline(x, w, h, d, bound, inverse).unwrap();
+        let (gy, glogdet) = g.rq_spline(&gx, &gw, &gh, &gd, bound, inverse).unwrap();
+        check(&format!("{what} y"), &g, &gy, &y, ELEMENTWISE);
+        check(
+            &format!("{what} logdet"),
+            &g,
+            &glogdet,
+            &logdet,
+            ELEMENTWISE,
+        );
+        let (dy, dlogdet) = (randn(&[n], 86), randn(&[n], 87));
+        let want = c
+            .rq_spline_backward(x, [w, h, d], bound, inverse, &dy, &dlogdet)
+            .unwrap();
+        let got = g
+            .rq_spline_backward(
+                &gx,
+                [&gw, &gh, &gd],
+                bound,
+                inverse,
+                &up(&g, &dy),
+                &up(&g, &dlogdet),
+            )
+            .unwrap();
+        for (name, (a, b)) in ["dx", "dwidths", "dheights", "dderivatives"]
+            .iter()
+            .zip(got.iter().zip(&want))
+        {
+            check(&format!("{what} backward {name}"), &g, a, b, ELEMENTWISE);
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use amortize::nn::{
 use amortize::optim::{Adam, AdamConfig};
 use amortize::rng::{streams, PhiloxStream};
 use amortize::{ops, ParamStore, Tape, Tensor, Var};
-use common::{grad_check, randn};
+use common::{grad_check, randn, spline_case};
 
 // ---------------------------------------------------------------------------------------
 // helpers
@@ -56,49 +56,6 @@ fn scaled(t: Tensor, s: f32) -> Tensor {
 // ---------------------------------------------------------------------------------------
 // the rq_spline op: gradients by central finite differences (as tests/grad_check.rs)
 // ---------------------------------------------------------------------------------------
-
-/// Random spline knots for `n` elements: widths and heights positive summing to 2B, all
-/// bins at least 0.5 wide, derivatives in (0.4, 2.5); and inputs placed at 20–80% of a
-/// random bin (so a step of `common::GRAD_H` never crosses a knot), the last two in the tails.
-fn spline_case(n: usize, bins: usize, bound: f32, inverse: bool, seed: u64) -> Vec<Tensor> {
-    let mut rng = PhiloxStream::new(seed, streams::TEST, 7);
-    let sizes = |rng: &mut PhiloxStream| -> Vec<f32> {
-        let mut v = Vec::with_capacity(n * bins);
-        for _ in 0..n {
-            let raw: Vec<f32> = (0..bins).map(|_| rng.uniform_range(1.0, 3.0)).collect();
-            let sum: f32 = raw.iter().sum();
-            v.extend(raw.iter().map(|r| 2.0 * bound * r / sum));
-        }
-        v
-    };
-    let widths = sizes(&mut rng);
-    let heights = sizes(&mut rng);
-    let derivs: Vec<f32> = (0..n * (bins + 1))
-        .map(|_| rng.uniform_range(0.4, 2.5))
-        .collect();
-    let along = if inverse { &heights } else { &widths };
-    let x: Vec<f32> = (0..n)
-        .map(|i| {
-            if i + 2 >= n {
-                return if i % 2 == 0 {
-                    bound + 1.0
-                } else {
-                    -bound - 0.7
-                };
-            }
-            let k = rng.below(bins as u32) as usize;
-            let row = &along[i * bins..(i + 1) * bins];
-            let left: f32 = -bound + row[..k].iter().sum::<f32>();
-            left + rng.uniform_range(0.2, 0.8) * row[k]
-        })
-        .collect();
-    vec![
-        Tensor::from_vec(x, &[n]).unwrap(),
-        Tensor::from_vec(widths, &[n, bins]).unwrap(),
-        Tensor::from_vec(heights, &[n, bins]).unwrap(),
-        Tensor::from_vec(derivs, &[n, bins + 1]).unwrap(),
-    ]
-}
 
 #[test]
 fn rq_spline_op_gradients_both_directions() {

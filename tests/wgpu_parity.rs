@@ -20,7 +20,7 @@ use amortize::backend::wgpu::WgpuBackend;
 use amortize::backend::{AdamStep, Backend, BinaryOp, MatLayout, MatmulDims, Reduction, UnaryOp};
 use amortize::rng::{streams, PhiloxStream};
 use amortize::Tensor;
-use common::{max_rel_err, randn, uniform};
+use common::{masked_softmax_case, max_rel_err, randn, spline_case, uniform};
 
 const ELEMENTWISE: f32 = 1e-5;
 const REDUCTION: f32 = 1e-4;
@@ -333,6 +333,74 @@ fn softmax_family_forward_and_backward() {
 }
 
 #[test]
+fn masked_softmax_with_padding_and_causal_masks() {
+    let Some(g) = gpu() else { return };
+    let c = cpu();
+    // Keys beyond 256 take the strided loop; batch 4 of 5 keys leaves the last set empty.
+    for (batch, queries, keys) in [(4, 5, 5), (3, 4, 7), (2, 3, 300)] {
+        let [x, mask] = masked_softmax_case(batch, queries, keys, 44);
+        let (gx, gm) = (up(&g, &x), up(&g, &mask));
+        for causal in [false, true] {
+            if causal && queries != keys {
+                continue;
+            }
+            let what = format!("masked_softmax {batch}x{queries}x{keys} causal={causal}");
+            let y = c.masked_softmax(&x, &mask, causal).unwrap();
+            let gy = g.masked_softmax(&gx, &gm, causal).unwrap();
+            check(&what, &g, &gy, &y, REDUCTION);
+            // The tape's backward of masked_softmax is softmax_backward of its output.
+            let dy = randn(x.shape(), 45);
+            let want = c.softmax_backward(&y, &dy).unwrap();
+            let got = g.softmax_backward(&gy, &up(&g, &dy)).unwrap();
+            check(&format!("{what} backward"), &g, &got, &want, REDUCTION);
+        }
+    }
+}
+
+#[test]
+fn rq_spline_forward_inverse_and_backward() {
+    let Some(g) = gpu() else { return };
+    let c = cpu();
+    let (n, bins, bound) = (300, 6, 3.0);
+    for inverse in [false, true] {
+        let case = spline_case(n, bins, bound, inverse, 46 + inverse as u64);
+        let [x, w, h, d] = [&case[0], &case[1], &case[2], &case[3]];
+        let [gx, gw, gh, gd] = [0, 1, 2, 3].map(|i| up(&g, &case[i]));
+        let what = format!("rq_spline inverse={inverse}");
+        let (y, logdet) = c.rq_spline(x, w, h, d, bound, inverse).unwrap();
+        let (gy, glogdet) = g.rq_spline(&gx, &gw, &gh, &gd, bound, inverse).unwrap();
+        check(&format!("{what} y"), &g, &gy, &y, ELEMENTWISE);
+        check(
+            &format!("{what} logdet"),
+            &g,
+            &glogdet,
+            &logdet,
+            ELEMENTWISE,
+        );
+        let (dy, dlogdet) = (randn(&[n], 48), randn(&[n], 49));
+        let want = c
+            .rq_spline_backward(x, [w, h, d], bound, inverse, &dy, &dlogdet)
+            .unwrap();
+        let got = g
+            .rq_spline_backward(
+                &gx,
+                [&gw, &gh, &gd],
+                bound,
+                inverse,
+                &up(&g, &dy),
+                &up(&g, &dlogdet),
+            )
+            .unwrap();
+        for (name, (a, b)) in ["dx", "dwidths", "dheights", "dderivatives"]
+            .iter()
+            .zip(got.iter().zip(&want))
+        {
+            check(&format!("{what} backward {name}"), &g, a, b, ELEMENTWISE);
+        }
+    }
+}
+
+#[test]
 fn layer_norm_forward_and_backward() {
     let Some(g) = gpu() else { return };
     let c = cpu();
@@ -608,4 +676,47 @@ fn ops_on_wgpu_tensors_match_the_cpu_through_the_device_api() {
         (got - want).abs() <= REDUCTION * want.abs().max(1.0),
         "{got} vs {want}"
     );
+}
+
+#[test]
+fn rq_spline_gradients_through_the_tape_match_the_cpu() {
+    let Some(g) = gpu() else { return };
+    use amortize::{Device, Tape};
+    // L = Σ r·[y, logdet] for random r: the tape's RqSpline node (concat of both outputs,
+    // split of the upstream gradient, rq_spline_backward) on the device.
+    let (n, bound) = (40, 3.0);
+    let device = Device::Wgpu(g.index());
+    for inverse in [false, true] {
+        let case = spline_case(n, 5, bound, inverse, 53 + inverse as u64);
+        let r = randn(&[2 * n], 55);
+        let run = |device: Device| {
+            let mut tape = Tape::new();
+            let v: Vec<_> = case
+                .iter()
+                .map(|t| tape.leaf(t.to_device(device).unwrap()))
+                .collect();
+            let (y, logdet) = tape
+                .rq_spline(v[0], [v[1], v[2], v[3]], bound, inverse)
+                .unwrap();
+            let both = tape.concat(&[y, logdet]).unwrap();
+            let r = tape.constant(r.to_device(device).unwrap());
+            let weighted = tape.mul(both, r).unwrap();
+            let loss = tape.reduce_all(weighted, Reduction::Sum).unwrap();
+            let grads = tape.backward(loss).unwrap();
+            v.iter()
+                .map(|&x| grads.get(x).unwrap().to_vec().unwrap())
+                .collect::<Vec<_>>()
+        };
+        let (want, got) = (run(Device::Cpu), run(device));
+        for (name, (a, b)) in ["x", "widths", "heights", "derivatives"]
+            .iter()
+            .zip(got.iter().zip(&want))
+        {
+            let err = max_rel_err(a, b);
+            assert!(
+                err <= ELEMENTWISE,
+                "d{name} inverse={inverse}: max relative error {err:e}"
+            );
+        }
+    }
 }

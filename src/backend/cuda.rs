@@ -93,6 +93,7 @@ pub const KERNELS: &[KernelSource] = &[
             "masked_set_reduce_backward"
         ]
     ),
+    kernel!("masked_softmax", ["masked_softmax"]),
     kernel!("matmul", ["matmul_nn", "matmul_nt", "matmul_tn"]),
     kernel!("mse", ["mse_partial", "mse_finish", "mse_backward"]),
     kernel!("philox_fill", ["philox_fill"]),
@@ -105,6 +106,7 @@ pub const KERNELS: &[KernelSource] = &[
             "reduce_features_backward"
         ]
     ),
+    kernel!("rq_spline", ["rq_spline", "rq_spline_backward"]),
     kernel!("sample_diffusion", ["sample_diffusion"]),
     kernel!("sample_langevin", ["sample_langevin"]),
     kernel!("scale", ["scale"]),
@@ -1453,6 +1455,30 @@ impl Backend for CudaBackend {
         Ok(self.wrap(out, &[batch, set_size, feat]))
     }
 
+    fn masked_softmax(&self, x: &Tensor, mask: &Tensor, causal: bool) -> Result<Tensor> {
+        let op = "masked_softmax";
+        let (xb, mb) = (self.buf(x, op)?, self.buf(mask, op)?);
+        let (rows, queries, keys) = (x.rows(), x.shape()[1], x.shape()[2]);
+        let out = self.alloc(x.numel())?;
+        if x.numel() > 0 {
+            to_i32(x.numel(), op, "elements")?;
+            let (ri, qi, ki) = (rows as i32, queries as i32, keys as i32);
+            let causal = i32::from(causal);
+            let f = self.function(op, op)?;
+            let mut l = self.stream.launch_builder(&f);
+            l.arg(xb.slice())
+                .arg(mb.slice())
+                .arg(out.slice())
+                .arg(&ri)
+                .arg(&qi)
+                .arg(&ki)
+                .arg(&causal);
+            // SAFETY: x and out hold rows·keys elements, mask (rows/queries)·keys.
+            unsafe { l.launch(per_row(rows)) }.map_err(|e| self.err(op, e))?;
+        }
+        Ok(self.wrap(out, x.shape()))
+    }
+
     fn gather_rows(&self, x: &Tensor, indices: &[u32]) -> Result<Tensor> {
         let op = "gather_rows";
         let xb = self.buf(x, op)?;
@@ -1606,9 +1632,108 @@ impl Backend for CudaBackend {
         unsafe { l.launch(linear(n)) }.map_err(|e| self.err(op, e))?;
         Ok(())
     }
+
+    fn rq_spline(
+        &self,
+        x: &Tensor,
+        widths: &Tensor,
+        heights: &Tensor,
+        derivatives: &Tensor,
+        bound: f32,
+        inverse: bool,
+    ) -> Result<(Tensor, Tensor)> {
+        let op = "rq_spline";
+        let n = x.numel();
+        let (y, logdet) = (self.alloc(n)?, self.alloc(n)?);
+        if n > 0 {
+            let inputs = self.rq_spline_inputs(x, [widths, heights, derivatives], op)?;
+            let (ni, bins) = (n as i32, widths.cols() as i32);
+            let inverse = i32::from(inverse);
+            let f = self.function(op, op)?;
+            let mut l = self.stream.launch_builder(&f);
+            for b in inputs {
+                l.arg(b.slice());
+            }
+            l.arg(y.slice())
+                .arg(logdet.slice())
+                .arg(&ni)
+                .arg(&bins)
+                .arg(&bound)
+                .arg(&inverse);
+            // SAFETY: x, y and logdet hold n elements, widths and heights n·bins,
+            // derivatives n·(bins + 1) (validated by ops::rq_spline).
+            unsafe { l.launch(linear(n)) }.map_err(|e| self.err(op, e))?;
+        }
+        Ok((self.wrap(y, x.shape()), self.wrap(logdet, x.shape())))
+    }
+
+    fn rq_spline_backward(
+        &self,
+        x: &Tensor,
+        knots: [&Tensor; 3],
+        bound: f32,
+        inverse: bool,
+        dy: &Tensor,
+        dlogdet: &Tensor,
+    ) -> Result<[Tensor; 4]> {
+        let op = "rq_spline_backward";
+        let n = x.numel();
+        let [widths, heights, derivatives] = knots;
+        let grads = [
+            self.alloc(n)?,
+            self.alloc(widths.numel())?,
+            self.alloc(heights.numel())?,
+            self.alloc(derivatives.numel())?,
+        ];
+        if n > 0 {
+            let inputs = self.rq_spline_inputs(x, knots, op)?;
+            let (ni, bins) = (n as i32, widths.cols() as i32);
+            let inverse = i32::from(inverse);
+            let f = self.function("rq_spline", op)?;
+            let mut l = self.stream.launch_builder(&f);
+            for b in inputs {
+                l.arg(b.slice());
+            }
+            l.arg(self.buf(dy, op)?.slice())
+                .arg(self.buf(dlogdet, op)?.slice());
+            for g in &grads {
+                l.arg(g.slice());
+            }
+            l.arg(&ni).arg(&bins).arg(&bound).arg(&inverse);
+            // SAFETY: x, dy, dlogdet and dx hold n elements, widths, heights and their
+            // gradients n·bins, derivatives and theirs n·(bins + 1) (validated by
+            // ops::rq_spline_backward).
+            unsafe { l.launch(linear(n)) }.map_err(|e| self.err(op, e))?;
+        }
+        let [dx, dw, dh, dd] = grads;
+        Ok([
+            self.wrap(dx, x.shape()),
+            self.wrap(dw, widths.shape()),
+            self.wrap(dh, heights.shape()),
+            self.wrap(dd, derivatives.shape()),
+        ])
+    }
 }
 
 impl CudaBackend {
+    /// The buffers of x, widths, heights and derivatives, the spline kernels' first four
+    /// arguments; an error when the element counts exceed what a kernel indexes.
+    fn rq_spline_inputs<'a>(
+        &self,
+        x: &'a Tensor,
+        knots: [&'a Tensor; 3],
+        op: &'static str,
+    ) -> Result<[&'a DeviceBuffer; 4]> {
+        to_i32(knots[2].numel(), op, "derivatives")?;
+        let [w, h, d] = knots;
+        Ok([
+            self.buf(x, op)?,
+            self.buf(w, op)?,
+            self.buf(h, op)?,
+            self.buf(d, op)?,
+        ])
+    }
+
     /// w[b] of a masked set reduction (1 for a sum, 1/Σ mask for a mean, 0 for an empty
     /// set) in a pooled scratch buffer.
     fn set_weights(

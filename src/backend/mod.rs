@@ -318,15 +318,8 @@ pub trait Backend: Send + Sync {
     /// Softmax over the last axis of x `[batch, queries, keys]` restricted to the keys each
     /// query may see: key j is visible to query i when mask[b, j] ≠ 0 (mask `[batch, keys]`)
     /// and, with `causal`, j ≤ i. Hidden keys get weight exactly 0; a query that sees no
-    /// key gets a row of zeros. Its backward is `softmax_backward`. The default errors: a
-    /// backend without a kernel for it yet still builds.
-    fn masked_softmax(&self, x: &Tensor, mask: &Tensor, causal: bool) -> Result<Tensor> {
-        let _ = (x, mask, causal);
-        Err(crate::error::Error::Device {
-            device: self.device().to_string(),
-            msg: "masked_softmax: not implemented on this backend yet".into(),
-        })
-    }
+    /// key gets a row of zeros. Its backward is `softmax_backward`.
+    fn masked_softmax(&self, x: &Tensor, mask: &Tensor, causal: bool) -> Result<Tensor>;
     /// Rows of x (along axis 0) picked by index; indices are in range.
     fn gather_rows(&self, x: &Tensor, indices: &[u32]) -> Result<Tensor>;
     /// dx[indices[i]] += dy[i] into zeros of `out_shape`, summing in index order (deterministic).
@@ -344,8 +337,7 @@ pub trait Backend: Send + Sync {
     /// (Durkan et al. 2019), elementwise: x `[...]`, widths and heights `[..., K]` (positive,
     /// each row summing to 2·bound), derivatives `[..., K + 1]` (positive). Returns
     /// (y, ln |dy/dx|), both x's shape; with `inverse` the input is a y and the output the
-    /// x that maps to it, with ln |dx/dy|. The default errors: a backend without a kernel
-    /// for it yet still builds.
+    /// x that maps to it, with ln |dx/dy|.
     fn rq_spline(
         &self,
         x: &Tensor,
@@ -354,16 +346,9 @@ pub trait Backend: Send + Sync {
         derivatives: &Tensor,
         bound: f32,
         inverse: bool,
-    ) -> Result<(Tensor, Tensor)> {
-        let _ = (x, widths, heights, derivatives, bound, inverse);
-        Err(crate::error::Error::Device {
-            device: self.device().to_string(),
-            msg: "rq_spline: not implemented on this backend yet".into(),
-        })
-    }
+    ) -> Result<(Tensor, Tensor)>;
     /// The backward of `rq_spline` given the gradients of both outputs: returns
     /// [dx, dwidths, dheights, dderivatives] for `knots` = [widths, heights, derivatives].
-    /// The default errors, as for `rq_spline`.
     fn rq_spline_backward(
         &self,
         x: &Tensor,
@@ -372,13 +357,7 @@ pub trait Backend: Send + Sync {
         inverse: bool,
         dy: &Tensor,
         dlogdet: &Tensor,
-    ) -> Result<[Tensor; 4]> {
-        let _ = (x, knots, bound, inverse, dy, dlogdet);
-        Err(crate::error::Error::Device {
-            device: self.device().to_string(),
-            msg: "rq_spline_backward: not implemented on this backend yet".into(),
-        })
-    }
+    ) -> Result<[Tensor; 4]>;
     /// One Adam(W) step in place on `param`, `m` and `v`.
     fn adam_update(
         &self,

@@ -68,9 +68,11 @@ enum Shader {
     Softmax,
     LayerNorm,
     MaskedSetReduce,
+    MaskedSoftmax,
     GatherRows,
     Mse,
     AdamUpdate,
+    RqSpline,
     Philox,
 }
 
@@ -87,9 +89,11 @@ impl Shader {
             Shader::Softmax => "softmax",
             Shader::LayerNorm => "layer_norm",
             Shader::MaskedSetReduce => "masked_set_reduce",
+            Shader::MaskedSoftmax => "masked_softmax",
             Shader::GatherRows => "gather_rows",
             Shader::Mse => "mse",
             Shader::AdamUpdate => "adam_update",
+            Shader::RqSpline => "rq_spline",
             Shader::Philox => "philox",
         }
     }
@@ -102,13 +106,30 @@ impl Shader {
             Shader::Unary => include_str!("../../shaders/unary.wgsl"),
             Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
             Shader::Concat => include_str!("../../shaders/concat.wgsl"),
-            Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),
-            Shader::Softmax => include_str!("../../shaders/softmax.wgsl"),
-            Shader::LayerNorm => include_str!("../../shaders/layer_norm.wgsl"),
+            Shader::Reduce => concat!(
+                include_str!("../../shaders/workgroup_reduce.wgsl"),
+                include_str!("../../shaders/reduce.wgsl")
+            ),
+            Shader::Softmax => concat!(
+                include_str!("../../shaders/workgroup_reduce.wgsl"),
+                include_str!("../../shaders/softmax.wgsl")
+            ),
+            Shader::LayerNorm => concat!(
+                include_str!("../../shaders/workgroup_reduce.wgsl"),
+                include_str!("../../shaders/layer_norm.wgsl")
+            ),
             Shader::MaskedSetReduce => include_str!("../../shaders/masked_set_reduce.wgsl"),
+            Shader::MaskedSoftmax => concat!(
+                include_str!("../../shaders/workgroup_reduce.wgsl"),
+                include_str!("../../shaders/masked_softmax.wgsl")
+            ),
             Shader::GatherRows => include_str!("../../shaders/gather_rows.wgsl"),
-            Shader::Mse => include_str!("../../shaders/mse.wgsl"),
+            Shader::Mse => concat!(
+                include_str!("../../shaders/workgroup_reduce.wgsl"),
+                include_str!("../../shaders/mse.wgsl")
+            ),
             Shader::AdamUpdate => include_str!("../../shaders/adam_update.wgsl"),
+            Shader::RqSpline => include_str!("../../shaders/rq_spline.wgsl"),
             Shader::Philox => concat!(
                 include_str!("../../shaders/philox.wgsl"),
                 include_str!("../../shaders/philox_fill.wgsl")
@@ -161,12 +182,15 @@ const K_LAYER_NORM_BACKWARD_PARAMS: Kernel =
 const K_SET_REDUCE: Kernel = kernel(Shader::MaskedSetReduce, "masked_set_reduce", 2, 1);
 const K_SET_REDUCE_BACKWARD: Kernel =
     kernel(Shader::MaskedSetReduce, "masked_set_reduce_backward", 2, 1);
+const K_MASKED_SOFTMAX: Kernel = kernel(Shader::MaskedSoftmax, "masked_softmax", 2, 1);
 const K_GATHER_ROWS: Kernel = kernel(Shader::GatherRows, "gather_rows", 2, 1);
 const K_GATHER_ROWS_BACKWARD: Kernel = kernel(Shader::GatherRows, "gather_rows_backward", 3, 1);
 const K_MSE_PARTIAL: Kernel = kernel(Shader::Mse, "mse_partial", 2, 1);
 const K_MSE_FINAL: Kernel = kernel(Shader::Mse, "mse_final", 1, 1);
 const K_MSE_BACKWARD: Kernel = kernel(Shader::Mse, "mse_backward", 3, 1);
 const K_ADAM_UPDATE: Kernel = kernel(Shader::AdamUpdate, "adam_update", 1, 3);
+const K_RQ_SPLINE: Kernel = kernel(Shader::RqSpline, "rq_spline", 4, 2);
+const K_RQ_SPLINE_BACKWARD: Kernel = kernel(Shader::RqSpline, "rq_spline_backward", 6, 4);
 const K_PHILOX_U32: Kernel = kernel(Shader::Philox, "philox_fill_u32", 0, 1);
 const K_PHILOX_NORMAL: Kernel = kernel(Shader::Philox, "philox_fill_normal", 0, 1);
 
@@ -888,6 +912,20 @@ impl WgpuBackend {
         Ok(self.tensor(out, x.shape()))
     }
 
+    /// The bindings x, widths, heights, derivatives shared by both spline kernels.
+    fn rq_spline_inputs<'a>(
+        &self,
+        x: &'a Tensor,
+        knots: [&'a Tensor; 3],
+        op: &'static str,
+    ) -> Result<Vec<Bind<'a>>> {
+        let mut binds = vec![Bind::of(self.buf(x, op)?, x.numel())];
+        for t in knots {
+            binds.push(Bind::of(self.buf(t, op)?, t.numel()));
+        }
+        Ok(binds)
+    }
+
     fn row_backward(
         &self,
         k: Kernel,
@@ -1366,6 +1404,24 @@ impl Backend for WgpuBackend {
         Ok(self.tensor(out, &[batch, set_size, feat]))
     }
 
+    fn masked_softmax(&self, x: &Tensor, mask: &Tensor, causal: bool) -> Result<Tensor> {
+        let op = "masked_softmax";
+        let (xb, mb) = (self.buf(x, op)?, self.buf(mask, op)?);
+        let (rows, queries, keys) = (x.rows(), x.shape()[1], x.shape()[2]);
+        let out = self.alloc(x.numel())?;
+        self.dispatch(
+            K_MASKED_SOFTMAX,
+            &[rows as u32, queries as u32, keys as u32, u32::from(causal)],
+            &[
+                Bind::of(xb, x.numel()),
+                Bind::of(mb, mask.numel()),
+                Bind::of(&out, x.numel()),
+            ],
+            self.row_grid(rows)?,
+        )?;
+        Ok(self.tensor(out, x.shape()))
+    }
+
     fn gather_rows(&self, x: &Tensor, indices: &[u32]) -> Result<Tensor> {
         let xb = self.buf(x, "gather_rows")?;
         let row = x.numel() / x.shape().first().copied().unwrap_or(1).max(1);
@@ -1507,5 +1563,70 @@ impl Backend for WgpuBackend {
             ],
             n,
         )
+    }
+
+    fn rq_spline(
+        &self,
+        x: &Tensor,
+        widths: &Tensor,
+        heights: &Tensor,
+        derivatives: &Tensor,
+        bound: f32,
+        inverse: bool,
+    ) -> Result<(Tensor, Tensor)> {
+        let op = "rq_spline";
+        let mut binds = self.rq_spline_inputs(x, [widths, heights, derivatives], op)?;
+        let n = x.numel();
+        let (y, logdet) = (self.alloc(n)?, self.alloc(n)?);
+        binds.extend([Bind::of(&y, n), Bind::of(&logdet, n)]);
+        let params = [n as u32, widths.cols() as u32, f(bound), u32::from(inverse)];
+        self.dispatch_1d(K_RQ_SPLINE, &params, &binds, n)?;
+        Ok((self.tensor(y, x.shape()), self.tensor(logdet, x.shape())))
+    }
+
+    fn rq_spline_backward(
+        &self,
+        x: &Tensor,
+        knots: [&Tensor; 3],
+        bound: f32,
+        inverse: bool,
+        dy: &Tensor,
+        dlogdet: &Tensor,
+    ) -> Result<[Tensor; 4]> {
+        let op = "rq_spline_backward";
+        let needed = K_RQ_SPLINE_BACKWARD.reads + K_RQ_SPLINE_BACKWARD.writes;
+        let allowed = self.limits.max_storage_buffers_per_shader_stage;
+        if allowed < needed {
+            return Err(self.err(format!(
+                "{op} binds {needed} storage buffers; the adapter allows {allowed} per shader stage"
+            )));
+        }
+        let mut binds = self.rq_spline_inputs(x, knots, op)?;
+        let n = x.numel();
+        let [widths, heights, derivatives] = knots;
+        let (nw, nd) = (widths.numel(), derivatives.numel());
+        let grads = [
+            self.alloc(n)?,
+            self.alloc(nw)?,
+            self.alloc(nw)?,
+            self.alloc(nd)?,
+        ];
+        binds.extend([
+            Bind::of(self.buf(dy, op)?, n),
+            Bind::of(self.buf(dlogdet, op)?, n),
+            Bind::of(&grads[0], n),
+            Bind::of(&grads[1], nw),
+            Bind::of(&grads[2], nw),
+            Bind::of(&grads[3], nd),
+        ]);
+        let params = [n as u32, widths.cols() as u32, f(bound), u32::from(inverse)];
+        self.dispatch_1d(K_RQ_SPLINE_BACKWARD, &params, &binds, n)?;
+        let [dx, dw, dh, dd] = grads;
+        Ok([
+            self.tensor(dx, x.shape()),
+            self.tensor(dw, widths.shape()),
+            self.tensor(dh, heights.shape()),
+            self.tensor(dd, derivatives.shape()),
+        ])
     }
 }

@@ -88,3 +88,76 @@ pub fn grad_check(
         }
     }
 }
+
+/// Random spline knots for `n` elements: widths and heights positive summing to 2B, all
+/// bins at least 0.5 wide, derivatives in (0.4, 2.5); and inputs placed at 20–80% of a
+/// random bin (so a step of `GRAD_H` never crosses a knot), the last two in the tails.
+pub fn spline_case(n: usize, bins: usize, bound: f32, inverse: bool, seed: u64) -> Vec<Tensor> {
+    let mut rng = PhiloxStream::new(seed, streams::TEST, 7);
+    let sizes = |rng: &mut PhiloxStream| -> Vec<f32> {
+        let mut v = Vec::with_capacity(n * bins);
+        for _ in 0..n {
+            let raw: Vec<f32> = (0..bins).map(|_| rng.uniform_range(1.0, 3.0)).collect();
+            let sum: f32 = raw.iter().sum();
+            v.extend(raw.iter().map(|r| 2.0 * bound * r / sum));
+        }
+        v
+    };
+    let widths = sizes(&mut rng);
+    let heights = sizes(&mut rng);
+    let derivs: Vec<f32> = (0..n * (bins + 1))
+        .map(|_| rng.uniform_range(0.4, 2.5))
+        .collect();
+    let along = if inverse { &heights } else { &widths };
+    let x: Vec<f32> = (0..n)
+        .map(|i| {
+            if i + 2 >= n {
+                return if i % 2 == 0 {
+                    bound + 1.0
+                } else {
+                    -bound - 0.7
+                };
+            }
+            let k = rng.below(bins as u32) as usize;
+            let row = &along[i * bins..(i + 1) * bins];
+            let left: f32 = -bound + row[..k].iter().sum::<f32>();
+            left + rng.uniform_range(0.2, 0.8) * row[k]
+        })
+        .collect();
+    vec![
+        Tensor::from_vec(x, &[n]).unwrap(),
+        Tensor::from_vec(widths, &[n, bins]).unwrap(),
+        Tensor::from_vec(heights, &[n, bins]).unwrap(),
+        Tensor::from_vec(derivs, &[n, bins + 1]).unwrap(),
+    ]
+}
+
+/// Scores `[batch, queries, keys]` (N(0, 4) draws) and a ragged key mask `[batch, keys]`
+/// for `masked_softmax`: set b keeps its first keys − 2b keys (later sets may be empty),
+/// set 1 also masks key 0 (so with a causal mask its first query sees nothing), and every
+/// masked key holds +∞ or −∞ in the scores, which a kernel must never read into a row.
+pub fn masked_softmax_case(batch: usize, queries: usize, keys: usize, seed: u64) -> [Tensor; 2] {
+    let mut x = randn(&[batch, queries, keys], seed).to_vec().unwrap();
+    let mut mask = vec![0.0f32; batch * keys];
+    for b in 0..batch {
+        for j in 0..keys.saturating_sub(2 * b) {
+            mask[b * keys + j] = if b == 1 && j == 0 { 0.0 } else { 1.0 };
+        }
+    }
+    for (i, v) in x.iter_mut().enumerate() {
+        let (b, j) = (i / (queries * keys), i % keys);
+        *v = if mask[b * keys + j] == 0.0 {
+            if i % 2 == 0 {
+                f32::INFINITY
+            } else {
+                f32::NEG_INFINITY
+            }
+        } else {
+            2.0 * *v
+        };
+    }
+    [
+        Tensor::from_vec(x, &[batch, queries, keys]).unwrap(),
+        Tensor::from_vec(mask, &[batch, keys]).unwrap(),
+    ]
+}
