@@ -42,6 +42,8 @@ pub mod streams {
     pub const DATA: u32 = 2;
     /// Sampler noise (Langevin steps, initial states).
     pub const SAMPLER: u32 = 3;
+    /// MCMC: initial states, slice levels and proposals.
+    pub const MCMC: u32 = 4;
     /// Test inputs.
     pub const TEST: u32 = 15;
 }

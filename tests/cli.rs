@@ -173,11 +173,59 @@ fn bad_input_is_an_error_and_writes_nothing() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[test]
-fn an_npe_model_trains_samples_and_evaluates_from_the_command_line() {
-    let dir = scratch("npe");
+/// Trains `estimator` on two_moons for two epochs, samples 50 draws given `n`
+/// observations (extra arguments `sample_args`), checks them, evaluates on obs1.
+fn train_sample_evaluate(estimator: &str, n: usize, sample_args: &[&str]) {
+    let dir = scratch(&format!("{estimator}-n{n}"));
     let (data, model, out) = (dir.join("data"), dir.join("model"), dir.join("draws.npy"));
     simulate_two_moons(300, &data);
+    let (ok, err) = amortize(&[
+        "train",
+        "--estimator",
+        estimator,
+        "--data",
+        s(&data),
+        "--task",
+        "two_moons",
+        "--out",
+        s(&model),
+        "--epochs",
+        "2",
+    ]);
+    assert!(ok, "{err}");
+    let obs = dir.join("obs.npy");
+    let values: Vec<f32> = (0..n).flat_map(|j| [0.1 + 0.01 * j as f32, 0.2]).collect();
+    write_npy(&obs, &values, &[n, 2]).unwrap();
+    let sample = [
+        &["sample", "--model", s(&model), "--obs", s(&obs)][..],
+        &["--num", "50", "--out", s(&out)],
+        sample_args,
+    ]
+    .concat();
+    let (ok, err) = amortize(&sample);
+    assert!(ok, "{err}");
+    let (draws, rows, cols) = amortize::io::npy::read_npy_matrix(&out, Some(2)).unwrap();
+    assert_eq!((rows, cols), (50, 2));
+    assert!(
+        draws.iter().all(|v| v.abs() < 1.0),
+        "{estimator} draws stay in the prior's box"
+    );
+    let evaluate = [
+        &["evaluate", "--task", "two_moons", "--model", s(&model)][..],
+        &["--observation", "1", "--num", "200"],
+        sample_args,
+    ]
+    .concat();
+    let (ok, err) = amortize(&evaluate);
+    assert!(ok, "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_unknown_estimator_is_an_error_and_writes_no_model() {
+    let dir = scratch("flowz");
+    let (data, model) = (dir.join("data"), dir.join("model"));
+    simulate_two_moons(50, &data);
     let (ok, err) = amortize(&[
         "train",
         "--estimator",
@@ -191,53 +239,20 @@ fn an_npe_model_trains_samples_and_evaluates_from_the_command_line() {
     ]);
     assert!(!ok && err.contains("unknown estimator"), "{err}");
     assert!(!model.exists());
-    let (ok, err) = amortize(&[
-        "train",
-        "--estimator",
-        "npe",
-        "--data",
-        s(&data),
-        "--task",
-        "two_moons",
-        "--out",
-        s(&model),
-        "--epochs",
-        "2",
-    ]);
-    assert!(ok, "{err}");
-    let obs = dir.join("obs.npy");
-    write_npy(&obs, &[0.1, 0.2], &[1, 2]).unwrap();
-    let (ok, err) = amortize(&[
-        "sample",
-        "--model",
-        s(&model),
-        "--obs",
-        s(&obs),
-        "--num",
-        "50",
-        "--out",
-        s(&out),
-    ]);
-    assert!(ok, "{err}");
-    let (draws, rows, cols) = amortize::io::npy::read_npy_matrix(&out, Some(2)).unwrap();
-    assert_eq!((rows, cols), (50, 2));
-    assert!(
-        draws.iter().all(|v| v.abs() < 1.0),
-        "NPE draws stay in the prior's box"
-    );
-    let (ok, err) = amortize(&[
-        "evaluate",
-        "--task",
-        "two_moons",
-        "--model",
-        s(&model),
-        "--observation",
-        "1",
-        "--num",
-        "200",
-    ]);
-    assert!(ok, "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_npe_model_trains_samples_and_evaluates_from_the_command_line() {
+    train_sample_evaluate("npe", 1, &[]);
+}
+
+#[test]
+fn npe_nle_and_nre_sample_several_observations_by_mcmc_from_the_command_line() {
+    let mcmc = ["--chains", "10", "--warmup", "10"];
+    train_sample_evaluate("npe", 3, &mcmc);
+    train_sample_evaluate("nle", 3, &mcmc);
+    train_sample_evaluate("nre", 3, &mcmc);
 }
 
 #[test]

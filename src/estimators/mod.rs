@@ -6,4 +6,7 @@ pub mod score_model;
 pub use score_model::{
     Composition, SamplingOptions, ScoreModel, ScoreModelConfig, ScoreTrainOptions, Standardization,
 };
+pub mod nle;
 pub mod npe;
+pub mod nre;
+pub mod pairs;

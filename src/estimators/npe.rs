@@ -8,12 +8,14 @@ use serde::{Deserialize, Serialize};
 use crate::autograd::{ParamStore, Tape};
 use crate::backend::Reduction;
 use crate::error::{Error, Result};
+use crate::estimators::pairs::{sum_over_observations, StandardizedPairs};
 use crate::estimators::score::gather;
 use crate::estimators::score_model::check_rows;
 use crate::estimators::Standardization;
 use crate::nn::flow::{ConditionalFlow, FlowConfig};
 use crate::priors::Prior;
 use crate::rng::{streams, PhiloxStream};
+use crate::samplers::mcmc::LikelihoodEstimator;
 use crate::train::{fit, EpochReport, TrainConfig, TrainReport};
 
 /// How to train an NPE model.
@@ -95,22 +97,9 @@ impl NpeModel {
         options: &NpeOptions,
         on_epoch: impl FnMut(&EpochReport),
     ) -> Result<(NpeModel, TrainReport)> {
-        let op = "NpeModel::train";
         let dim_theta = prior.dim();
-        let rows = check_rows(op, "theta", theta, dim_theta)?;
-        if check_rows(op, "x", x, dim_x)? != rows {
-            return Err(Error::invalid(
-                op,
-                "theta and x have different numbers of rows",
-            ));
-        }
-        let mut ts = theta.to_vec();
-        let theta_standardization = Standardization::fit(&ts, dim_theta);
-        theta_standardization.apply(&mut ts);
-        let mut xs = x.to_vec();
-        let x_standardization = Standardization::fit(&xs, dim_x);
-        x_standardization.apply(&mut xs);
-
+        let pairs = StandardizedPairs::new("NpeModel::train", theta, x, dim_theta, dim_x)?;
+        let (ts, xs, rows) = (&pairs.theta, &pairs.x, pairs.rows);
         let config = if options.spline {
             FlowConfig::spline(dim_theta, dim_x, options.layers)
         } else {
@@ -128,8 +117,8 @@ impl NpeModel {
             rows,
             &options.train,
             |tape: &mut Tape, store: &ParamStore, batch: &[u32]| {
-                let t = tape.constant(gather(&ts, dim_theta, batch)?);
-                let c = tape.constant(gather(&xs, dim_x, batch)?);
+                let t = tape.constant(gather(ts, dim_theta, batch)?);
+                let c = tape.constant(gather(xs, dim_x, batch)?);
                 let lp = flow.log_prob(tape, store, t, Some(c))?;
                 let mean = tape.reduce_all(lp, Reduction::Mean)?;
                 tape.scale(mean, -1.0)
@@ -141,8 +130,8 @@ impl NpeModel {
                 config: NpeConfig {
                     flow: config,
                     prior,
-                    theta_standardization,
-                    x_standardization,
+                    theta_standardization: pairs.theta_standardization,
+                    x_standardization: pairs.x_standardization,
                     task,
                 },
                 flow,
@@ -178,43 +167,106 @@ impl NpeModel {
         let op = "NpeModel::sample";
         let c = &self.config;
         let dim_x = c.x_standardization.mean.len();
-        let d = c.prior.dim();
         if check_rows(op, "the observation", obs, dim_x)? != 1 {
             return Err(Error::invalid(
                 op,
-                "NPE conditions on exactly one observation [1, dim x]",
+                "NPE draws directly given exactly one observation [1, dim x]; for n > 1 sample its factorized posterior with samplers::mcmc::sample_estimator",
             ));
         }
         let mut context = obs.to_vec();
         c.x_standardization.apply(&mut context);
-        let mut rng = PhiloxStream::new(seed, streams::SAMPLER, 0);
-        let mut samples = Vec::with_capacity(num * d);
-        let (mut proposed, mut in_support) = (0usize, 0usize);
-        while samples.len() < num * d {
-            if proposed > MAX_PROPOSALS_PER_DRAW * num.max(1) {
-                return Err(Error::invalid(
-                    op,
-                    format!("acceptance below 1/{MAX_PROPOSALS_PER_DRAW}: the flow puts its mass outside the prior"),
-                ));
-            }
-            let want = num - samples.len() / d;
-            let batch = (want + want / 4 + 16).min(100_000);
-            let mut draws = self.flow.sample(&self.store, &context, batch, &mut rng)?;
-            c.theta_standardization.invert(&mut draws);
-            let log_p = c.prior.log_density(&draws)?;
-            for (row, lp) in draws.chunks_exact(d).zip(&log_p) {
-                if lp.is_finite() {
-                    in_support += 1;
-                    if samples.len() < num * d {
-                        samples.extend_from_slice(row);
-                    }
+        sample_in_support(
+            op,
+            &self.flow,
+            &self.store,
+            &context,
+            &c.theta_standardization,
+            &c.prior,
+            num,
+            seed,
+        )
+    }
+}
+
+/// `num` draws θ ~ q(θ | c) for one standardized context row `context`, mapped back by
+/// `theta_standardization` and kept only inside `prior`'s support (rejection), seeded by
+/// `seed` on [`streams::SAMPLER`]. Shared by the posterior estimators built on a
+/// [`ConditionalFlow`]; `op` names the caller in errors.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sample_in_support(
+    op: &'static str,
+    flow: &ConditionalFlow,
+    store: &ParamStore,
+    context: &[f32],
+    theta_standardization: &Standardization,
+    prior: &Prior,
+    num: usize,
+    seed: u64,
+) -> Result<NpeDraws> {
+    let d = prior.dim();
+    let mut rng = PhiloxStream::new(seed, streams::SAMPLER, 0);
+    let mut samples = Vec::with_capacity(num * d);
+    let (mut proposed, mut in_support) = (0usize, 0usize);
+    while samples.len() < num * d {
+        if proposed > MAX_PROPOSALS_PER_DRAW * num.max(1) {
+            return Err(Error::invalid(
+                op,
+                format!("acceptance below 1/{MAX_PROPOSALS_PER_DRAW}: the flow puts its mass outside the prior"),
+            ));
+        }
+        let want = num - samples.len() / d;
+        let batch = (want + want / 4 + 16).min(100_000);
+        let mut draws = flow.sample(store, context, batch, &mut rng)?;
+        theta_standardization.invert(&mut draws);
+        let log_p = prior.log_density(&draws)?;
+        for (row, lp) in draws.chunks_exact(d).zip(&log_p) {
+            if lp.is_finite() {
+                in_support += 1;
+                if samples.len() < num * d {
+                    samples.extend_from_slice(row);
                 }
             }
-            proposed += batch;
         }
-        Ok(NpeDraws {
-            samples,
-            acceptance_rate: in_support as f64 / proposed.max(1) as f64,
-        })
+        proposed += batch;
+    }
+    Ok(NpeDraws {
+        samples,
+        acceptance_rate: in_support as f64 / proposed.max(1) as f64,
+    })
+}
+
+/// n > 1 observations: NPE learned q(θ | x) for one observation, and for iid
+/// observations `p(θ | x_1..n) ∝ p(θ)^{1−n} Π_j p(θ | x_j)`. As an MCMC target this is
+/// the prior times the "likelihood" `Σ_j [ln q(θ | x_j) − ln p(θ)]`, which
+/// [`crate::samplers::mcmc::sample_estimator`] samples like NLE's.
+impl LikelihoodEstimator for NpeModel {
+    fn prior(&self) -> &Prior {
+        &self.config.prior
+    }
+
+    fn dim_x(&self) -> usize {
+        self.config.flow.context_dim
+    }
+
+    fn log_likelihood(&self, theta: &[f32], obs: &[f32]) -> Result<Vec<f64>> {
+        let c = &self.config;
+        let (dim_theta, dim_x) = (c.flow.dim, c.flow.context_dim);
+        let mut t = theta.to_vec();
+        c.theta_standardization.apply(&mut t);
+        let mut x = obs.to_vec();
+        c.x_standardization.apply(&mut x);
+        let n = (obs.len() / dim_x) as f64;
+        let sums = sum_over_observations(&t, &x, dim_theta, dim_x, |t, x| {
+            let mut tape = Tape::no_grad();
+            let (t, x) = (tape.constant(t), tape.constant(x));
+            let lp = self.flow.log_prob(&mut tape, &self.store, t, Some(x))?;
+            tape.value(lp).to_vec()
+        })?;
+        let log_prior = c.prior.log_density(theta)?;
+        Ok(sums
+            .iter()
+            .zip(&log_prior)
+            .map(|(s, p)| s - n * p)
+            .collect())
     }
 }

@@ -35,6 +35,7 @@
 pub mod cuda;
 pub mod gauss;
 pub mod gpu;
+pub mod mcmc;
 pub mod score_plan;
 pub mod wgpu;
 

@@ -13,6 +13,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+// The CPU backend allocates every op's output: see the mimalloc line of Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Amortized simulation-based inference on hand-written CPU, CUDA and WGSL kernels.
 #[derive(Parser)]
 #[command(name = "amortize", version, about)]

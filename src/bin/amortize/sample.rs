@@ -3,11 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use amortize::estimators::nle::{NleModel, NLE_MODEL_KIND};
 use amortize::estimators::npe::{NpeModel, NPE_MODEL_KIND};
+use amortize::estimators::nre::{NreModel, NRE_MODEL_KIND};
 use amortize::estimators::score_model::SCORE_MODEL_KIND;
 use amortize::estimators::{Composition, SamplingOptions, ScoreModel};
 use amortize::io::model::model_kind;
 use amortize::io::npy::{read_npy_matrix, write_npy};
+use amortize::samplers::mcmc::{sample_estimator, LikelihoodEstimator, McmcOptions};
 use amortize::samplers::{Algorithm, Corrector, SamplerConfig};
 use amortize::{Device, Error, Result};
 
@@ -41,6 +44,15 @@ pub struct SamplerArgs {
     /// Where to sample: cpu, cuda:N or wgpu:N (fused samplers; one observation so far).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// NLE and NRE: parallel MCMC chains.
+    #[arg(long, default_value_t = McmcOptions::default().chains)]
+    pub chains: usize,
+    /// NLE and NRE: warm-up sweeps discarded per chain.
+    #[arg(long, default_value_t = McmcOptions::default().warmup)]
+    pub warmup: usize,
+    /// NLE and NRE: keep one draw every `thin` sweeps.
+    #[arg(long, default_value_t = McmcOptions::default().thin)]
+    pub thin: usize,
 }
 
 impl SamplerArgs {
@@ -61,6 +73,17 @@ impl SamplerArgs {
             composition: self.compose.parse::<Composition>()?,
             device: self.device.parse::<Device>()?,
         })
+    }
+
+    /// The MCMC options (NLE, NRE).
+    pub fn mcmc(&self) -> McmcOptions {
+        McmcOptions {
+            chains: self.chains,
+            warmup: self.warmup,
+            thin: self.thin,
+            seed: self.seed,
+            ..McmcOptions::default()
+        }
     }
 }
 
@@ -89,6 +112,10 @@ pub enum Estimator {
     Score(Box<ScoreModel>),
     /// A posterior flow (`amortize train --estimator npe`).
     Npe(Box<NpeModel>),
+    /// A likelihood flow (`amortize train --estimator nle`), sampled by MCMC.
+    Nle(Box<NleModel>),
+    /// A ratio classifier (`amortize train --estimator nre`), sampled by MCMC.
+    Nre(Box<NreModel>),
 }
 
 impl Estimator {
@@ -97,6 +124,8 @@ impl Estimator {
         match model_kind(dir)?.as_str() {
             SCORE_MODEL_KIND => Ok(Estimator::Score(Box::new(ScoreModel::load(dir)?))),
             NPE_MODEL_KIND => Ok(Estimator::Npe(Box::new(NpeModel::load(dir)?))),
+            NLE_MODEL_KIND => Ok(Estimator::Nle(Box::new(NleModel::load(dir)?))),
+            NRE_MODEL_KIND => Ok(Estimator::Nre(Box::new(NreModel::load(dir)?))),
             other => Err(Error::invalid(
                 "load",
                 format!(
@@ -112,13 +141,24 @@ impl Estimator {
         match self {
             Estimator::Score(m) => (m.config.network.dim_theta, m.config.network.dim_x),
             Estimator::Npe(m) => (m.config.flow.dim, m.config.flow.context_dim),
+            Estimator::Nle(m) => (m.config.flow.context_dim, m.config.flow.dim),
+            Estimator::Nre(m) => (m.config.dim_theta, m.config.dim_x),
         }
     }
 
     /// Draws `num` samples given `obs`, with a progress bar; returns them and the
-    /// samples/s. NPE takes the seed from `args` and ignores the diffusion options.
+    /// samples/s. NPE, NLE and NRE sample on the CPU and ignore the diffusion options.
+    /// NPE draws from its flow given one observation; given n > 1 it samples the
+    /// factorized posterior p(θ)^{1−n} Π_j q(θ | x_j) by MCMC, as NLE and NRE always do
+    /// (reporting the chains' R̂ and ESS on stderr).
     pub fn draw(&self, obs: &[f32], num: usize, args: &SamplerArgs) -> Result<(Vec<f32>, f64)> {
         let options = args.options()?;
+        if options.device != Device::Cpu && !matches!(self, Estimator::Score(_)) {
+            return Err(Error::Device {
+                device: options.device.to_string(),
+                msg: "NPE, NLE and NRE sample on the CPU only so far".into(),
+            });
+        }
         let start = Instant::now();
         let draws = match self {
             Estimator::Score(model) => {
@@ -127,13 +167,7 @@ impl Estimator {
                 bar.finish_and_clear();
                 draws
             }
-            Estimator::Npe(model) => {
-                if options.device != Device::Cpu {
-                    return Err(Error::Device {
-                        device: options.device.to_string(),
-                        msg: "NPE samples on the CPU only so far".into(),
-                    });
-                }
+            Estimator::Npe(model) if obs.len() == model.config.flow.context_dim => {
                 let draws = model.sample(obs, num, args.seed)?;
                 eprintln!(
                     "NPE prior-support acceptance rate: {:.3}",
@@ -141,9 +175,41 @@ impl Estimator {
                 );
                 draws.samples
             }
+            Estimator::Npe(model) => mcmc(model.as_ref(), obs, num, args)?,
+            Estimator::Nle(model) => mcmc(model.as_ref(), obs, num, args)?,
+            Estimator::Nre(model) => mcmc(model.as_ref(), obs, num, args)?,
         };
         Ok((draws, num as f64 / start.elapsed().as_secs_f64()))
     }
+}
+
+/// MCMC draws with a progress bar and a report of the chains' convergence.
+fn mcmc(
+    model: &impl LikelihoodEstimator,
+    obs: &[f32],
+    num: usize,
+    args: &SamplerArgs,
+) -> Result<Vec<f32>> {
+    let bar = progress::bar(num as u64, "samples");
+    let draws = sample_estimator(model, obs, num, &args.mcmc(), &|kept| {
+        bar.set_position(kept.min(num) as u64)
+    })?;
+    bar.finish_and_clear();
+    let d = &draws.diagnostics;
+    eprintln!(
+        "MCMC (slice sampling): {} chains × {} draws, max R-hat {:.3}, min ESS {:.0}, {:.0} likelihood evaluations per draw{}",
+        draws.chains,
+        draws.per_chain,
+        d.max_rhat(),
+        d.min_ess(),
+        draws.evaluations as f64 / num as f64,
+        if d.max_rhat() > 1.05 {
+            " (R-hat > 1.05: the chains have not mixed; raise --warmup or --thin)"
+        } else {
+            ""
+        }
+    );
+    Ok(draws.samples)
 }
 
 /// Loads the model and observations, samples, writes the draws.
@@ -162,11 +228,17 @@ pub fn run(args: &Args) -> Result<()> {
     }
     let (draws, rate) = model.draw(&obs, args.num, &args.sampler)?;
     write_npy(&args.out, &draws, &[args.num, dim_theta])?;
+    let how = match model {
+        Estimator::Score(_) => format!(
+            "{} levels, {} sampler",
+            args.sampler.levels, args.sampler.sampler
+        ),
+        Estimator::Npe(_) if n == 1 => "posterior flow".into(),
+        Estimator::Npe(_) | Estimator::Nle(_) | Estimator::Nre(_) => "slice sampling".into(),
+    };
     println!(
-        "{} draws given {n} observation(s), {} levels, {} sampler: {:.0} samples/s; written to {}",
+        "{} draws given {n} observation(s), {how}: {:.0} samples/s; written to {}",
         args.num,
-        args.sampler.levels,
-        args.sampler.sampler,
         rate,
         args.out.display()
     );

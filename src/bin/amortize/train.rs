@@ -1,9 +1,11 @@
-//! `amortize train`: a score-based posterior estimator from simulated pairs.
+//! `amortize train`: an estimator (score, NPE, NLE or NRE) from simulated pairs.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
+use amortize::estimators::nle::{NleModel, NleOptions};
 use amortize::estimators::npe::{NpeModel, NpeOptions};
+use amortize::estimators::nre::{NreModel, NreOptions};
 use amortize::estimators::{ScoreModel, ScoreTrainOptions};
 use amortize::io::npy::read_npy_matrix;
 use amortize::priors::Prior;
@@ -28,7 +30,9 @@ pub struct Args {
     /// Output model directory.
     #[arg(long)]
     pub out: PathBuf,
-    /// `score` (score-based, Geffner et al.) or `npe` (a spline flow q(θ | x)).
+    /// `score` (score-based, Geffner et al.), `npe` (a spline flow q(θ | x)), `nle` (a
+    /// spline flow q(x | θ), sampled by MCMC) or `nre` (a contrastive ratio classifier,
+    /// sampled by MCMC).
     #[arg(long, default_value = "score")]
     pub estimator: String,
     /// Where the score estimator's training ops run: cpu, cuda:N or wgpu:N.
@@ -46,7 +50,7 @@ pub struct Args {
     /// Seeds the initialization, the split, the shuffles and the noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Hidden width of the three MLPs.
+    /// Hidden width of the score network's three MLPs and of NRE's classifier.
     #[arg(long, default_value_t = 64)]
     pub width: usize,
     /// Noise levels T of the schedule.
@@ -135,10 +139,31 @@ pub fn run(args: &Args) -> Result<()> {
             model.save(&args.out)?;
             report
         }
+        "nle" => {
+            let nle = NleOptions {
+                train: options.train.clone(),
+                ..NleOptions::default()
+            };
+            let (model, report) =
+                NleModel::train(&theta, &x, dim_x, prior, task_name, &nle, on_epoch)?;
+            model.save(&args.out)?;
+            report
+        }
+        "nre" => {
+            let nre = NreOptions {
+                width: args.width,
+                train: options.train.clone(),
+                ..NreOptions::default()
+            };
+            let (model, report) =
+                NreModel::train(&theta, &x, dim_x, prior, task_name, &nre, on_epoch)?;
+            model.save(&args.out)?;
+            report
+        }
         other => {
             return Err(Error::invalid(
                 "train",
-                format!("unknown estimator {other:?} (known: score, npe)"),
+                format!("unknown estimator {other:?} (known: score, npe, nle, nre)"),
             ))
         }
     };

@@ -1,0 +1,153 @@
+//! NPE, NLE and NRE on the sbibm tasks at 10⁴ simulations: C2ST of 10⁴ draws against the
+//! reference posteriors of observations 1–5, then a table of task × estimator (mean
+//! C2ST over the five observations). Also prints what each sampler costs: NPE's
+//! prior-support acceptance and samples/s, the MCMC chains' R̂, ESS and samples/s.
+//!
+//! Run: `cargo run --release --example sbibm [-- [--estimators npe,nle,nre]
+//! [--mcmc CHAINS,WARMUP,THIN] [--observations 1,2,3,4,5] [TASK ...]]`
+
+use std::time::Instant;
+
+// The CPU backend allocates every op's output: see the mimalloc line of Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use amortize::diagnostics::c2st::c2st;
+use amortize::estimators::nle::{NleModel, NleOptions};
+use amortize::estimators::npe::{NpeModel, NpeOptions};
+use amortize::estimators::nre::{NreModel, NreOptions};
+use amortize::samplers::mcmc::{sample_estimator, LikelihoodEstimator, McmcOptions};
+use amortize::tasks::Task;
+use amortize::train::TrainReport;
+use amortize::{Error, Result};
+
+const SIMULATIONS: usize = 10_000;
+const DRAWS: usize = 10_000;
+
+/// A trained estimator that can draw given one reference observation.
+enum Trained {
+    Npe(Box<NpeModel>),
+    Mcmc(Box<dyn LikelihoodEstimator>),
+}
+
+fn train(estimator: &str, task: Task, theta: &[f32], x: &[f32]) -> Result<(Trained, TrainReport)> {
+    let (dx, prior, name) = (task.dim_x(), task.prior(), Some(task.name().to_string()));
+    Ok(match estimator {
+        "npe" => {
+            let (m, r) =
+                NpeModel::train(theta, x, dx, prior, name, &NpeOptions::default(), |_| {})?;
+            (Trained::Npe(Box::new(m)), r)
+        }
+        "nle" => {
+            let (m, r) =
+                NleModel::train(theta, x, dx, prior, name, &NleOptions::default(), |_| {})?;
+            (Trained::Mcmc(Box::new(m)), r)
+        }
+        "nre" => {
+            let (m, r) =
+                NreModel::train(theta, x, dx, prior, name, &NreOptions::default(), |_| {})?;
+            (Trained::Mcmc(Box::new(m)), r)
+        }
+        other => {
+            return Err(Error::invalid(
+                "sbibm",
+                format!("unknown estimator {other:?} (npe, nle, nre)"),
+            ))
+        }
+    })
+}
+
+fn main() -> Result<()> {
+    let mut estimators = vec!["npe".to_string(), "nle".into(), "nre".into()];
+    let mut tasks = Vec::new();
+    let mut mcmc = McmcOptions::default();
+    let mut observations = vec![1, 2, 3, 4, 5];
+    let mut args = std::env::args().skip(1);
+    let numbers = |list: Option<String>| -> Vec<usize> {
+        list.unwrap_or_default()
+            .split(',')
+            .map(|v| v.parse().expect("comma-separated positive integers"))
+            .collect()
+    };
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--estimators" => {
+                let list = args.next().unwrap_or_default();
+                estimators = list.split(',').map(str::to_string).collect();
+            }
+            "--mcmc" => {
+                let v = numbers(args.next());
+                (mcmc.chains, mcmc.warmup, mcmc.thin) = (v[0], v[1], v[2]);
+            }
+            "--observations" => observations = numbers(args.next()),
+            _ => tasks.push(Task::by_name(&arg)?),
+        }
+    }
+    if tasks.is_empty() {
+        tasks = vec![
+            Task::GaussianLinear,
+            Task::TwoMoons,
+            Task::GaussianMixture,
+            Task::Slcp,
+        ];
+    }
+    let mut table = Vec::new();
+    for &task in &tasks {
+        let (theta, x) = task.simulate_dataset(SIMULATIONS, 1);
+        for estimator in &estimators {
+            let start = Instant::now();
+            let (model, report) = train(estimator, task, &theta, &x)?;
+            println!(
+                "{task} {estimator}: trained in {:.1} s ({} epochs, best validation loss {:.3})",
+                start.elapsed().as_secs_f64(),
+                report.history.len(),
+                report.best_loss
+            );
+            let mut scores = Vec::new();
+            for &k in &observations {
+                let reference = task.load_reference(k, None)?;
+                let obs = &reference.observation;
+                let start = Instant::now();
+                let (samples, note) = match &model {
+                    Trained::Npe(m) => {
+                        let d = m.sample(obs, DRAWS, k as u64)?;
+                        (d.samples, format!("acceptance {:.3}", d.acceptance_rate))
+                    }
+                    Trained::Mcmc(m) => {
+                        let options = McmcOptions {
+                            seed: k as u64,
+                            ..mcmc.clone()
+                        };
+                        let d = sample_estimator(m.as_ref(), obs, DRAWS, &options, &|_| {})?;
+                        let note = format!(
+                            "R-hat {:.3}  ESS {:.0}",
+                            d.diagnostics.max_rhat(),
+                            d.diagnostics.min_ess()
+                        );
+                        (d.samples, note)
+                    }
+                };
+                let rate = DRAWS as f64 / start.elapsed().as_secs_f64();
+                let accuracy = c2st(&samples, &reference.reference_samples, task.dim_theta())?;
+                println!("  obs{k}: C2ST {accuracy:.3}  {note}  {rate:.0} samples/s");
+                scores.push(accuracy);
+            }
+            table.push((task, estimator.clone(), scores));
+        }
+    }
+    println!(
+        "\nC2ST at {SIMULATIONS} simulations, mean (min–max) over observations {observations:?}:"
+    );
+    println!("{:<18} {:<10} C2ST", "task", "estimator");
+    for (task, estimator, scores) in &table {
+        let mean = scores.iter().sum::<f64>() / scores.len() as f64;
+        let lo = scores.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        println!(
+            "{:<18} {:<10} {mean:.3} ({lo:.3}–{hi:.3})",
+            task.name(),
+            estimator
+        );
+    }
+    Ok(())
+}
