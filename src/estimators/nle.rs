@@ -136,13 +136,10 @@ impl NleModel {
 
     /// Reads a model directory written by [`NleModel::save`].
     pub fn load(dir: &std::path::Path) -> Result<NleModel> {
-        let mut loaded = crate::io::model::load_model::<NleConfig>(dir, NLE_MODEL_KIND)?;
-        let config = loaded.config.clone();
-        let mut store = ParamStore::new();
-        // The initial values are overwritten; the seed only fixes the architecture.
-        let mut rng = PhiloxStream::new(0, streams::INIT, 0);
-        let flow = ConditionalFlow::new(&mut store, "flow", config.flow, &mut rng)?;
-        loaded.fill(&mut store)?;
+        let (config, flow, store) =
+            crate::io::model::load_architecture(dir, NLE_MODEL_KIND, |c: &NleConfig, store, rng| {
+                ConditionalFlow::new(store, "flow", c.flow, rng)
+            })?;
         Ok(NleModel {
             config,
             flow,

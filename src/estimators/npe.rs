@@ -148,13 +148,10 @@ impl NpeModel {
 
     /// Reads a model directory written by [`NpeModel::save`].
     pub fn load(dir: &std::path::Path) -> Result<NpeModel> {
-        let mut loaded = crate::io::model::load_model::<NpeConfig>(dir, NPE_MODEL_KIND)?;
-        let config = loaded.config.clone();
-        let mut store = ParamStore::new();
-        // The initial values are overwritten; the seed only fixes the architecture.
-        let mut rng = PhiloxStream::new(0, streams::INIT, 0);
-        let flow = ConditionalFlow::new(&mut store, "flow", config.flow, &mut rng)?;
-        loaded.fill(&mut store)?;
+        let (config, flow, store) =
+            crate::io::model::load_architecture(dir, NPE_MODEL_KIND, |c: &NpeConfig, store, rng| {
+                ConditionalFlow::new(store, "flow", c.flow, rng)
+            })?;
         Ok(NpeModel {
             config,
             flow,

@@ -162,13 +162,10 @@ impl NreModel {
 
     /// Reads a model directory written by [`NreModel::save`].
     pub fn load(dir: &std::path::Path) -> Result<NreModel> {
-        let mut loaded = crate::io::model::load_model::<NreConfig>(dir, NRE_MODEL_KIND)?;
-        let config = loaded.config.clone();
-        let mut store = ParamStore::new();
-        // The initial values are overwritten; the seed only fixes the architecture.
-        let mut rng = PhiloxStream::new(0, streams::INIT, 0);
-        let classifier = ResidualMlp::new(&mut store, "classifier", config.shape(), &mut rng)?;
-        loaded.fill(&mut store)?;
+        let (config, classifier, store) =
+            crate::io::model::load_architecture(dir, NRE_MODEL_KIND, |c: &NreConfig, store, rng| {
+                ResidualMlp::new(store, "classifier", c.shape(), rng)
+            })?;
         Ok(NreModel {
             config,
             classifier,

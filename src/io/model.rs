@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::autograd::ParamStore;
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
+use crate::rng::{streams, PhiloxStream};
 use crate::tensor::Tensor;
 
 /// The `format` field of every amortize model's `config.json`.
@@ -220,6 +221,23 @@ pub fn load_model<C: DeserializeOwned>(dir: &Path, kind: &str) -> Result<LoadedM
         tensors,
         path: weights_path,
     })
+}
+
+/// Reads a model directory of `kind` and rebuilds the model: `build` makes the
+/// architecture the config describes in a fresh store (from a fixed seed: the initial
+/// values only fix the shapes, the file's tensors overwrite them). Returns the config,
+/// what `build` made and the filled store.
+pub fn load_architecture<C: DeserializeOwned, N>(
+    dir: &Path,
+    kind: &str,
+    build: impl FnOnce(&C, &mut ParamStore, &mut PhiloxStream) -> Result<N>,
+) -> Result<(C, N, ParamStore)> {
+    let mut loaded = load_model::<C>(dir, kind)?;
+    let mut store = ParamStore::new();
+    let mut rng = PhiloxStream::new(0, streams::INIT, 0);
+    let built = build(&loaded.config, &mut store, &mut rng)?;
+    loaded.fill(&mut store)?;
+    Ok((loaded.config, built, store))
 }
 
 impl<C> LoadedModel<C> {
