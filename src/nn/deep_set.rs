@@ -24,8 +24,8 @@ use crate::nn::{MlpShape, ResidualMlp};
 use crate::rng::PhiloxStream;
 use crate::tensor::Tensor;
 
-/// The sizes of a [`DeepSet`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The sizes of a [`DeepSet`] (serializable: it is part of a model's config).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeepSetConfig {
     /// Features per set element (F).
     pub in_features: usize,
@@ -39,7 +39,8 @@ pub struct DeepSetConfig {
     pub rho_layers: usize,
     /// Output features.
     pub out_features: usize,
-    /// Masked sum or mean over the set.
+    /// Masked sum or mean over the set (`"sum"` or `"mean"` in JSON).
+    #[serde(with = "pooling_name")]
     pub pooling: Reduction,
     /// Activation inside φ and ρ.
     pub activation: UnaryOp,
@@ -58,6 +59,35 @@ impl DeepSetConfig {
             out_features,
             pooling: Reduction::Mean,
             activation: UnaryOp::Gelu,
+        }
+    }
+}
+
+/// [`Reduction`] as `"sum"` or `"mean"`: the backend's op enum carries no serde, and a
+/// model file should name the pooling rather than depend on the enum's layout.
+mod pooling_name {
+    use crate::backend::Reduction;
+
+    /// Writes the pooling's name.
+    pub fn serialize<S: serde::Serializer>(
+        pooling: &Reduction,
+        s: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(match pooling {
+            Reduction::Sum => "sum",
+            Reduction::Mean => "mean",
+        })
+    }
+
+    /// Reads a pooling name; anything but "sum" or "mean" is an error.
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<Reduction, D::Error> {
+        let name = <String as serde::Deserialize>::deserialize(d)?;
+        match name.as_str() {
+            "sum" => Ok(Reduction::Sum),
+            "mean" => Ok(Reduction::Mean),
+            other => Err(serde::de::Error::unknown_variant(other, &["sum", "mean"])),
         }
     }
 }

@@ -42,8 +42,9 @@ use crate::nn::{LayerNorm, MlpShape, ResidualMlp};
 use crate::rng::PhiloxStream;
 use crate::tensor::Tensor;
 
-/// The sizes of a [`SetTransformer`] or [`CausalTransformer`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The sizes of a [`SetTransformer`] or [`CausalTransformer`] (serializable: it is part
+/// of a model's config).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TransformerConfig {
     /// Features per set element (F).
     pub in_features: usize,

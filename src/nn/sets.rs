@@ -1,7 +1,9 @@
 //! What the set encoders ([`DeepSet`](crate::nn::DeepSet),
 //! [`SetTransformer`](crate::nn::SetTransformer),
 //! [`CausalTransformer`](crate::nn::CausalTransformer)) share: the check of a ragged
-//! batch of sets, and applying a row-wise layer to every element of every set.
+//! batch of sets, applying a row-wise layer to every element of every set, and
+//! [`RaggedSets`], a collection of sets of varying size that pads any selection of them
+//! into such a batch.
 //!
 //! A batch of B ragged sets is x `[B, S, F]` with a mask `[B, S]` of 0/1: element s of
 //! set b is real when mask[b, s] = 1 and padding when it is 0. Padding may sit anywhere
@@ -137,4 +139,132 @@ pub fn linear_per_element(
     x: Var,
 ) -> Result<Var> {
     per_element(tape, x, |tape, rows| linear.forward(tape, store, rows))
+}
+
+/// Sets of varying cardinality stored without padding: every element of every set, row
+/// by row (`features` values per element), and where each set starts. Training data of
+/// the set estimators; [`RaggedSets::padded`] turns a minibatch into x `[B, S, F]` and
+/// its mask, padding only up to the largest set of that minibatch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RaggedSets {
+    features: usize,
+    values: Vec<f32>,
+    /// `offsets[i]..offsets[i + 1]` are the elements of set i; `offsets[0] = 0`.
+    offsets: Vec<usize>,
+}
+
+impl RaggedSets {
+    /// No sets yet, of elements with `features` values each (at least 1).
+    pub fn new(features: usize) -> Result<Self> {
+        if features == 0 {
+            return Err(Error::invalid(
+                "RaggedSets::new",
+                "set elements need at least one feature",
+            ));
+        }
+        Ok(RaggedSets {
+            features,
+            values: Vec::new(),
+            offsets: vec![0],
+        })
+    }
+
+    /// Appends one set given as its elements' rows `[n, features]`. A set of no elements,
+    /// a length that is not whole rows or a non-finite value is an error.
+    pub fn push(&mut self, set: &[f32]) -> Result<()> {
+        let op = "RaggedSets::push";
+        let f = self.features;
+        if set.is_empty() || set.len() % f != 0 {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "set {} has {} values: a set is n >= 1 elements of {f} features",
+                    self.len(),
+                    set.len()
+                ),
+            ));
+        }
+        if let Some(i) = set.iter().position(|v| !v.is_finite()) {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "set {}, element {}, feature {} is {}",
+                    self.len(),
+                    i / f,
+                    i % f,
+                    set[i]
+                ),
+            ));
+        }
+        self.values.extend_from_slice(set);
+        self.offsets.push(self.values.len() / f);
+        Ok(())
+    }
+
+    /// Number of sets.
+    pub fn len(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    /// Whether there are no sets.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Features per element.
+    pub fn features(&self) -> usize {
+        self.features
+    }
+
+    /// The elements of set `i`, `[cardinality(i), features]`.
+    pub fn set(&self, i: usize) -> &[f32] {
+        &self.values[self.offsets[i] * self.features..self.offsets[i + 1] * self.features]
+    }
+
+    /// Number of elements of set `i`.
+    pub fn cardinality(&self, i: usize) -> usize {
+        self.offsets[i + 1] - self.offsets[i]
+    }
+
+    /// Every element of every set, `[total elements, features]`.
+    pub fn elements(&self) -> &[f32] {
+        &self.values
+    }
+
+    /// Every element of every set, to transform in place (e.g. to standardize).
+    pub fn elements_mut(&mut self) -> &mut [f32] {
+        &mut self.values
+    }
+
+    /// The sets `indices` as one batch: x `[B, S, features]` with S the largest of their
+    /// cardinalities, each set's elements first and zeros after, and the mask `[B, S]`.
+    pub fn padded(&self, indices: &[u32]) -> Result<(Tensor, Tensor)> {
+        let op = "RaggedSets::padded";
+        if indices.is_empty() {
+            return Err(Error::invalid(op, "needs at least one set"));
+        }
+        if let Some(&i) = indices.iter().find(|&&i| i as usize >= self.len()) {
+            return Err(Error::invalid(
+                op,
+                format!("set index {i} out of range for {} sets", self.len()),
+            ));
+        }
+        let f = self.features;
+        let size = indices
+            .iter()
+            .map(|&i| self.cardinality(i as usize))
+            .max()
+            .unwrap_or(0);
+        let mut x = vec![0.0f32; indices.len() * size * f];
+        let mut mask = vec![0.0f32; indices.len() * size];
+        for (b, &i) in indices.iter().enumerate() {
+            let set = self.set(i as usize);
+            x[b * size * f..b * size * f + set.len()].copy_from_slice(set);
+            mask[b * size..b * size + set.len() / f].fill(1.0);
+        }
+        Ok((
+            Tensor::from_vec(x, &[indices.len(), size, f])?,
+            Tensor::from_vec(mask, &[indices.len(), size])?,
+        ))
+    }
 }

@@ -14,6 +14,7 @@ pub mod gaussian_mixture;
 pub mod multimodal;
 pub mod posterior;
 pub mod reference;
+pub mod sets;
 pub mod slcp;
 pub mod two_moons;
 

@@ -1,0 +1,467 @@
+//! Set-based neural posterior estimation: q(θ | {x}) for a dataset that is a set of iid
+//! events of any size, as in the hierarchical SBI paper
+//! (`hierarchical-sbi-event-ensembles.txt`, section 2.2 and figure 1).
+//!
+//! A set encoder (a [`DeepSet`], or a [`SetTransformer`]) summarizes the set's
+//! standardized elements; the summary, with the standardized log-cardinality ln N
+//! appended, is the context of a [`ConditionalFlow`] over standardized θ. Encoder and flow
+//! are trained jointly by maximum likelihood, L = −mean log q(θ̃ | {x̃}), on pairs of
+//! parameters and sets of varying size. ln N is appended because mean pooling forgets N
+//! while the posterior's width depends on it (the paper's lensing model does the same,
+//! appendix A.4); with sum pooling it is redundant but harmless.
+//!
+//! A minibatch of sets is padded to its largest set and the encoders read the mask
+//! (see [`crate::nn::sets`]), so the padding never changes the posterior. Inputs are
+//! checked: an empty set (all-zero mask), elements with the wrong number of features and
+//! non-finite elements are errors. Draws outside a bounded prior's support are rejected
+//! as in [`crate::estimators::npe`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::autograd::{ParamStore, Tape, Var};
+use crate::backend::Reduction;
+use crate::error::{Error, Result};
+use crate::estimators::npe::{sample_in_support, NpeDraws};
+use crate::estimators::score::gather;
+use crate::estimators::score_model::check_rows;
+use crate::estimators::Standardization;
+use crate::nn::flow::{ConditionalFlow, FlowConfig};
+use crate::nn::sets::{check_set_batch, RaggedSets};
+use crate::nn::{DeepSet, DeepSetConfig, SetTransformer, TransformerConfig};
+use crate::priors::Prior;
+use crate::rng::{streams, PhiloxStream};
+use crate::tensor::Tensor;
+use crate::train::{fit, EpochReport, TrainConfig, TrainReport};
+
+/// Features of the encoder's summary in the default options.
+const SUMMARY_FEATURES: usize = 16;
+
+/// Sets per padded group in a training minibatch (see `TrainingSets::loss`).
+const PADDING_GROUP: usize = 32;
+
+/// Which set encoder summarizes the set, and its sizes.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SetEncoderConfig {
+    /// A deep set (masked sum or mean pooling).
+    DeepSet(DeepSetConfig),
+    /// A set transformer (self-attention, pooling by attention).
+    SetTransformer(TransformerConfig),
+}
+
+impl SetEncoderConfig {
+    /// Features per set element.
+    pub fn in_features(&self) -> usize {
+        match self {
+            SetEncoderConfig::DeepSet(c) => c.in_features,
+            SetEncoderConfig::SetTransformer(c) => c.in_features,
+        }
+    }
+
+    /// Features of the summary.
+    pub fn out_features(&self) -> usize {
+        match self {
+            SetEncoderConfig::DeepSet(c) => c.out_features,
+            SetEncoderConfig::SetTransformer(c) => c.out_features,
+        }
+    }
+}
+
+/// A set encoder built from a [`SetEncoderConfig`]. Both variants are boxed: the two
+/// layers differ much in size, and a model holds only one.
+#[derive(Clone, Debug)]
+pub enum SetEncoder {
+    /// See [`DeepSet`].
+    DeepSet(Box<DeepSet>),
+    /// See [`SetTransformer`].
+    SetTransformer(Box<SetTransformer>),
+}
+
+impl SetEncoder {
+    /// Adds the encoder's parameters under `{name}.*` to `store`.
+    pub fn new(
+        store: &mut ParamStore,
+        name: &str,
+        config: SetEncoderConfig,
+        rng: &mut PhiloxStream,
+    ) -> Result<Self> {
+        Ok(match config {
+            SetEncoderConfig::DeepSet(c) => {
+                SetEncoder::DeepSet(Box::new(DeepSet::new(store, name, c, rng)?))
+            }
+            SetEncoderConfig::SetTransformer(c) => {
+                SetEncoder::SetTransformer(Box::new(SetTransformer::new(store, name, c, rng)?))
+            }
+        })
+    }
+
+    /// The summary `[batch, out_features]` of sets x `[batch, set, in_features]` with
+    /// mask `[batch, set]`.
+    pub fn forward(
+        &self,
+        tape: &mut Tape,
+        store: &ParamStore,
+        x: Var,
+        mask: &Tensor,
+    ) -> Result<Var> {
+        match self {
+            SetEncoder::DeepSet(e) => e.forward(tape, store, x, mask),
+            SetEncoder::SetTransformer(e) => e.forward(tape, store, x, mask),
+        }
+    }
+}
+
+/// How to train a [`SetNpeModel`].
+#[derive(Clone, Debug)]
+pub struct SetNpeOptions {
+    /// The set encoder; its `in_features` must match the sets'.
+    pub encoder: SetEncoderConfig,
+    /// Coupling layers of the flow.
+    pub layers: usize,
+    /// Spline (true) or affine (false) couplings.
+    pub spline: bool,
+    /// Minibatch loop settings (a row is one set).
+    pub train: TrainConfig,
+}
+
+impl SetNpeOptions {
+    /// A deep set (mean pooling, 16 summary features) and 4 spline layers, for elements
+    /// of `features` values.
+    pub fn deep_set(features: usize) -> Self {
+        Self::with_encoder(SetEncoderConfig::DeepSet(DeepSetConfig::new(
+            features,
+            SUMMARY_FEATURES,
+        )))
+    }
+
+    /// A set transformer (16 summary features) and 4 spline layers, for elements of
+    /// `features` values.
+    pub fn set_transformer(features: usize) -> Self {
+        Self::with_encoder(SetEncoderConfig::SetTransformer(TransformerConfig::new(
+            features,
+            SUMMARY_FEATURES,
+        )))
+    }
+
+    fn with_encoder(encoder: SetEncoderConfig) -> Self {
+        SetNpeOptions {
+            encoder,
+            layers: 4,
+            spline: true,
+            train: TrainConfig {
+                epochs: 100,
+                batch_size: 128,
+                patience: 20,
+                warmup_steps: 50,
+                ..TrainConfig::default()
+            },
+        }
+    }
+}
+
+/// Everything about a set NPE model except its weights: the model file's `config.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SetNpeConfig {
+    /// The set encoder's architecture.
+    pub encoder: SetEncoderConfig,
+    /// The flow's architecture (its context is the summary plus ln N).
+    pub flow: FlowConfig,
+    /// The prior (for the support check).
+    pub prior: Prior,
+    /// Standardization of θ.
+    pub theta_standardization: Standardization,
+    /// Standardization of the set elements, feature by feature.
+    pub x_standardization: Standardization,
+    /// Standardization of ln N over the training sets.
+    pub cardinality_standardization: Standardization,
+    /// The task the model was trained on, if a built-in one.
+    pub task: Option<String>,
+}
+
+/// The `kind` of a set NPE model directory.
+pub const SET_NPE_MODEL_KIND: &str = "set_npe";
+
+/// A trained set NPE model.
+#[derive(Clone, Debug)]
+pub struct SetNpeModel {
+    /// Architecture, maps and prior.
+    pub config: SetNpeConfig,
+    /// The set encoder.
+    pub encoder: SetEncoder,
+    /// The flow q(θ̃ | summary, ln N).
+    pub flow: ConditionalFlow,
+    /// The parameters of both.
+    pub store: ParamStore,
+}
+
+/// The flow's context `[batch, summary + 1]` for standardized sets x `[batch, set, feat]`
+/// with mask `[batch, set]`: the encoder's summary and the standardized ln N.
+fn set_context(
+    tape: &mut Tape,
+    store: &ParamStore,
+    encoder: &SetEncoder,
+    cardinality_standardization: &Standardization,
+    x: Tensor,
+    mask: &Tensor,
+) -> Result<Var> {
+    // The encoder checks the batch first (an empty set would give ln 0 below).
+    let x = tape.constant(x);
+    let summary = encoder.forward(tape, store, x, mask)?;
+    let set = mask.shape()[1];
+    let mut log_n: Vec<f32> = mask
+        .to_vec()?
+        .chunks_exact(set)
+        .map(|m| m.iter().sum::<f32>().ln())
+        .collect();
+    cardinality_standardization.apply(&mut log_n);
+    let rows = log_n.len();
+    let log_n = tape.constant(Tensor::from_vec(log_n, &[rows, 1])?);
+    tape.concat(&[summary, log_n])
+}
+
+/// Standardized training data, as the loss reads it.
+struct TrainingSets<'a> {
+    theta: &'a [f32],
+    dim_theta: usize,
+    sets: &'a RaggedSets,
+    cardinality_standardization: &'a Standardization,
+}
+
+impl TrainingSets<'_> {
+    /// −mean log q(θ̃ | {x̃}) over the sets `batch`. The batch is sorted by cardinality
+    /// and encoded in groups of [`PADDING_GROUP`] sets, each padded only to its own
+    /// largest set: with sizes spread evenly over 1..N_max a whole batch padded to N_max
+    /// would run the encoder on about twice the real elements. The loss is the same,
+    /// since it is a mean over sets.
+    fn loss(
+        &self,
+        tape: &mut Tape,
+        store: &ParamStore,
+        encoder: &SetEncoder,
+        flow: &ConditionalFlow,
+        batch: &[u32],
+    ) -> Result<Var> {
+        let mut order = batch.to_vec();
+        order.sort_by_key(|&i| self.sets.cardinality(i as usize));
+        let mut total: Option<Var> = None;
+        for group in order.chunks(PADDING_GROUP) {
+            let (x, mask) = self.sets.padded(group)?;
+            let context = set_context(
+                tape,
+                store,
+                encoder,
+                self.cardinality_standardization,
+                x,
+                &mask,
+            )?;
+            let t = tape.constant(gather(self.theta, self.dim_theta, group)?);
+            let lp = flow.log_prob(tape, store, t, Some(context))?;
+            let sum = tape.reduce_all(lp, Reduction::Sum)?;
+            total = Some(match total {
+                Some(acc) => tape.add(acc, sum)?,
+                None => sum,
+            });
+        }
+        let total = total.ok_or_else(|| Error::invalid("SetNpeModel::train", "an empty batch"))?;
+        tape.scale(total, -1.0 / batch.len() as f32)
+    }
+}
+
+impl SetNpeModel {
+    /// Trains q(θ | {x}) on parameters θ `[sets, dim θ]` and one set per row of θ.
+    pub fn train(
+        theta: &[f32],
+        sets: &RaggedSets,
+        prior: Prior,
+        task: Option<String>,
+        options: &SetNpeOptions,
+        on_epoch: impl FnMut(&EpochReport),
+    ) -> Result<(SetNpeModel, TrainReport)> {
+        let op = "SetNpeModel::train";
+        let dim_theta = prior.dim();
+        let rows = check_rows(op, "theta", theta, dim_theta)?;
+        if rows != sets.len() {
+            return Err(Error::invalid(
+                op,
+                format!("{rows} rows of theta but {} sets", sets.len()),
+            ));
+        }
+        let features = sets.features();
+        if options.encoder.in_features() != features {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "the encoder reads {} features per element but the sets have {features}",
+                    options.encoder.in_features()
+                ),
+            ));
+        }
+        let mut ts = theta.to_vec();
+        let theta_standardization = Standardization::fit(&ts, dim_theta);
+        theta_standardization.apply(&mut ts);
+        let mut xs = sets.clone();
+        let x_standardization = Standardization::fit(xs.elements(), features);
+        x_standardization.apply(xs.elements_mut());
+        let log_n: Vec<f32> = (0..rows)
+            .map(|i| (sets.cardinality(i) as f32).ln())
+            .collect();
+        let cardinality_standardization = Standardization::fit(&log_n, 1);
+
+        let context_dim = options.encoder.out_features() + 1;
+        let flow_config = if options.spline {
+            FlowConfig::spline(dim_theta, context_dim, options.layers)
+        } else {
+            FlowConfig::affine(dim_theta, context_dim, options.layers)
+        };
+        let mut store = ParamStore::new();
+        let mut rng = PhiloxStream::new(options.train.seed, streams::INIT, 0);
+        let encoder = SetEncoder::new(&mut store, "encoder", options.encoder, &mut rng)?;
+        let flow = ConditionalFlow::new(&mut store, "flow", flow_config, &mut rng)?;
+        flow.initialize(
+            &mut store,
+            &Tensor::from_vec(ts.clone(), &[rows, dim_theta])?,
+        )?;
+        let report = fit(
+            &mut store,
+            rows,
+            &options.train,
+            |tape: &mut Tape, store: &ParamStore, batch: &[u32]| {
+                let data = TrainingSets {
+                    theta: &ts,
+                    dim_theta,
+                    sets: &xs,
+                    cardinality_standardization: &cardinality_standardization,
+                };
+                data.loss(tape, store, &encoder, &flow, batch)
+            },
+            on_epoch,
+        )?;
+        Ok((
+            SetNpeModel {
+                config: SetNpeConfig {
+                    encoder: options.encoder,
+                    flow: flow_config,
+                    prior,
+                    theta_standardization,
+                    x_standardization,
+                    cardinality_standardization,
+                    task,
+                },
+                encoder,
+                flow,
+                store,
+            },
+            report,
+        ))
+    }
+
+    /// Writes the model directory `dir` (replacing a model already there).
+    pub fn save(&self, dir: &std::path::Path) -> Result<()> {
+        crate::io::model::save_model(dir, SET_NPE_MODEL_KIND, &self.config, &self.store)
+    }
+
+    /// Reads a model directory written by [`SetNpeModel::save`].
+    pub fn load(dir: &std::path::Path) -> Result<SetNpeModel> {
+        let (config, (encoder, flow), store) = crate::io::model::load_architecture(
+            dir,
+            SET_NPE_MODEL_KIND,
+            |c: &SetNpeConfig, store, rng| {
+                let encoder = SetEncoder::new(store, "encoder", c.encoder, rng)?;
+                Ok((encoder, ConditionalFlow::new(store, "flow", c.flow, rng)?))
+            },
+        )?;
+        Ok(SetNpeModel {
+            config,
+            encoder,
+            flow,
+            store,
+        })
+    }
+
+    /// Features per set element.
+    pub fn features(&self) -> usize {
+        self.config.encoder.in_features()
+    }
+
+    /// The flow's context for raw sets x `[batch, set, feat]` with mask `[batch, set]`,
+    /// on a no-grad tape.
+    fn context(&self, tape: &mut Tape, x: &Tensor, mask: &Tensor) -> Result<Var> {
+        let mut xs = x.to_vec()?;
+        self.config.x_standardization.apply(&mut xs);
+        set_context(
+            tape,
+            &self.store,
+            &self.encoder,
+            &self.config.cardinality_standardization,
+            Tensor::from_vec(xs, x.shape())?,
+            mask,
+        )
+    }
+
+    /// log q(θ_b | set b) in θ's own units, one value per set: θ `[batch, dim θ]`, sets x
+    /// `[batch, set, feat]` with the 0/1 mask `[batch, set]` (padding anywhere). Errors on
+    /// an empty set, a feature count other than the model's, non-finite values or a θ
+    /// row count other than the batch.
+    pub fn log_prob(&self, theta: &[f32], x: &Tensor, mask: &Tensor) -> Result<Vec<f32>> {
+        let op = "SetNpeModel::log_prob";
+        check_set_batch(op, x, mask, self.features())?;
+        let c = &self.config;
+        let d = c.prior.dim();
+        let batch = x.shape()[0];
+        if check_rows(op, "theta", theta, d)? != batch {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "needs one theta row per set ({batch}), got {}",
+                    theta.len() / d
+                ),
+            ));
+        }
+        let mut ts = theta.to_vec();
+        c.theta_standardization.apply(&mut ts);
+        let mut tape = Tape::no_grad();
+        let context = self.context(&mut tape, x, mask)?;
+        let t = tape.constant(Tensor::from_vec(ts, &[batch, d])?);
+        let lp = self
+            .flow
+            .log_prob(&mut tape, &self.store, t, Some(context))?;
+        // θ = mean + std·θ̃, so log q(θ) = log q̃(θ̃) − Σ ln std.
+        let log_jacobian: f32 = c.theta_standardization.std.iter().map(|s| s.ln()).sum();
+        Ok(tape
+            .value(lp)
+            .to_vec()?
+            .into_iter()
+            .map(|v| v - log_jacobian)
+            .collect())
+    }
+
+    /// `num` draws from q(θ | set) inside the prior's support, seeded by `seed`; `set` is
+    /// the elements' rows `[n ≥ 1, feat]`.
+    pub fn sample(&self, set: &[f32], num: usize, seed: u64) -> Result<NpeDraws> {
+        let op = "SetNpeModel::sample";
+        let features = self.features();
+        let n = check_rows(op, "the set", set, features)?;
+        if n == 0 {
+            return Err(Error::invalid(
+                op,
+                "the set is empty: it needs at least one element",
+            ));
+        }
+        let x = Tensor::from_slice(set, &[1, n, features])?;
+        let mask = Tensor::full(&[1, n], 1.0);
+        let mut tape = Tape::no_grad();
+        let context = self.context(&mut tape, &x, &mask)?;
+        let context = tape.value(context).to_vec()?;
+        let c = &self.config;
+        sample_in_support(
+            op,
+            &self.flow,
+            &self.store,
+            &context,
+            &c.theta_standardization,
+            &c.prior,
+            num,
+            seed,
+        )
+    }
+}
