@@ -14,6 +14,7 @@
 
 use std::time::Instant;
 
+use amortize::diagnostics::Coverage;
 use amortize::estimators::set_npe::{SetEncoderConfig, SetNpeModel, SetNpeOptions};
 use amortize::nn::DeepSetConfig;
 use amortize::rng::{streams, PhiloxStream};
@@ -171,38 +172,21 @@ fn shrinkage_table(model: &SetNpeModel) -> Result<()> {
     Ok(())
 }
 
-/// Whether `truth` lies in the central `level` interval of `values` (sorted), by the
-/// empirical quantiles.
-fn inside_central(sorted: &[f32], truth: f32, level: f64) -> bool {
-    let at = |q: f64| sorted[((q * (sorted.len() - 1) as f64).round()) as usize];
-    let tail = (1.0 - level) / 2.0;
-    at(tail) <= truth && truth <= at(1.0 - tail)
-}
-
-/// Coverage counts `[dim][level]` of posterior draws `draws_for(k)` of dataset k.
+/// Coverage of the posterior draws `draws_for(k)` of every dataset k.
 fn coverage(
     data: &SetDataset,
     dim: usize,
     mut draws_for: impl FnMut(usize) -> Result<Vec<f32>>,
-) -> Result<Vec<[f64; 3]>> {
-    let mut hits = vec![[0.0; 3]; dim];
+) -> Result<Coverage> {
+    let mut coverage = Coverage::new(dim, &LEVELS)?;
     for k in 0..data.sets.len() {
-        let draws = draws_for(k)?;
-        for (i, row) in hits.iter_mut().enumerate() {
-            let mut col: Vec<f32> = draws.iter().skip(i).step_by(dim).copied().collect();
-            col.sort_by(|a, b| a.total_cmp(b));
-            for (h, level) in row.iter_mut().zip(LEVELS) {
-                if inside_central(&col, data.theta[k * dim + i], level) {
-                    *h += 1.0 / data.sets.len() as f64;
-                }
-            }
-        }
+        coverage.add(&data.theta[k * dim..(k + 1) * dim], &draws_for(k)?)?;
     }
-    Ok(hits)
+    Ok(coverage)
 }
 
-fn print_coverage(label: &str, names: &[&str], hits: &[[f64; 3]]) {
-    for (name, row) in names.iter().zip(hits) {
+fn print_coverage(label: &str, names: &[&str], coverage: &Coverage) {
+    for (name, row) in names.iter().zip(coverage.shares()) {
         println!(
             "{label:<30} {name:<9} {:>6.3} {:>6.3} {:>6.3}",
             row[0], row[1], row[2]
@@ -213,12 +197,12 @@ fn print_coverage(label: &str, names: &[&str], hits: &[[f64; 3]]) {
 fn calibration(task: SetTask, model: &SetNpeModel, names: &[&str]) -> Result<()> {
     let data = task.simulate_dataset(HELD_OUT, 20)?;
     let dim = task.prior().dim();
-    let hits = coverage(&data, dim, |k| {
+    let estimated = coverage(&data, dim, |k| {
         Ok(model
             .sample(data.sets.set(k), DRAWS, 100 + k as u64)?
             .samples)
     })?;
-    print_coverage(&format!("{} (set NPE)", task.name()), names, &hits);
+    print_coverage(&format!("{} (set NPE)", task.name()), names, &estimated);
     if task == SetTask::GaussianMean {
         let exact = coverage(&data, dim, |k| {
             let posterior = gaussian_mean::posterior(data.sets.set(k))?;

@@ -1,7 +1,7 @@
-//! C2ST and MMD² on samples whose answer is known.
+//! C2ST, MMD² and coverage on samples whose answer is known.
 
 use amortize::diagnostics::{
-    c2st, c2st_with, median_heuristic, mmd2, mmd2_with, C2stConfig, MmdConfig,
+    c2st, c2st_with, median_heuristic, mmd2, mmd2_with, C2stConfig, Coverage, MmdConfig,
 };
 use amortize::rng::{streams, PhiloxStream};
 
@@ -140,4 +140,46 @@ fn mmd2_is_zero_for_one_distribution_and_matches_theory_otherwise() {
         }
     )
     .is_err());
+}
+
+/// Coverage over 400 datasets of a conjugate model θ ~ N(0, 1), x ~ N(θ, 1) (posterior
+/// N(x/2, 1/2)), with the posterior's draws scaled about its mean by `width`.
+fn coverage_of_scaled_posterior(width: f32) -> Vec<f64> {
+    let mut rng = PhiloxStream::new(9, streams::TEST, 0);
+    let mut coverage = Coverage::new(1, &[0.5, 0.68, 0.95]).unwrap();
+    for _ in 0..400 {
+        let theta = rng.normal();
+        let x = theta + rng.normal();
+        let mut draws = vec![0.0f32; 500];
+        rng.fill_normal(0.0, width * 0.5f32.sqrt(), &mut draws);
+        draws.iter_mut().for_each(|d| *d += x / 2.0);
+        coverage.add(&[theta], &draws).unwrap();
+    }
+    assert_eq!(coverage.datasets(), 400);
+    coverage.shares().remove(0)
+}
+
+#[test]
+fn coverage_is_nominal_for_the_exact_posterior_and_low_for_an_overconfident_one() {
+    // 400 datasets: standard errors 0.025 (50%), 0.023 (68%), 0.011 (95%); 0.08 is > 3
+    // of them, plus the quantile error of 500 draws.
+    let exact = coverage_of_scaled_posterior(1.0);
+    for (share, level) in exact.iter().zip([0.5, 0.68, 0.95]) {
+        assert!((share - level).abs() < 0.08, "{exact:?}");
+    }
+    // Half as wide: the 95% interval spans ±0.98 sd, which covers 67%.
+    let narrow = coverage_of_scaled_posterior(0.5);
+    assert!((narrow[2] - 0.67).abs() < 0.08, "{narrow:?}");
+    assert!(narrow[0] < 0.35, "{narrow:?}");
+}
+
+#[test]
+fn coverage_rejects_bad_input() {
+    assert!(Coverage::new(0, &[0.5]).is_err());
+    assert!(Coverage::new(1, &[1.0]).is_err());
+    let mut c = Coverage::new(2, &[0.5]).unwrap();
+    assert!(c.add(&[0.0], &[0.0, 1.0]).is_err());
+    assert!(c.add(&[0.0, 0.0], &[0.0, 1.0, 2.0]).is_err());
+    assert!(c.add(&[0.0, f32::NAN], &[0.0, 1.0]).is_err());
+    assert!(c.shares()[0][0].is_nan());
 }
