@@ -52,13 +52,13 @@ impl Coverage {
         if truth.iter().chain(draws).any(|v| !v.is_finite()) {
             return Err(Error::invalid(op, "NaN or infinite values"));
         }
-        for i in 0..d {
+        for (i, &t) in truth.iter().enumerate() {
             let mut marginal: Vec<f32> = draws.iter().skip(i).step_by(d).copied().collect();
             marginal.sort_by(f32::total_cmp);
             let quantile = |q: f64| marginal[(q * (marginal.len() - 1) as f64).round() as usize];
             for (j, level) in self.levels.iter().enumerate() {
                 let tail = (1.0 - level) / 2.0;
-                if quantile(tail) <= truth[i] && truth[i] <= quantile(1.0 - tail) {
+                if quantile(tail) <= t && t <= quantile(1.0 - tail) {
                     self.hits[i * self.levels.len() + j] += 1;
                 }
             }

@@ -10,3 +10,4 @@ pub mod nle;
 pub mod npe;
 pub mod nre;
 pub mod pairs;
+pub mod set_npe;
