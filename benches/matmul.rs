@@ -1,6 +1,9 @@
 //! CPU matmul: our tiled rayon kernel (`ops::matmul`, NN layout) against nalgebra's GEMM
 //! on the shapes the estimators use: a wide hidden layer ([4096×128]·[128×128]) and a
-//! narrow input layer ([256×10]·[10×128]).
+//! narrow input layer ([256×10]·[10×128]). On cuda:0, when there is one, the same shapes
+//! plus a large square product through `kernels/matmul.cu` (f32) and
+//! `kernels/matmul_tf32.cu` (TF32 tensor cores, compute capability 8.0 or newer), each
+//! iteration waiting for the kernel to finish.
 //!
 //! Throughput is given in elements/s with one element = one FLOP (2·m·k·n per product),
 //! so criterion's "Gelem/s" reads as GFLOP/s.
@@ -10,7 +13,8 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use nalgebra::DMatrix;
 
-use amortize::backend::MatLayout;
+use amortize::backend::cuda::{CudaBackend, MatmulPrecision};
+use amortize::backend::{Backend, MatLayout, MatmulDims};
 use amortize::rng::{streams, PhiloxStream};
 use amortize::{ops, Tensor};
 
@@ -45,5 +49,44 @@ fn matmul(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, matmul);
+fn matmul_cuda(c: &mut Criterion) {
+    let gpu = match CudaBackend::shared(0) {
+        Ok(g) if amortize::devices::nvrtc_present() => g,
+        Ok(_) => {
+            eprintln!("matmul_cuda: skipped: no NVRTC library to compile the kernels");
+            return;
+        }
+        Err(e) => {
+            eprintln!("matmul_cuda: skipped: {e}");
+            return;
+        }
+    };
+    let mut precisions = vec![MatmulPrecision::F32];
+    if gpu.compute_capability().0 >= 8 {
+        precisions.push(MatmulPrecision::Tf32);
+    }
+    let mut group = c.benchmark_group("matmul_cuda");
+    for (m, k, n) in [(4096, 128, 128), (256, 10, 128), (4096, 4096, 4096)] {
+        let label = format!("{m}x{k}x{n}");
+        group.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        let a = gpu.upload(&random(m * k, 1), &[m, k]).unwrap();
+        let b = gpu.upload(&random(k * n, 2), &[k, n]).unwrap();
+        let dims = MatmulDims { batch: 1, m, k, n };
+        for &precision in &precisions {
+            let id = BenchmarkId::new(format!("{precision:?}").to_lowercase(), &label);
+            group.bench_function(id, |bench| {
+                bench.iter(|| {
+                    let product = gpu
+                        .matmul_with_precision(&a, &b, MatLayout::NN, dims, &[m, n], precision)
+                        .unwrap();
+                    gpu.synchronize().unwrap();
+                    product
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, matmul, matmul_cuda);
 criterion_main!(benches);

@@ -116,6 +116,46 @@ fn the_backend_source_list_matches_the_directory_and_every_entry_exists() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
+/// NVRTC passes inline PTX through to a `compute_XX` target unchecked; compiling for a real
+/// architecture (`sm_XX`) runs its assembler too. `matmul_tf32.cu` is WMMA in inline PTX:
+/// assemble it for Ampere and Hopper, with no register spills in its three kernels.
+#[test]
+fn matmul_tf32_inline_ptx_assembles_for_sm_80_and_sm_90() {
+    if !nvrtc_or_skip("matmul_tf32_inline_ptx_assembles_for_sm_80_and_sm_90") {
+        return;
+    }
+    use cudarc::nvrtc::{result, sys};
+    let source = std::ffi::CString::new(cuda::kernel_source("matmul_tf32").unwrap()).unwrap();
+    for arch in ["sm_80", "sm_90"] {
+        let mut options = cuda::compile_options(arch);
+        options.push("--ptxas-options=-v".into());
+        let prog = result::create_program(&source, Some(c"matmul_tf32.cu")).unwrap();
+        // SAFETY: `prog` was just created and is destroyed once, below.
+        let compiled = unsafe { result::compile_program(prog, &options) };
+        let log = unsafe { result::get_program_log(prog) }.unwrap();
+        let log: String = log
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8 as char)
+            .collect();
+        let mut cubin_len = 0usize;
+        // SAFETY: writes one usize; `prog` is live.
+        let cubin = unsafe { sys::nvrtcGetCUBINSize(prog, &mut cubin_len) }.result();
+        unsafe { result::destroy_program(prog) }.unwrap();
+        assert!(compiled.is_ok(), "matmul_tf32.cu for {arch}:\n{log}");
+        assert!(cubin.is_ok() && cubin_len > 0, "no SASS for {arch}:\n{log}");
+        // ptxas -v reports "N bytes stack frame, N bytes spill stores, ..." per kernel.
+        let spills: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("bytes spill stores"))
+            .collect();
+        assert!(
+            spills.len() == 3 && spills.iter().all(|l| l.contains(" 0 bytes spill stores")),
+            "matmul_tf32.cu spills registers on {arch}:\n{log}"
+        );
+    }
+}
+
 #[test]
 fn unknown_includes_are_errors() {
     let err = cuda::expand_includes("#include \"nope.cuh\"\n", cuda::embedded_header).unwrap_err();

@@ -1,7 +1,9 @@
 //! CUDA kernels against the CPU reference (contract 2): every op forward and backward on
 //! fresh random inputs, every output poisoned with NaN before its kernel runs, tolerance
 //! 1e-5 (max relative error, relative to max(1, |reference|)) for elementwise ops and 1e-4
-//! for reductions and matmuls; Philox words and uniforms bit for bit.
+//! for reductions and matmuls; Philox words and uniforms bit for bit. The opt-in TF32
+//! matmul has its own tolerance, relative to the norms of the row and column multiplied
+//! (`TF32`).
 //!
 //! Without a CUDA device (or driver, or NVRTC) the tests print why and pass, unless
 //! `AMORTIZE_REQUIRE_CUDA=1` makes that a failure.
@@ -11,7 +13,7 @@ mod common;
 use std::sync::Arc;
 
 use amortize::backend::cpu::CpuBackend;
-use amortize::backend::cuda::CudaBackend;
+use amortize::backend::cuda::{CudaBackend, MatmulPrecision};
 use amortize::backend::{
     for_device, AdamStep, Backend, BinaryOp, MatLayout, MatmulDims, Reduction, UnaryOp,
 };
@@ -21,6 +23,11 @@ use common::{masked_softmax_case, randn, spline_case, uniform};
 
 const ELEMENTWISE: f32 = 1e-5;
 const REDUCTION: f32 = 1e-4;
+/// TF32 matmul: |C - C_cpu| <= TF32 · |A' row| · |B' column| per element. Rounding both
+/// inputs to TF32 costs up to 2^-10 ≈ 9.8e-4 of that product (Cauchy–Schwarz), the f32
+/// accumulations of the tensor cores and of the CPU up to k·(2^-23 + 2^-24) more: below
+/// 2e-3 for k <= 4096 (`kernels/matmul_tf32.cu` derives it).
+const TF32: f32 = 2e-3;
 
 /// The backend of cuda:0 with output poisoning on, or `None` (after printing why) when
 /// there is none and the environment does not require one.
@@ -164,6 +171,20 @@ fn fill_upload_download_round_trip() {
     assert!(g.download(&e).unwrap().is_empty());
 }
 
+/// Random operands of `layout` for a batched product of `dims`.
+fn matmul_operands(layout: MatLayout, dims: MatmulDims, seed: u64) -> (Tensor, Tensor) {
+    let MatmulDims { batch, m, k, n } = dims;
+    let a_shape = match layout {
+        MatLayout::TN => [batch, k, m],
+        _ => [batch, m, k],
+    };
+    let b_shape = match layout {
+        MatLayout::NT => [batch, n, k],
+        _ => [batch, k, n],
+    };
+    (randn(&a_shape, seed), randn(&b_shape, seed + 100))
+}
+
 #[test]
 fn matmul_all_layouts_and_batches() {
     let Some(g) = gpu("matmul_all_layouts_and_batches") else {
@@ -180,18 +201,9 @@ fn matmul_all_layouts_and_batches() {
         (4, 9, 300, 66),
     ] {
         for layout in [MatLayout::NN, MatLayout::NT, MatLayout::TN] {
-            let a_shape = match layout {
-                MatLayout::TN => [batch, k, m],
-                _ => [batch, m, k],
-            };
-            let b_shape = match layout {
-                MatLayout::NT => [batch, n, k],
-                _ => [batch, k, n],
-            };
             seed += 1;
-            let a = randn(&a_shape, seed);
-            let b = randn(&b_shape, seed + 100);
             let dims = MatmulDims { batch, m, k, n };
+            let (a, b) = matmul_operands(layout, dims, seed);
             let out_shape = [batch, m, n];
             let want = c.matmul(&a, &b, layout, dims, &out_shape).unwrap();
             let got = g
@@ -201,6 +213,103 @@ fn matmul_all_layouts_and_batches() {
             check(&what, &g, &got, &want, REDUCTION);
         }
     }
+}
+
+#[test]
+fn matmul_tf32_all_layouts_and_edge_shapes() {
+    let Some(g) = gpu("matmul_tf32_all_layouts_and_edge_shapes") else {
+        return;
+    };
+    assert_eq!(g.matmul_precision(), MatmulPrecision::F32, "the default");
+    if g.compute_capability().0 < 8 {
+        // TF32 tensor cores need compute capability 8.0: asking is an error that says so.
+        let err = g
+            .set_matmul_precision(MatmulPrecision::Tf32)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("compute capability 8.0"), "{err}");
+        eprintln!("matmul_tf32: {} has no TF32 tensor cores", g.describe());
+        return;
+    }
+    let c = cpu();
+    let mut seed = 500;
+    let mut worst_of_all = 0.0f32;
+    for (batch, m, k, n) in [
+        (1, 70, 37, 45),
+        (3, 65, 130, 17),
+        (2, 1, 1, 1),
+        (1, 128, 64, 128),
+        (1, 5, 0, 3),
+        (4, 9, 300, 66),
+        (1, 16, 8, 16),
+        (2, 63, 33, 129),
+    ] {
+        for layout in [MatLayout::NN, MatLayout::NT, MatLayout::TN] {
+            seed += 1;
+            let dims = MatmulDims { batch, m, k, n };
+            let (a, b) = matmul_operands(layout, dims, seed);
+            let out_shape = [batch, m, n];
+            let want = c.matmul(&a, &b, layout, dims, &out_shape).unwrap();
+            let got = g
+                .matmul_with_precision(
+                    &up(&g, &a),
+                    &up(&g, &b),
+                    layout,
+                    dims,
+                    &out_shape,
+                    MatmulPrecision::Tf32,
+                )
+                .unwrap();
+            assert_eq!(got.shape(), &out_shape);
+            let got = g.download(&got).unwrap();
+            let want = want.to_vec().unwrap();
+            // A'[z, i, p] and B'[z, p, j] for the norms of rows and columns.
+            let (av, bv) = (a.to_vec().unwrap(), b.to_vec().unwrap());
+            let a_at = |z: usize, i: usize, p: usize| match layout {
+                MatLayout::TN => av[(z * k + p) * m + i],
+                _ => av[(z * m + i) * k + p],
+            };
+            let b_at = |z: usize, p: usize, j: usize| match layout {
+                MatLayout::NT => bv[(z * n + j) * k + p],
+                _ => bv[(z * k + p) * n + j],
+            };
+            let what = format!("matmul_tf32 {layout:?} batch {batch} m {m} k {k} n {n}");
+            let mut worst = 0.0f32;
+            for z in 0..batch {
+                let row_norms: Vec<f32> = (0..m)
+                    .map(|i| (0..k).map(|p| a_at(z, i, p).powi(2)).sum::<f32>().sqrt())
+                    .collect();
+                let col_norms: Vec<f32> = (0..n)
+                    .map(|j| (0..k).map(|p| b_at(z, p, j).powi(2)).sum::<f32>().sqrt())
+                    .collect();
+                for (i, row_norm) in row_norms.iter().enumerate() {
+                    for (j, col_norm) in col_norms.iter().enumerate() {
+                        let e = (z * m + i) * n + j;
+                        assert!(!got[e].is_nan(), "{what}: element {e} is NaN (unwritten?)");
+                        let err = (got[e] - want[e]).abs();
+                        let scale = row_norm * col_norm;
+                        assert!(
+                            err <= TF32 * scale,
+                            "{what}: element {e} = {} differs from {} by {err} > {TF32} · {scale}",
+                            got[e],
+                            want[e]
+                        );
+                        if scale > 0.0 {
+                            worst = worst.max(err / scale);
+                        }
+                    }
+                }
+            }
+            eprintln!("{what}: max error / (|row| |column|) = {worst:e}");
+            worst_of_all = worst_of_all.max(worst);
+        }
+    }
+    // Rounded inputs leave errors near 2^-11 / sqrt(k) of the scale, f32 ones near 1e-8:
+    // the products really ran in TF32.
+    assert!(
+        worst_of_all > 1e-6,
+        "TF32 error {worst_of_all:e} looks like f32"
+    );
 }
 
 #[test]

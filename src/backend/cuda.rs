@@ -24,6 +24,14 @@
 //!   so each output row is summed by one thread in index order.
 //! * **Parity tests** turn on [`CudaBackend::set_poison_outputs`], which fills every fresh
 //!   output with NaN before the kernel that should overwrite it runs.
+//! * **Matmul precision.** Matrix products are exact f32 (`kernels/matmul.cu`, within 1e-4
+//!   of the CPU reference) unless asked otherwise: [`CudaBackend::set_matmul_precision`]
+//!   with [`MatmulPrecision::Tf32`] switches every later product on that device to TF32
+//!   tensor cores (`kernels/matmul_tf32.cu`: inputs rounded to 10 mantissa bits, f32
+//!   accumulation, error within 2e-3 of the product of the row's and the column's norms),
+//!   and [`CudaBackend::matmul_with_precision`] picks the precision for one product. TF32
+//!   needs compute capability 8.0 or newer; asking for it on an older device is an error,
+//!   never a silent f32 fallback.
 //!
 //! Asking for a CUDA device that is not there is an error naming the reason (no driver
 //! library, no device with that ordinal, no NVRTC to compile kernels), never a CPU fallback.
@@ -95,6 +103,10 @@ pub const KERNELS: &[KernelSource] = &[
     ),
     kernel!("masked_softmax", ["masked_softmax"]),
     kernel!("matmul", ["matmul_nn", "matmul_nt", "matmul_tn"]),
+    kernel!(
+        "matmul_tf32",
+        ["matmul_tf32_nn", "matmul_tf32_nt", "matmul_tf32_tn"]
+    ),
     kernel!("mse", ["mse_partial", "mse_finish", "mse_backward"]),
     kernel!("philox_fill", ["philox_fill"]),
     kernel!(
@@ -412,6 +424,20 @@ impl Drop for DeviceBuffer {
 // the backend
 // ---------------------------------------------------------------------------------------
 
+/// How the CUDA backend computes matrix products.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum MatmulPrecision {
+    /// f32 fused multiply-adds (`kernels/matmul.cu`): within 1e-4 of the CPU reference. The
+    /// default.
+    #[default]
+    F32,
+    /// TF32 tensor cores (`kernels/matmul_tf32.cu`): inputs rounded to TF32 (10 mantissa
+    /// bits), products accumulated in f32. Each element is within 2e-3·|A' row|·|B' column|
+    /// of the exact product for k ≤ 4096 (the kernel's header derives the bound). Needs
+    /// compute capability 8.0 or newer.
+    Tf32,
+}
+
 /// Threads per block of elementwise and row kernels (REDUCE_THREADS in block_reduce.cuh).
 const THREADS: u32 = 256;
 /// Most blocks an elementwise or row kernel is launched with; kernels stride beyond.
@@ -429,6 +455,7 @@ pub struct CudaBackend {
     functions: Mutex<HashMap<&'static str, CudaFunction>>,
     pool: Arc<Pool>,
     poison: AtomicBool,
+    tf32: AtomicBool,
 }
 
 impl std::fmt::Debug for CudaBackend {
@@ -575,6 +602,7 @@ impl CudaBackend {
             functions: Mutex::new(HashMap::new()),
             pool: Arc::new(Pool::default()),
             poison: AtomicBool::new(false),
+            tf32: AtomicBool::new(false),
         })
     }
 
@@ -594,6 +622,108 @@ impl CudaBackend {
     /// output).
     pub fn set_poison_outputs(&self, on: bool) {
         self.poison.store(on, Ordering::SeqCst);
+    }
+
+    /// Sets how every later matrix product on this device is computed (the default is
+    /// [`MatmulPrecision::F32`]). [`MatmulPrecision::Tf32`] on a device older than compute
+    /// capability 8.0 is an error and leaves the setting unchanged.
+    pub fn set_matmul_precision(&self, precision: MatmulPrecision) -> Result<()> {
+        self.check_precision(precision)?;
+        self.tf32
+            .store(precision == MatmulPrecision::Tf32, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// How matrix products are computed now (see [`Self::set_matmul_precision`]).
+    pub fn matmul_precision(&self) -> MatmulPrecision {
+        if self.tf32.load(Ordering::SeqCst) {
+            MatmulPrecision::Tf32
+        } else {
+            MatmulPrecision::F32
+        }
+    }
+
+    /// [`Backend::matmul`] at `precision` whatever [`Self::set_matmul_precision`] chose: the
+    /// kernels of `kernels/matmul.cu` for [`MatmulPrecision::F32`], of
+    /// `kernels/matmul_tf32.cu` for [`MatmulPrecision::Tf32`] (an error before compute
+    /// capability 8.0). Both take the same arguments and launch the same grid of 256-thread
+    /// blocks, one per 64 × 64 tile of C.
+    pub fn matmul_with_precision(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        layout: MatLayout,
+        dims: MatmulDims,
+        out_shape: &[usize],
+        precision: MatmulPrecision,
+    ) -> Result<Tensor> {
+        let op = "matmul";
+        self.check_precision(precision)?;
+        let (ab, bb) = (self.buf(a, op)?, self.buf(b, op)?);
+        let MatmulDims { batch, m, k, n } = dims;
+        let out = self.alloc(batch * m * n)?;
+        if batch * m * n > 0 {
+            for (what, v) in [
+                ("batch·m·k", batch * m * k),
+                ("batch·k·n", batch * k * n),
+                ("batch·m·n", batch * m * n),
+            ] {
+                to_i32(v, op, what)?;
+            }
+            let (file, entry) = match (precision, layout) {
+                (MatmulPrecision::F32, MatLayout::NN) => ("matmul", "matmul_nn"),
+                (MatmulPrecision::F32, MatLayout::NT) => ("matmul", "matmul_nt"),
+                (MatmulPrecision::F32, MatLayout::TN) => ("matmul", "matmul_tn"),
+                (MatmulPrecision::Tf32, MatLayout::NN) => ("matmul_tf32", "matmul_tf32_nn"),
+                (MatmulPrecision::Tf32, MatLayout::NT) => ("matmul_tf32", "matmul_tf32_nt"),
+                (MatmulPrecision::Tf32, MatLayout::TN) => ("matmul_tf32", "matmul_tf32_tn"),
+            };
+            let grid_y = n.div_ceil(64);
+            if grid_y > 65_535 {
+                return Err(Error::invalid(
+                    op,
+                    format!("n = {n} needs more than 65535 column tiles"),
+                ));
+            }
+            let cfg = LaunchConfig {
+                grid_dim: (
+                    m.div_ceil(64) as u32,
+                    grid_y as u32,
+                    batch.min(65_535) as u32,
+                ),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let (bi, mi, ki, ni) = (batch as i32, m as i32, k as i32, n as i32);
+            let f = self.function(file, entry)?;
+            let mut l = self.stream.launch_builder(&f);
+            l.arg(ab.slice())
+                .arg(bb.slice())
+                .arg(out.slice())
+                .arg(&bi)
+                .arg(&mi)
+                .arg(&ki)
+                .arg(&ni);
+            // SAFETY: A holds batch·m·k, B batch·k·n and C batch·m·n elements (validated).
+            unsafe { l.launch(cfg) }.map_err(|e| self.err(entry, e))?;
+        }
+        Ok(self.wrap(out, out_shape))
+    }
+
+    /// An error when this device cannot compute matrix products at `precision`.
+    fn check_precision(&self, precision: MatmulPrecision) -> Result<()> {
+        let (major, minor) = self.compute_capability;
+        if precision == MatmulPrecision::Tf32 && major < 8 {
+            return Err(self.err(
+                "matmul",
+                format!(
+                    "TF32 tensor-core matmul needs compute capability 8.0 or newer; {} is \
+                     {major}.{minor} (use MatmulPrecision::F32)",
+                    self.name
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Frees every cached device buffer that no tensor uses.
@@ -974,53 +1104,7 @@ impl Backend for CudaBackend {
         dims: MatmulDims,
         out_shape: &[usize],
     ) -> Result<Tensor> {
-        let op = "matmul";
-        let (ab, bb) = (self.buf(a, op)?, self.buf(b, op)?);
-        let MatmulDims { batch, m, k, n } = dims;
-        let out = self.alloc(batch * m * n)?;
-        if batch * m * n > 0 {
-            for (what, v) in [
-                ("batch·m·k", batch * m * k),
-                ("batch·k·n", batch * k * n),
-                ("batch·m·n", batch * m * n),
-            ] {
-                to_i32(v, op, what)?;
-            }
-            let entry = match layout {
-                MatLayout::NN => "matmul_nn",
-                MatLayout::NT => "matmul_nt",
-                MatLayout::TN => "matmul_tn",
-            };
-            let grid_y = n.div_ceil(64);
-            if grid_y > 65_535 {
-                return Err(Error::invalid(
-                    op,
-                    format!("n = {n} needs more than 65535 column tiles"),
-                ));
-            }
-            let cfg = LaunchConfig {
-                grid_dim: (
-                    m.div_ceil(64) as u32,
-                    grid_y as u32,
-                    batch.min(65_535) as u32,
-                ),
-                block_dim: (256, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            let (bi, mi, ki, ni) = (batch as i32, m as i32, k as i32, n as i32);
-            let f = self.function("matmul", entry)?;
-            let mut l = self.stream.launch_builder(&f);
-            l.arg(ab.slice())
-                .arg(bb.slice())
-                .arg(out.slice())
-                .arg(&bi)
-                .arg(&mi)
-                .arg(&ki)
-                .arg(&ni);
-            // SAFETY: A holds batch·m·k, B batch·k·n and C batch·m·n elements (validated).
-            unsafe { l.launch(cfg) }.map_err(|e| self.err(entry, e))?;
-        }
-        Ok(self.wrap(out, out_shape))
+        self.matmul_with_precision(a, b, layout, dims, out_shape, self.matmul_precision())
     }
 
     fn binary(&self, op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
