@@ -13,7 +13,9 @@
 //     if k ≤ corrector levels, `corrector steps` times (one step each):
 //       θ ← θ + ε·s(θ, k) + √(2ε)·z,  s = Σ_j s_ψ + w_k ∇log p,
 //       ε = 2r²d / mean over the lane group (32 lanes) of ‖s‖²
-// ∇log p(θ) = −θ (the standard normal prior; the only one the GPU path supports).
+// ∇log p(θ) is the prior's score in the sampler's standardized unconstrained space,
+// s ⊙ g(m + s ⊙ θ) with g(u) = −P·(u − c) (Gaussian, log-normal) or 1 − 2σ(u) (uniform
+// box), evaluated where w_k ≠ 0 (n > 1) once per network pass (score_sampler.cuh).
 // Sample `lane` at chain step `step` draws its normals from Philox counter
 // (3, step, lane, b), key = seed: normals 4b..4b+3 from block b (score_sampler.cuh).
 // The mean is computed in double as on the CPU: Σ_j μ_jk = (nθ + (1 − α)Σ_j s_j)/√α.
@@ -22,7 +24,8 @@
 //   2·[d·W + nbt·W² + W² + n·(nbh·W² + W·d)] per network pass (W = width, nbt = nbh =
 //   hidden_layers − 1), one pass per level (S − 1) plus one per corrector step; the
 //   activations (SiLU: one expf), the sampler update and the noise are O((W·(1 + n) + d))
-//   per pass and not counted. gaussian10 (d = 10, W = 128, 2 + 2 blocks), n = 1:
+//   per pass and not counted, nor is the prior's score (n > 1 only: d² multiply-adds per
+//   sample and pass for a Gaussian or log-normal prior, d sigmoids for a box). gaussian10 (d = 10, W = 128, 2 + 2 blocks), n = 1:
 //   2·(1280 + 2·16384 + 16384 + 2·16384 + 1280) = 2·84480 ≈ 0.17 MFLOP per level,
 //   ≈ 67 MFLOP per draw at S = 400.
 //
@@ -33,11 +36,15 @@
 extern "C" __global__ void __launch_bounds__(SAMPLER_THREADS)
     sample_diffusion(float* out, const float* params, const int* offsets, int nbt, int nbh,
                      int d, int w, const float* x_part, int n_obs, const float* t_part,
+                     int prior_kind, const float* prior_shift, const float* prior_scale,
+                     const double* prior_center, const double* prior_precision,
                      const float* level_f, const double* level_d, int levels, int num,
                      unsigned int seed_lo, unsigned int seed_hi, float init_std,
                      int corrector_steps, int corrector_levels, double corrector_numer) {
     extern __shared__ double sampler_shared[];
     const SamplerNet net = {params, offsets, nbt, nbh, d, w};
+    const SamplerPrior prior = {prior_kind, prior_shift, prior_scale, prior_center,
+                                prior_precision};
     const SamplerSmem sm = sampler_smem(sampler_shared, d, w);
     const uint2 key = philox_key(seed_lo, seed_hi);
     const unsigned int first_lane = blockIdx.x * (unsigned int)SAMPLER_TILE;
@@ -49,9 +56,8 @@ extern "C" __global__ void __launch_bounds__(SAMPLER_THREADS)
     for (int k = levels - 1; k >= 1; --k) {
         const float* lf = level_f + 8 * k;
         const double* ld = level_d + 8 * k;
-        sampler_evaluate(net, x_part, n_obs, t_part, k, lf[0], sm.theta, sm.h, sm.tp, sm.sum_s,
-                         sm.slab);
-        const float w_f = lf[1];
+        sampler_evaluate(net, x_part, n_obs, t_part, k, lf[0], prior, lf[1], sm.theta, sm.h,
+                         sm.tp, sm.sum_s, sm.g, sm.slab);
         const float sigma = lf[2];
         const double sqrt_alpha = ld[0], one_minus_alpha = ld[1], c1 = ld[2], denom = ld[3],
                      var_w = ld[4];
@@ -64,15 +70,14 @@ extern "C" __global__ void __launch_bounds__(SAMPLER_THREADS)
             for (int e = 0; e < 4; ++e) {
                 const int i = 4 * b + e;
                 if (i < d) {
-                    const float thf = sm.theta[r * d + i];
-                    const double th = (double)thf;
+                    const double th = (double)sm.theta[r * d + i];
                     const double sum_mu =
                         __ddiv_rn(__dadd_rn(__dmul_rn(nf, th),
                                             __dmul_rn(one_minus_alpha, (double)sm.sum_s[r * d + i])),
                                   sqrt_alpha);
                     const double mean =
                         __dadd_rn(__ddiv_rn(__dsub_rn(sum_mu, __dmul_rn(c1, th)), denom),
-                                  __dmul_rn(var_w, (double)sampler_prior(w_f, thf)));
+                                  __dmul_rn(var_w, (double)sm.g[r * d + i]));
                     sm.theta[r * d + i] = __fadd_rn((float)mean, __fmul_rn(sigma, z[e]));
                 }
             }
@@ -80,7 +85,7 @@ extern "C" __global__ void __launch_bounds__(SAMPLER_THREADS)
         __syncthreads();
         step += 1;
         if (k <= corrector_levels) {
-            sampler_corrector(net, x_part, n_obs, t_part, k, lf, sm, key, first_lane, num,
+            sampler_corrector(net, x_part, n_obs, t_part, k, lf, prior, sm, key, first_lane, num,
                               corrector_steps, corrector_numer, &step);
         }
     }

@@ -1,7 +1,7 @@
 // score_sampler.cuh: what the fused samplers (sample_diffusion.cu, sample_langevin.cu)
 // share: the score network of src/samplers/score_plan.rs evaluated for one tile of
-// samples held in shared memory, the Philox noise of the sampler contract, the Langevin
-// move and the corrector of src/samplers/mod.rs. The CPU functions named below define what
+// samples held in shared memory, the prior's score in the sampler's space, the Philox noise
+// of the sampler contract, the Langevin move and the corrector of src/samplers/mod.rs. The CPU functions named below define what
 // each piece computes (DESIGN.md, contract 2); the arithmetic follows them operation by
 // operation (no FMA contraction where the CPU rounds twice: __fadd_rn / __fmul_rn), except
 // the dot products of the dense layers, whose summation order differs from the CPU's sgemm
@@ -26,12 +26,21 @@
 //   slab   float[KC·32·NC_max]     one slab of a transposed weight matrix
 //   theta  float[64·d]             the chain state
 //   sum_s  float[64·d]             Σ_j s_ψ(θ, k, x_j)
+//   g      float[64·d]             ∇log p(θ) (0 where the prior's weight w_k is 0)
 //   coef   float[2·2]              the corrector's (ε, √(2ε)) per lane group
 //
 // Layer table: `offsets[2l]`, `offsets[2l + 1]` are the offsets in `params` of layer l's
 // transposed weight and bias: l = 0 the θ-MLP input layer (d → width), 1..=nbt its residual
 // blocks, nbt + 1 the folded θ output (width → width), nbt + 2 .. nbt + 1 + nbh the head's
 // residual blocks, nbt + nbh + 2 the head output (width → d).
+//
+// Prior (GpuPrior::tables, StandardizedPrior::prior_score): the sampler's θ̃ is the prior's
+// unconstrained u = B⁻¹(θ) standardized, u = m + s ⊙ θ̃, and
+//   ∇log p(θ̃) = s ⊙ g(u),  g(u) = −P·(u − c)     (SAMPLER_PRIOR_GAUSSIAN: Gaussian prior,
+//                                                  log-normal with P = diag(1/σ²), c = μ)
+//                          g(u) = 1 − 2σ(u)        (SAMPLER_PRIOR_LOGISTIC: uniform box
+//                                                  through its scaled logit)
+// u in f32, g in double rounded to f32, the product with s in f32, as on the CPU.
 //
 // Per-level tables (index k = level, stride 8), computed on the host exactly as
 // run_tile computes them (so they agree bit for bit):
@@ -52,6 +61,9 @@
 #define SAMPLER_STREAM 3u
 #define SAMPLER_DBL_MIN 2.2250738585072014e-308
 
+#define SAMPLER_PRIOR_GAUSSIAN 0
+#define SAMPLER_PRIOR_LOGISTIC 1
+
 #define EPI_SILU 0
 #define EPI_RESIDUAL 1
 #define EPI_LINEAR 2
@@ -68,6 +80,15 @@ struct SamplerNet {
     int w;
 };
 
+/// The prior's tables (header comment): kind, m [d], s [d], c [d], P [d, d].
+struct SamplerPrior {
+    int kind;
+    const float* shift;
+    const float* scale;
+    const double* center;
+    const double* precision;
+};
+
 /// σ(x) without overflow for either sign (UnaryOp::Sigmoid on the CPU).
 __device__ __forceinline__ float sampler_sigmoid(float x) {
     if (x >= 0.0f) {
@@ -75,6 +96,15 @@ __device__ __forceinline__ float sampler_sigmoid(float x) {
     }
     const float e = expf(x);
     return e / (1.0f + e);
+}
+
+/// σ(x) in double, the form of priors.rs's sigmoid.
+__device__ __forceinline__ double sampler_sigmoid_d(double x) {
+    if (x >= 0.0) {
+        return 1.0 / (1.0 + exp(-x));
+    }
+    const double e = exp(x);
+    return e / (1.0 + e);
 }
 
 /// SiLU, the score network's activation (SCORE_ACTIVATION): x·σ(x).
@@ -185,14 +215,45 @@ __device__ __forceinline__ const float* sampler_b(const SamplerNet& net, int lay
     return net.params + net.offsets[2 * layer + 1];
 }
 
+/// g[r, i] = ∇log p(θ_r)_i for the tile where the prior's weight w_f is not 0 (where the
+/// CPU evaluates it), else 0: s_i·g_i(u) with u_j = m_j + s_j·θ_j (header comment), the
+/// Gaussian's sum over j in order.
+__device__ __noinline__ void sampler_prior_score(const SamplerPrior& prior, float w_f,
+                                                 const float* theta, int d, float* g) {
+    for (int idx = threadIdx.x; idx < SAMPLER_TILE * d; idx += SAMPLER_THREADS) {
+        const int r = idx / d;
+        const int i = idx - r * d;
+        float gi = 0.0f;
+        if (w_f != 0.0f) {
+            double gu;
+            if (prior.kind == SAMPLER_PRIOR_LOGISTIC) {
+                const float u = __fadd_rn(prior.shift[i], __fmul_rn(prior.scale[i], theta[idx]));
+                gu = __dsub_rn(1.0, __dmul_rn(2.0, sampler_sigmoid_d((double)u)));
+            } else {
+                double sum = 0.0;
+                for (int j = 0; j < d; ++j) {
+                    const float u =
+                        __fadd_rn(prior.shift[j], __fmul_rn(prior.scale[j], theta[r * d + j]));
+                    sum = __dadd_rn(sum, __dmul_rn(prior.precision[(long long)i * d + j],
+                                                   __dsub_rn((double)u, prior.center[j])));
+                }
+                gu = -sum;
+            }
+            gi = __fmul_rn((float)gu, prior.scale[i]);
+        }
+        g[idx] = gi;
+    }
+    __syncthreads();
+}
+
 /// sum_s[r, :] = Σ_j s_ψ(θ_r, level, x_j) = Σ_j scale·ε̂(θ_r, t_level, x_j) for the tile
 /// (ScorePlan::eps_hat, LearnedScore::scores and the Σ_j of TileState::evaluate): the θ
 /// path once per sample, the head's blocks and output once per (sample, observation),
-/// observations summed in order j = 0, 1, ….
+/// observations summed in order j = 0, 1, …; then g = ∇log p(θ) (sampler_prior_score).
 __device__ __noinline__ void sampler_evaluate(const SamplerNet& net, const float* x_part, int n_obs,
                                  const float* t_part, int level, float scale,
-                                 const float* theta, float* h, float* tp, float* sum_s,
-                                 float* slab) {
+                                 const SamplerPrior& prior, float w_f, const float* theta,
+                                 float* h, float* tp, float* sum_s, float* g, float* slab) {
     const int d = net.d;
     const int w = net.w;
     sampler_dense_any<EPI_SILU>(sampler_w(net, 0), sampler_b(net, 0), d, w, theta, d, h, w,
@@ -220,6 +281,7 @@ __device__ __noinline__ void sampler_evaluate(const SamplerNet& net, const float
         sampler_dense_any<EPI_SCORE>(sampler_w(net, out_layer), sampler_b(net, out_layer), w, d,
                                      h, w, sum_s, d, slab, scale, j == 0);
     }
+    sampler_prior_score(prior, w_f, theta, d, g);
 }
 
 /// Normals 4b .. 4b+3 of sample `lane` at chain step `step`: block b of
@@ -255,16 +317,11 @@ __device__ __noinline__ void sampler_init(float* theta, int d, uint2 key, unsign
     __syncthreads();
 }
 
-/// ∇log p(θ) of the standard normal prior, the one prior the GPU path supports, where the
-/// CPU evaluates it (prior weight ≠ 0); 0 elsewhere.
-__device__ __forceinline__ float sampler_prior(float w_f, float th) {
-    return w_f != 0.0f ? -th : 0.0f;
-}
-
-/// langevin_move: θ ← θ + a·s + b·z, s = Σ_j s_j + w·∇log p(θ), z the row's normals at
-/// `step`; (a, b) = (a_all, b_all), or the row's lane group's coefficients when `group` is
-/// not null.
-__device__ __noinline__ void sampler_langevin_move(float* theta, const float* sum_s, int d, float w_f,
+/// langevin_move: θ ← θ + a·s + b·z, s = Σ_j s_j + w·g with g = ∇log p(θ) from the last
+/// evaluation, z the row's normals at `step`; (a, b) = (a_all, b_all), or the row's lane
+/// group's coefficients when `group` is not null.
+__device__ __noinline__ void sampler_langevin_move(float* theta, const float* sum_s,
+                                      const float* g, int d, float w_f,
                                       uint2 key, unsigned int step, unsigned int first_lane,
                                       const float* group, float a_all, float b_all) {
     const int nb = (d + 3) / 4;
@@ -280,7 +337,7 @@ __device__ __noinline__ void sampler_langevin_move(float* theta, const float* su
             const int i = 4 * b + e;
             if (i < d) {
                 const float th = theta[r * d + i];
-                const float s = __fadd_rn(sum_s[r * d + i], __fmul_rn(w_f, sampler_prior(w_f, th)));
+                const float s = __fadd_rn(sum_s[r * d + i], __fmul_rn(w_f, g[r * d + i]));
                 theta[r * d + i] = __fadd_rn(th, __fadd_rn(__fmul_rn(a, s), __fmul_rn(bb, z[e])));
             }
         }
@@ -288,18 +345,17 @@ __device__ __noinline__ void sampler_langevin_move(float* theta, const float* su
     __syncthreads();
 }
 
-/// The corrector's step sizes: norm2[r] = ‖Σ_j s_j + w·∇log p‖² (in double, i in order),
+/// The corrector's step sizes: norm2[r] = ‖Σ_j s_j + w·g‖² (in double, i in order),
 /// then for each lane group of SAMPLER_GROUP rows the mean over its rows that are samples
 /// (lane < num), ε = numer/max(mean, DBL_MIN) with numer = 2r²d, and
 /// group[2g] = ε as f32, group[2g + 1] = √(2ε) as f32 (run_tile's corrector).
-__device__ __noinline__ void sampler_corrector_coefficients(const float* theta, const float* sum_s, int d,
+__device__ __noinline__ void sampler_corrector_coefficients(const float* sum_s, const float* g, int d,
                                                float w_f, unsigned int first_lane, int num,
                                                double numer, double* norm2, float* group) {
     for (int r = threadIdx.x; r < SAMPLER_TILE; r += SAMPLER_THREADS) {
         double acc = 0.0;
         for (int i = 0; i < d; ++i) {
-            const float v = __fadd_rn(sum_s[r * d + i],
-                                      __fmul_rn(w_f, sampler_prior(w_f, theta[r * d + i])));
+            const float v = __fadd_rn(sum_s[r * d + i], __fmul_rn(w_f, g[r * d + i]));
             acc = __dadd_rn(acc, __dmul_rn((double)v, (double)v));
         }
         norm2[r] = acc;
@@ -335,7 +391,7 @@ __device__ __noinline__ void sampler_corrector_coefficients(const float* theta, 
 __device__ __host__ __forceinline__ long long sampler_smem_floats(int d, int w) {
     const int nc = sampler_nc(w > d ? w : d);
     return 2LL * SAMPLER_TILE + 2LL * SAMPLER_TILE * w + (long long)SAMPLER_KC * 32 * nc +
-           2LL * SAMPLER_TILE * d + 2 * SAMPLER_GROUPS;
+           3LL * SAMPLER_TILE * d + 2 * SAMPLER_GROUPS;
 }
 
 /// Pointers into the dynamic shared memory, in the order of the header comment.
@@ -346,6 +402,7 @@ struct SamplerSmem {
     float* slab;
     float* theta;
     float* sum_s;
+    float* g;
     float* group;
 };
 
@@ -357,7 +414,8 @@ __device__ __forceinline__ SamplerSmem sampler_smem(double* base, int d, int w) 
     s.slab = s.tp + SAMPLER_TILE * w;
     s.theta = s.slab + SAMPLER_KC * 32 * sampler_nc(w > d ? w : d);
     s.sum_s = s.theta + SAMPLER_TILE * d;
-    s.group = s.sum_s + SAMPLER_TILE * d;
+    s.g = s.sum_s + SAMPLER_TILE * d;
+    s.group = s.g + SAMPLER_TILE * d;
     return s;
 }
 
@@ -365,15 +423,15 @@ __device__ __forceinline__ SamplerSmem sampler_smem(double* base, int d, int w) 
 /// score, size the step per lane group, move. Advances `step` by `steps`.
 __device__ void sampler_corrector(const SamplerNet& net, const float* x_part, int n_obs,
                                   const float* t_part, int level, const float* lf,
-                                  const SamplerSmem& sm, uint2 key, unsigned int first_lane,
+                                  const SamplerPrior& prior, const SamplerSmem& sm, uint2 key, unsigned int first_lane,
                                   int num, int steps, double numer, unsigned int* step) {
     for (int c = 0; c < steps; ++c) {
-        sampler_evaluate(net, x_part, n_obs, t_part, level, lf[0], sm.theta, sm.h, sm.tp,
-                         sm.sum_s, sm.slab);
-        sampler_corrector_coefficients(sm.theta, sm.sum_s, net.d, lf[1], first_lane, num, numer,
+        sampler_evaluate(net, x_part, n_obs, t_part, level, lf[0], prior, lf[1], sm.theta, sm.h,
+                         sm.tp, sm.sum_s, sm.g, sm.slab);
+        sampler_corrector_coefficients(sm.sum_s, sm.g, net.d, lf[1], first_lane, num, numer,
                                        sm.norm2, sm.group);
-        sampler_langevin_move(sm.theta, sm.sum_s, net.d, lf[1], key, *step, first_lane, sm.group,
-                              0.0f, 0.0f);
+        sampler_langevin_move(sm.theta, sm.sum_s, sm.g, net.d, lf[1], key, *step, first_lane,
+                              sm.group, 0.0f, 0.0f);
         *step += 1;
     }
 }

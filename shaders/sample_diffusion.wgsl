@@ -14,7 +14,9 @@
 //     if k ≤ corrector levels, `corrector steps` times (one chain step each):
 //       θ ← θ + ε·s(θ, k) + √(2ε)·z,  s = Σ_j s_ψ + w_k ∇log p,
 //       ε = 2r²d / mean over the lane group (32 lanes) of ‖s‖²
-// ∇log p(θ) = −θ (the standard normal prior; the only one the GPU path supports).
+// ∇log p(θ) is the prior's score in the sampler's standardized unconstrained space,
+// s ⊙ g(m + s ⊙ θ) with g(u) = −P·(u − c) (Gaussian, log-normal) or 1 − 2σ(u) (uniform
+// box), evaluated where w_k ≠ 0 (n > 1) once per network pass (score_sampler.wgsl).
 // In f32 the mean is evaluated in the algebraically equal form without cancellation
 //   μ_k = θ/√α_k + (1 − α_k)/(√α_k (n − α_k(n − 1)))·Σ_j s_ψ + σ_k² w_k ∇log p(θ)
 // (since (n − (n − 1)α_k)/(√α_k (n − α_k(n − 1))) = 1/√α_k), the three coefficients
@@ -27,7 +29,8 @@
 //   2·[d·W + nbt·W² + W² + n·(nbh·W² + W·d)] per network pass (W = width, nbt = nbh =
 //   hidden_layers − 1), one pass per level (S − 1 levels) plus one per corrector step;
 //   SiLU (one exp each), the update and the noise (one Philox block per 4 coordinates) are
-//   O(W·(1 + n) + d) per pass and not counted. The bench's network (d = 10, W = 64, 2 + 2
+//   O(W·(1 + n) + d) per pass and not counted, nor is the prior's score (n > 1 only: d²
+//   multiply-adds per sample and pass for a Gaussian or log-normal prior, d for a box). The bench's network (d = 10, W = 64, 2 + 2
 //   blocks), n = 1: 2·(640 + 2·4096 + 4096 + 2·4096 + 640) = 43 520 FLOP per level,
 //   ≈ 2.1 MFLOP per draw at S = 50; gaussian10 (W = 128, S = 400): ≈ 67 MFLOP per draw.
 //
@@ -46,8 +49,8 @@ fn sample_diffusion(
     var step = p.step0;
     for (var k = p.k_hi; k >= p.k_lo; k--) {
         let lf = 8u * k;
-        evaluate(k, level[lf], tid);
         let w_f = level[lf + 1u];
+        evaluate(k, level[lf], w_f, tid);
         let sigma = level[lf + 2u];
         let c_theta = level[lf + 3u];
         let c_score = level[lf + 4u];
@@ -60,7 +63,7 @@ fn sample_diffusion(
                 let i = 4u * b + e;
                 if (i < D) {
                     let th = theta_at(r, i);
-                    let mean = c_theta * th + c_score * score_at(r, i) + c_prior * prior_score(w_f, th);
+                    let mean = c_theta * th + c_score * score_at(r, i) + c_prior * prior_at(r, i);
                     set_theta(r, i, mean + sigma * z[e]);
                 }
             }

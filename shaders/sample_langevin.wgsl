@@ -11,14 +11,17 @@
 //     θ ← θ + δ_k/2 · s(θ, k) + √δ_k · η,   δ_k = 0.05·(1 − α_k)/√α_k
 //   then, if k ≤ corrector levels, `corrector steps` times (one chain step each):
 //     θ ← θ + ε·s(θ, k) + √(2ε)·z,  ε = 2r²d / mean over the lane group (32 lanes) of ‖s‖²
-// ∇log p(θ) = −θ (the standard normal prior; the only one the GPU path supports).
+// ∇log p(θ) is the prior's score in the sampler's standardized unconstrained space,
+// s ⊙ g(m + s ⊙ θ) with g(u) = −P·(u − c) (Gaussian, log-normal) or 1 − 2σ(u) (uniform
+// box), evaluated where w_k ≠ 0 (n > 1) once per network pass (score_sampler.wgsl).
 // Sample `lane` at chain step `step` draws its normals from Philox counter
 // (3, step, lane, b), key = seed: normals 4b..4b+3 from block b.
 //
 // FLOPs per draw (2 per multiply-add, ScorePlan::macs_per_step):
 //   2·[d·W + nbt·W² + W² + n·(nbh·W² + W·d)] per network pass (W = width, nbt = nbh =
 //   hidden_layers − 1), L passes per level (S − 1 levels) plus one per corrector step;
-//   activations, updates and noise are O(W·(1 + n) + d) per pass and not counted.
+//   activations, updates and noise are O(W·(1 + n) + d) per pass and not counted, nor is
+//   the prior's score (n > 1 only: d² multiply-adds per sample and pass, d for a box).
 //   d = 10, W = 64, n = 1: 43 520 FLOP per pass; gaussian10 (W = 128), L = 50, S = 400:
 //   ≈ 3.4 GFLOP per draw.
 //
@@ -42,7 +45,7 @@ fn sample_langevin(
         let half_delta = level[lf + 2u];
         let sqrt_delta = level[lf + 3u];
         for (var l = 0u; l < p.steps_per_level; l++) {
-            evaluate(k, scale, tid);
+            evaluate(k, scale, w_f, tid);
             langevin_move(w_f, step, first_lane, false, half_delta, sqrt_delta, tid);
             step += 1u;
         }

@@ -5,8 +5,8 @@
 //
 // What it computes (the CPU functions named define it, DESIGN.md contract 2): the score
 // network of src/samplers/score_plan.rs (ScorePlan::eps_hat, LearnedScore::scores) for one
-// tile of samples, Σ_j s_ψ(θ, k, x_j) (TileState::evaluate), the Philox noise of the
-// sampler contract (PhiloxStream::at_step, on philox.wgsl compiled in front of this file), langevin_move and the
+// tile of samples, Σ_j s_ψ(θ, k, x_j) (TileState::evaluate), the prior's score in the
+// sampler's space (StandardizedPrior::prior_score), the Philox noise of the sampler contract (PhiloxStream::at_step, on philox.wgsl compiled in front of this file), langevin_move and the
 // corrector's step size of src/samplers/mod.rs. All arithmetic is f32 (src/samplers/wgpu.rs
 // states the resulting tolerance against the CPU, which sums a few things in f64).
 //
@@ -18,6 +18,13 @@
 //     ε̂_j = W_out·h + b_out;  Σ_j s_ψ += (−1/√(1 − γ_k))·ε̂_j
 // with x_part[j] = W_x·e(x_j) + b and t_part[k] = W_t·e(t_k) precomputed by
 // ScorePlan::condition.
+//
+// Prior (GpuPrior::tables): θ is the prior's unconstrained u = B⁻¹(θ_prior) standardized,
+// u = m + s ⊙ θ, and, where the prior's weight w_k = (1 − n)(S − k)/S is not 0 (else 0),
+//   ∇log p(θ) = s ⊙ g(u),  g(u) = −P·(u − c)   (p.prior_kind 0: Gaussian prior, log-normal
+//                                               with P = diag(1/σ²), c = μ)
+//                          g(u) = 1 − 2σ(u)      (p.prior_kind 1: uniform box, scaled logit)
+// once per network pass into gT, in f32 (the CPU computes g in f64).
 //
 // Workgroup shape: THREADS invocations (max(W, d) rounded up to a multiple of 32) own
 // TILE = 32 consecutive samples (lanes 32·tile .. 32·tile + 31), exactly one
@@ -33,7 +40,7 @@
 // `tp` stays in the registers of the invocation that owns its column.
 //
 // Workgroup memory (f32): hT[TILE·W] + slab[KC·THREADS] + thT[TILE·d] + sT[TILE·d] +
-// norm2[TILE] + coef[2]. The host picks KC (≤ 32) so this fits the adapter's
+// gT[TILE·d] + norm2[TILE] + coef[2]. The host picks KC (≤ 32) so this fits the adapter's
 // max_compute_workgroup_storage_size (lavapipe: 32 KiB).
 //
 // Weights (`net`, uploaded by the host, every weight transposed to [in, out] row-major):
@@ -52,7 +59,8 @@
 // step at which this dispatch starts, levels p.k_hi down to p.k_lo run.
 //
 // Bindings: 0 params, 1 net, 2 x_part [n, W], 3 t_part [S + 1, W], 4 level [(S + 1)·8],
-// 5 state [tiles·TILE, d] (read-write: the chain state, and the draws at the end).
+// 5 state [tiles·TILE, d] (read-write: the chain state, and the draws at the end),
+// 6 prior [m (d), s (d), c (d), P (d·d)].
 // Barriers are reached in uniform control flow only: every loop bound is a constant or a
 // field of `p`.
 
@@ -66,6 +74,7 @@ const Q: u32 = 8u; // vec4 per column of the tile
 const NB: u32 = (D + 3u) / 4u; // Philox blocks (4 normals each) per sample and step
 const SAMPLER_STREAM: u32 = 3u; // rng::streams::SAMPLER
 const F32_MIN_POSITIVE: f32 = 1.17549435e-38;
+const PRIOR_LOGISTIC: u32 = 1u; // gpu::PRIOR_LOGISTIC
 
 struct Params {
     nbt: u32,
@@ -84,6 +93,7 @@ struct Params {
     step0: u32,
     init: u32,
     tiles: u32,
+    prior_kind: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -92,11 +102,13 @@ struct Params {
 @group(0) @binding(3) var<storage, read> t_part: array<f32>;
 @group(0) @binding(4) var<storage, read> level: array<f32>;
 @group(0) @binding(5) var<storage, read_write> state: array<f32>;
+@group(0) @binding(6) var<storage, read> prior: array<f32>;
 
 var<workgroup> hT: array<vec4<f32>, W * Q>;
 var<workgroup> slab: array<f32, KC * THREADS>;
 var<workgroup> thT: array<vec4<f32>, D * Q>;
 var<workgroup> sT: array<vec4<f32>, D * Q>;
+var<workgroup> gT: array<vec4<f32>, D * Q>;
 var<workgroup> norm2: array<f32, TILE>;
 var<workgroup> coef: array<f32, 2>;
 
@@ -248,8 +260,9 @@ fn theta_path(tid: u32) {
 }
 
 /// sum_s[:, :] = Σ_j scale·ε̂(θ, t_k, x_j) for the tile (ScorePlan::eps_hat,
-/// LearnedScore::scores and the Σ_j of TileState::evaluate), observations in order.
-fn evaluate(k: u32, scale: f32, tid: u32) {
+/// LearnedScore::scores and the Σ_j of TileState::evaluate), observations in order; then
+/// g = ∇log p(θ) where the prior's weight w_f is not 0.
+fn evaluate(k: u32, scale: f32, w_f: f32, tid: u32) {
     theta_path(tid);
     let out_layer = square_layer(p.nbt + 1u + p.nbh);
     for (var j = 0u; j < p.n_obs; j++) {
@@ -286,6 +299,7 @@ fn evaluate(k: u32, scale: f32, tid: u32) {
         }
         workgroupBarrier();
     }
+    prior_score(w_f, tid);
 }
 
 /// θ[r, i] of the tile.
@@ -305,9 +319,37 @@ fn set_theta(r: u32, i: u32, v: f32) {
 
 // ---- chain state, prior, moves ---------------------------------------------------------
 
-/// ∇log p(θ) of the standard normal prior where the CPU evaluates it (w_k ≠ 0), else 0.
-fn prior_score(w_f: f32, th: f32) -> f32 {
-    return select(0.0, -th, w_f != 0.0);
+/// ∇log p(θ)[r, i] of the tile from the last evaluation.
+fn prior_at(r: u32, i: u32) -> f32 {
+    return gT[i * Q + r / 4u][r % 4u];
+}
+
+/// gT = ∇log p(θ) for the tile where the CPU evaluates it (w_k ≠ 0), else 0: s_i·g_i(u),
+/// u_j = m_j + s_j·θ_j (top comment), the Gaussian's sum over j in order.
+fn prior_score(w_f: f32, tid: u32) {
+    for (var idx = tid; idx < TILE * D; idx += THREADS) {
+        let r = idx / D;
+        let i = idx % D;
+        var g = 0.0;
+        if (w_f != 0.0) {
+            if (p.prior_kind == PRIOR_LOGISTIC) {
+                let u = prior[i] + prior[D + i] * theta_at(r, i);
+                let e = exp(-abs(u));
+                let sigma = select(e / (1.0 + e), 1.0 / (1.0 + e), u >= 0.0);
+                g = 1.0 - 2.0 * sigma;
+            } else {
+                var sum = 0.0;
+                for (var j = 0u; j < D; j++) {
+                    let u = prior[j] + prior[D + j] * theta_at(r, j);
+                    sum = sum + prior[3u * D + i * D + j] * (u - prior[2u * D + j]);
+                }
+                g = -sum;
+            }
+            g = g * prior[D + i];
+        }
+        gT[i * Q + r / 4u][r % 4u] = g;
+    }
+    workgroupBarrier();
 }
 
 /// θ of the tile: the initial draw θ = z·√(1/n) at step 0 on the first dispatch, else the
@@ -343,8 +385,8 @@ fn store_state(tile: u32, tid: u32) {
     }
 }
 
-/// langevin_move: θ ← θ + (a·s + b·z), s = Σ_j s_j + w·∇log p(θ), z the row's normals at
-/// `step`; (a, b) = (a_all, b_all), or the corrector's `coef` when `use_coef`.
+/// langevin_move: θ ← θ + (a·s + b·z), s = Σ_j s_j + w·g with g = ∇log p(θ) from the last
+/// evaluation, z the row's normals at `step`; (a, b) = (a_all, b_all), or the corrector's `coef` when `use_coef`.
 fn langevin_move(w_f: f32, step: u32, first_lane: u32, use_coef: bool, a_all: f32, b_all: f32, tid: u32) {
     var a = a_all;
     var bb = b_all;
@@ -360,7 +402,7 @@ fn langevin_move(w_f: f32, step: u32, first_lane: u32, use_coef: bool, a_all: f3
             let i = 4u * b + e;
             if (i < D) {
                 let th = theta_at(r, i);
-                let s = score_at(r, i) + w_f * prior_score(w_f, th);
+                let s = score_at(r, i) + w_f * prior_at(r, i);
                 set_theta(r, i, th + (a * s + bb * z[e]));
             }
         }
@@ -375,7 +417,7 @@ fn corrector_coefficients(w_f: f32, first_lane: u32, tid: u32) {
     if (tid < TILE) {
         var sq = 0.0;
         for (var i = 0u; i < D; i++) {
-            let v = score_at(tid, i) + w_f * prior_score(w_f, theta_at(tid, i));
+            let v = score_at(tid, i) + w_f * prior_at(tid, i);
             sq = sq + v * v;
         }
         norm2[tid] = sq;
@@ -408,7 +450,7 @@ fn corrector(k: u32, first_lane: u32, step_in: u32, tid: u32) -> u32 {
     let scale = level[8u * k];
     let w_f = level[8u * k + 1u];
     for (var c = 0u; c < p.corrector_steps; c++) {
-        evaluate(k, scale, tid);
+        evaluate(k, scale, w_f, tid);
         corrector_coefficients(w_f, first_lane, tid);
         langevin_move(w_f, step, first_lane, true, 0.0, 0.0, tid);
         step += 1u;

@@ -167,3 +167,63 @@ fn options_default() -> SamplingOptions {
         ..SamplingOptions::default()
     }
 }
+
+/// A briefly trained model on θ ~ U([−1, 1] × [0, 5]), x = θ + N(0, 0.1²): its box prior
+/// enters the composed score through the scaled logit and the standardization.
+fn small_box_model() -> ScoreModel {
+    let prior = amortize::priors::Prior::uniform(&[-1.0, 0.0], &[1.0, 5.0]).unwrap();
+    let mut rng = PhiloxStream::new(6, streams::TEST, 0);
+    let theta = prior.sample(&mut rng, 256);
+    let x: Vec<f32> = theta.iter().map(|t| t + 0.1 * rng.normal()).collect();
+    let mut options = ScoreTrainOptions {
+        width: 16,
+        ..ScoreTrainOptions::default()
+    };
+    options.train.epochs = 2;
+    ScoreModel::train(&theta, &x, 2, prior, None, &options, |_| {})
+        .unwrap()
+        .0
+}
+
+#[test]
+fn wgpu_sampling_composes_observations_and_the_prior_like_the_cpu() {
+    if let Err(e) = amortize::backend::wgpu::WgpuBackend::shared(0) {
+        assert!(
+            std::env::var("AMORTIZE_REQUIRE_WGPU").as_deref() != Ok("1"),
+            "no wgpu adapter: {e}"
+        );
+        eprintln!("skipping: {e}");
+        return;
+    }
+    let model = small_box_model();
+    let obs = [0.3f32, 1.0, 0.2, 1.4, 0.4, 1.2];
+    let mut options = options(8, Composition::Geffner);
+    let cpu = model.sample(&obs, 64, &options, &|_| {}).unwrap();
+    options.device = amortize::Device::Wgpu(0);
+    let gpu = model.sample(&obs, 64, &options, &|_| {}).unwrap();
+    let err = cpu
+        .iter()
+        .zip(&gpu)
+        .map(|(c, g)| (c - g).abs() / c.abs().max(1.0))
+        .fold(0.0f32, f32::max);
+    eprintln!("n = 3, box prior, wgpu:0 against the CPU: max relative error {err:.3e}");
+    assert!(err < 1e-3, "{err}");
+    assert!(gpu
+        .chunks_exact(2)
+        .all(|t| (-1.0..=1.0).contains(&t[0]) && (0.0..=5.0).contains(&t[1])));
+}
+
+#[test]
+fn gauss_on_a_gpu_is_an_error_that_names_the_alternatives() {
+    let model = small_model_untrained();
+    let mut options = options(8, Composition::Gauss { pilot_draws: 10 });
+    options.device = amortize::Device::Wgpu(0);
+    let err = model
+        .sample(&observations(2), 10, &options, &|_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--compose geffner") && err.contains("--device cpu"),
+        "{err}"
+    );
+}

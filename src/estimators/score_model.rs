@@ -15,7 +15,8 @@ use crate::optim::AdamConfig;
 use crate::priors::Prior;
 use crate::rng::{streams, PhiloxStream};
 use crate::samplers::gauss::{covariance, GaussScore};
-use crate::samplers::{self, LearnedScore, PriorScore, SamplerConfig, ScorePlan};
+use crate::samplers::gpu::GpuPrior;
+use crate::samplers::{self, LearnedScore, SamplerConfig, ScorePlan, StandardizedPrior};
 use crate::tensor::Device;
 use crate::train::{fit, EpochReport, TrainConfig, TrainReport};
 
@@ -172,38 +173,6 @@ fn move_store(store: &ParamStore, device: Device) -> Result<ParamStore> {
     Ok(moved)
 }
 
-/// The prior's score in the standardized unconstrained space.
-struct StandardizedPrior<'a> {
-    prior: &'a Prior,
-    standardization: &'a Standardization,
-}
-
-impl PriorScore for StandardizedPrior<'_> {
-    fn prior_score(&self, theta: &[f32], out: &mut [f32]) {
-        let s = self.standardization;
-        // A stack buffer for u in the common low-dimensional case: this runs per sample
-        // and step.
-        let mut stack = [0.0f32; 32];
-        let mut heap = Vec::new();
-        let u: &mut [f32] = if theta.len() <= stack.len() {
-            &mut stack[..theta.len()]
-        } else {
-            heap.resize(theta.len(), 0.0);
-            &mut heap
-        };
-        for (((v, &t), m), sd) in u.iter_mut().zip(theta).zip(&s.mean).zip(&s.std) {
-            *v = m + sd * t;
-        }
-        // u is finite (the sampler's state is), so the unconstrained score is defined.
-        if self.prior.score_unconstrained_into(u, out).is_err() {
-            out.fill(0.0);
-        }
-        for (o, sd) in out.iter_mut().zip(&s.std) {
-            *o *= sd;
-        }
-    }
-}
-
 impl ScoreModel {
     /// Trains on rows θ `[rows, dim θ]` and x `[rows, dim x]` drawn from `prior` and the
     /// simulator. `on_epoch` sees every epoch's report.
@@ -323,11 +292,17 @@ impl ScoreModel {
             gammas: gammas.clone(),
         };
         let prior = StandardizedPrior {
-            prior: &c.prior,
-            standardization: &c.theta_standardization,
+            prior: c.prior.clone(),
+            standardization: c.theta_standardization.clone(),
         };
         if options.device != Device::Cpu {
-            return self.sample_on_gpu(plan, &score, num, options);
+            if n > 1 && matches!(options.composition, Composition::Gauss { .. }) {
+                return Err(Error::Device {
+                    device: options.device.to_string(),
+                    msg: "the fused GPU samplers compose n > 1 observations by Geffner et al.'s algorithms only, not GAUSS (its per-observation pilot statistics are CPU-only); use --compose geffner, or --device cpu".into(),
+                });
+            }
+            return self.sample_on_gpu(plan, &score, GpuPrior::Standardized(prior), num, options);
         }
         let mut draws = match options.composition {
             Composition::Gauss { pilot_draws } if n > 1 => {
@@ -367,32 +342,24 @@ impl ScoreModel {
         Ok(draws)
     }
 
-    /// The fused GPU samplers. They run Geffner et al.'s algorithms with a standard
-    /// normal prior score, so they serve one observation (where the prior term has
-    /// weight (1 − n)·… = 0 and the prior does not enter); several observations need the
-    /// prior and GAUSS, which run on the CPU only so far.
+    /// The fused GPU samplers: Geffner et al.'s composition of n ≥ 1 observations with
+    /// the model's prior score in the network's space (the same draws as the CPU sampler
+    /// with [`Composition::Geffner`], up to f32 rounding).
     fn sample_on_gpu(
         &self,
         plan: &ScorePlan,
         score: &LearnedScore,
+        prior: GpuPrior,
         num: usize,
         options: &SamplingOptions,
     ) -> Result<Vec<f32>> {
-        if score.conditioning.observations != 1 {
-            return Err(Error::Device {
-                device: options.device.to_string(),
-                msg: "the fused GPU samplers serve one observation so far; sample several with --device cpu".into(),
-            });
-        }
-        // With n = 1 the prior's weight is zero: this prior is never evaluated.
-        let unused_prior = samplers::cuda::GpuPrior::StandardNormal;
         let mut draws = match options.device {
             Device::Cuda(ordinal) => samplers::cuda::sample_cuda(
                 ordinal,
                 plan,
                 &score.conditioning,
                 &score.gammas,
-                &unused_prior,
+                &prior,
                 num,
                 &options.sampler,
             )?,
@@ -401,7 +368,7 @@ impl ScoreModel {
                 plan,
                 &score.conditioning,
                 &score.gammas,
-                &unused_prior,
+                &prior,
                 num,
                 &options.sampler,
             )?,
@@ -479,7 +446,8 @@ pub struct SamplingOptions {
     pub levels: usize,
     /// Algorithm, corrector, seed, tile.
     pub sampler: SamplerConfig,
-    /// How n > 1 observations are composed.
+    /// How n > 1 observations are composed (on a GPU device only [`Composition::Geffner`]
+    /// composes n > 1; GAUSS there is an error).
     pub composition: Composition,
     /// Where to sample: the CPU, or a GPU's fused sampler.
     pub device: Device,
@@ -507,13 +475,11 @@ impl ScoreModel {
 
     /// Reads a model directory written by [`ScoreModel::save`].
     pub fn load(dir: &std::path::Path) -> Result<ScoreModel> {
-        let mut loaded = crate::io::model::load_model::<ScoreModelConfig>(dir, SCORE_MODEL_KIND)?;
-        let config = loaded.config.clone();
-        let mut store = ParamStore::new();
-        // The initial values are overwritten; the seed only fixes the architecture's shapes.
-        let mut rng = PhiloxStream::new(0, streams::INIT, 0);
-        let net = ScoreNet::new(&mut store, config.network, &mut rng)?;
-        loaded.fill(&mut store)?;
+        let (config, net, store) = crate::io::model::load_architecture(
+            dir,
+            SCORE_MODEL_KIND,
+            |c: &ScoreModelConfig, store, rng| ScoreNet::new(store, c.network, rng),
+        )?;
         if config.prior.dim() != config.network.dim_theta {
             return Err(Error::invalid(
                 "ScoreModel::load",

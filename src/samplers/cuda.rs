@@ -16,12 +16,16 @@
 //! * **Tiles.** A block owns [`GPU_TILE`] = 64 consecutive lanes (two corrector groups).
 //!   The draws do not depend on the tile (corrector groups are fixed by lane), so
 //!   `config.tile` is not used here.
-//! * **Prior.** The kernels evaluate ∇log p(θ) themselves; only the standard normal prior
-//!   of the sampler's space (∇log p(θ) = −θ) is implemented. The prior is passed
-//!   explicitly as a [`GpuPrior`] so that a model with another prior gets an error, never
-//!   draws from the wrong posterior.
+//! * **n observations.** Per network pass the θ path runs once per sample and the head
+//!   once per (sample, observation), with each observation's precomputed
+//!   `Conditioning::x_part` row; the scores are summed in observation order as on the CPU.
+//! * **Prior.** The kernels evaluate ∇log p(θ) themselves, once per pass where its weight
+//!   (1 − n)(S − k)/S is not 0, from the [`GpuPrior`]'s tables ([`GpuPrior::tables`]: the
+//!   Gaussian, log-normal and uniform box priors through their bijections and the
+//!   standardization, as [`super::StandardizedPrior`] on the CPU, in double like it).
 //! * **Sizes.** Width and dim θ up to [`MAX_WIDTH`]; the shared memory a block needs
-//!   ([`shared_bytes`], about 87 KiB at width 128) must fit the device's opt-in limit.
+//!   ([`shared_bytes`], about 88 KiB at width 128, dim θ 10) must fit the device's opt-in
+//!   limit.
 //!
 //! No device, no driver or no NVRTC is an error, never a CPU fallback.
 
@@ -60,7 +64,7 @@ pub fn shared_bytes(d: usize, w: usize) -> usize {
     let floats = 2 * GPU_TILE
         + 2 * GPU_TILE * w
         + SLAB_ROWS * 32 * columns_per_thread(w.max(d))
-        + 2 * GPU_TILE * d
+        + 3 * GPU_TILE * d
         + 2 * GROUPS;
     4 * floats
 }
@@ -151,8 +155,8 @@ fn level_tables(gammas: &[f64], n: usize, algorithm: Algorithm) -> (Vec<f32>, Ve
 /// and a prior whose score is `prior`, up to f32 rounding (module docs).
 ///
 /// Errors (never panics, never falls back to the CPU) when there is no driver, no device
-/// `ordinal`, no NVRTC to compile the kernels, a prior other than
-/// [`GpuPrior::StandardNormal`], sizes past [`MAX_WIDTH`] or the device's shared memory,
+/// `ordinal`, no NVRTC to compile the kernels, a prior of another dimension than θ,
+/// sizes past [`MAX_WIDTH`] or the device's shared memory,
 /// or the CPU sampler's own input errors.
 pub fn sample_cuda(
     ordinal: usize,
@@ -205,6 +209,7 @@ pub fn sample_cuda(
 
     let (params, offsets) = pack_weights(plan)?;
     let (level_f, level_d) = level_tables(gammas, n, config.algorithm);
+    let prior = prior.tables(d);
     let up = |e| gpu.err(&format!("{op}: upload"), e);
     let params_d = stream.clone_htod(&params).map_err(up)?;
     let offsets_d = stream.clone_htod(&offsets).map_err(up)?;
@@ -212,6 +217,11 @@ pub fn sample_cuda(
     let t_part = stream.clone_htod(&cond.t_part).map_err(up)?;
     let level_f_d = stream.clone_htod(&level_f).map_err(up)?;
     let level_d_d = stream.clone_htod(&level_d).map_err(up)?;
+    let prior_shift = stream.clone_htod(&prior.shift).map_err(up)?;
+    let prior_scale = stream.clone_htod(&prior.scale).map_err(up)?;
+    let prior_center = stream.clone_htod(&prior.center).map_err(up)?;
+    let prior_precision = stream.clone_htod(&prior.precision).map_err(up)?;
+    let prior_kind = prior.kind as i32;
     // NaN, so that a draw the kernel fails to write cannot pass for a sample.
     let out = stream.clone_htod(&vec![f32::NAN; num * d]).map_err(up)?;
 
@@ -252,6 +262,11 @@ pub fn sample_cuda(
         .arg(&x_part)
         .arg(&n_i)
         .arg(&t_part)
+        .arg(&prior_kind)
+        .arg(&prior_shift)
+        .arg(&prior_scale)
+        .arg(&prior_center)
+        .arg(&prior_precision)
         .arg(&level_f_d)
         .arg(&level_d_d)
         .arg(&levels_i)
@@ -268,7 +283,9 @@ pub fn sample_cuda(
     // SAFETY: the argument list matches the kernel's signature in kernels/sample_*.cu;
     // `out` holds num·d floats, the kernel writes only lanes < num; params/offsets hold the
     // layer table pack_weights built for nbt/nbh blocks of these sizes; x_part is [n, w],
-    // t_part [levels + 1, w] (validated), the level tables (levels + 1)·8 entries; the
+    // t_part [levels + 1, w] (validated), the prior's shift, scale and center d entries and
+    // its precision d·d (GpuPrior::tables, dimension validated), the level tables
+    // (levels + 1)·8 entries; the
     // dynamic shared memory is the size sampler_smem_floats computes, opted in above.
     unsafe { l.launch(cfg) }.map_err(|e| gpu.err(entry, e))?;
     let draws = stream
@@ -287,7 +304,7 @@ mod tests {
         let bytes = shared_bytes(10, 128);
         assert_eq!(
             bytes,
-            4 * (128 + 2 * 64 * 128 + 32 * 32 * 4 + 2 * 64 * 10 + 4)
+            4 * (128 + 2 * 64 * 128 + 32 * 32 * 4 + 3 * 64 * 10 + 4)
         );
         assert!(bytes < 113 * 1024, "{bytes}");
     }

@@ -1,21 +1,137 @@
-//! What the fused GPU samplers (`cuda.rs`, `wgpu.rs`) share: the prior they support,
-//! the number of network passes per draw, and the checks of their inputs.
+//! What the fused GPU samplers (`cuda.rs`, `wgpu.rs`) share: the prior whose score they
+//! evaluate and the tables it becomes, the number of network passes per draw, and the
+//! checks of their inputs.
 
-use super::{validate_chain, Algorithm, Conditioning, SamplerConfig, ScorePlan};
+use super::{
+    validate_chain, Algorithm, Conditioning, PriorScore, SamplerConfig, ScorePlan,
+    StandardizedPrior,
+};
 use crate::error::{Error, Result};
+use crate::priors::Prior;
 
 /// Largest width and dim θ the fused samplers handle.
 pub const MAX_WIDTH: usize = 256;
 
 /// The prior whose score the GPU samplers add (the composed score's
-/// `(1 − n)(S − k)/S · ∇log p(θ)` term).
+/// `(1 − n)(S − k)/S · ∇log p(θ)` term, evaluated only where that weight is not 0, i.e.
+/// for n > 1). It is also a [`PriorScore`], the CPU reference of what the kernels compute.
 #[derive(Clone, Debug, PartialEq)]
 pub enum GpuPrior {
-    /// N(0, I) in the sampler's (standardized, unconstrained) space: ∇log p(θ) = −θ.
+    /// N(0, I) in the sampler's space: ∇log p(θ) = −θ.
     StandardNormal,
-    /// Any other prior, by name: not yet implemented on the GPU, so the GPU samplers
-    /// refuses it with an error.
-    Other(String),
+    /// A prior of [`crate::priors`] through its bijection and the standardization of its
+    /// unconstrained coordinates: every kind (Gaussian with full covariance, uniform box,
+    /// log-normal) is supported.
+    Standardized(StandardizedPrior),
+}
+
+impl PriorScore for GpuPrior {
+    fn prior_score(&self, theta: &[f32], out: &mut [f32]) {
+        match self {
+            GpuPrior::StandardNormal => {
+                for (o, t) in out.iter_mut().zip(theta) {
+                    *o = -t;
+                }
+            }
+            GpuPrior::Standardized(p) => p.prior_score(theta, out),
+        }
+    }
+}
+
+/// `PriorTables::kind` of a prior whose u-density is Gaussian:
+/// ∇_u log p_u(u) = −P·(u − c).
+pub const PRIOR_GAUSSIAN: u32 = 0;
+/// `PriorTables::kind` of the uniform box: u is standard logistic per dimension,
+/// ∇_u log p_u(u) = 1 − 2σ(u).
+pub const PRIOR_LOGISTIC: u32 = 1;
+
+/// A [`GpuPrior`] as the kernels read it: ∇log p(θ̃) = s ⊙ g(m + s ⊙ θ̃) with
+/// g(u) = −P·(u − c) ([`PRIOR_GAUSSIAN`]: the Gaussian prior, P its precision and c its
+/// mean; the log-normal, whose u = ln θ is N(μ, diag σ²), P = diag(1/σ²) and c = μ; the
+/// standard normal, m = c = 0, s = 1, P = I) or g(u) = 1 − 2σ(u) per dimension
+/// ([`PRIOR_LOGISTIC`]: the uniform box through its scaled logit; P and c are zeros).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PriorTables {
+    /// [`PRIOR_GAUSSIAN`] or [`PRIOR_LOGISTIC`].
+    pub kind: u32,
+    /// m, the mean of u in the standardization, `[d]`.
+    pub shift: Vec<f32>,
+    /// s, the standard deviation of u in the standardization, `[d]`.
+    pub scale: Vec<f32>,
+    /// c, `[d]`.
+    pub center: Vec<f64>,
+    /// P, row-major `[d, d]`.
+    pub precision: Vec<f64>,
+}
+
+/// The row-major `[d, d]` matrix with `values` on its diagonal.
+fn diagonal(d: usize, values: impl Iterator<Item = f64>) -> Vec<f64> {
+    let mut p = vec![0.0; d * d];
+    for (i, v) in values.enumerate() {
+        p[i * d + i] = v;
+    }
+    p
+}
+
+impl GpuPrior {
+    /// The kernels' tables for dimension `d` (checked by [`validate`]).
+    pub fn tables(&self, d: usize) -> PriorTables {
+        let (prior, standardization) = match self {
+            GpuPrior::StandardNormal => {
+                return PriorTables {
+                    kind: PRIOR_GAUSSIAN,
+                    shift: vec![0.0; d],
+                    scale: vec![1.0; d],
+                    center: vec![0.0; d],
+                    precision: diagonal(d, std::iter::repeat_n(1.0, d)),
+                }
+            }
+            GpuPrior::Standardized(p) => (&p.prior, &p.standardization),
+        };
+        let (kind, center, precision) = match prior {
+            Prior::Gaussian(g) => (PRIOR_GAUSSIAN, g.mean().to_vec(), g.precision().to_vec()),
+            Prior::LogNormal(l) => (
+                PRIOR_GAUSSIAN,
+                l.mu().to_vec(),
+                diagonal(d, l.sigma().iter().map(|s| 1.0 / (s * s))),
+            ),
+            Prior::Uniform(_) => (PRIOR_LOGISTIC, vec![0.0; d], vec![0.0; d * d]),
+        };
+        PriorTables {
+            kind,
+            shift: standardization.mean.clone(),
+            scale: standardization.std.clone(),
+            center,
+            precision,
+        }
+    }
+
+    /// Checks that the prior and its standardization have dimension `d` and a finite,
+    /// nonzero scale.
+    fn validate(&self, op: &'static str, d: usize) -> Result<()> {
+        let GpuPrior::Standardized(p) = self else {
+            return Ok(());
+        };
+        let s = &p.standardization;
+        if p.prior.dim() != d || s.mean.len() != d || s.std.len() != d {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "the prior has dimension {} and its standardization {} means and {} scales; dim θ is {d}",
+                    p.prior.dim(),
+                    s.mean.len(),
+                    s.std.len()
+                ),
+            ));
+        }
+        if s.mean.iter().chain(&s.std).any(|v| !v.is_finite()) || s.std.contains(&0.0) {
+            return Err(Error::invalid(
+                op,
+                "the prior's standardization must be finite with nonzero scales",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Network passes (one [`ScorePlan::eps_hat`] per sample) of one draw on a grid of
@@ -32,7 +148,7 @@ pub fn passes_per_draw(levels: usize, config: &SamplerConfig) -> usize {
 }
 
 /// Checks the inputs of a fused GPU sampler (`op` names it): the chain (as
-/// [`validate_chain`]), the prior, the network's size and the conditioning's shapes, and
+/// [`validate_chain`]), the prior's dimension, the network's size and the conditioning's shapes, and
 /// that the chain's steps fit the Philox step word.
 pub fn validate(
     op: &'static str,
@@ -42,17 +158,10 @@ pub fn validate(
     prior: &GpuPrior,
     config: &SamplerConfig,
 ) -> Result<()> {
-    if let GpuPrior::Other(name) = prior {
-        return Err(Error::invalid(
-            op,
-            format!(
-                "the GPU samplers support only the standard normal prior (score −θ in the sampler's space), not {name}; sample on the CPU"
-            ),
-        ));
-    }
     validate_chain(op, gammas, cond.observations, config)?;
     let levels = gammas.len() - 1;
     let (d, w) = (plan.config.dim_theta, plan.config.width);
+    prior.validate(op, d)?;
     if d == 0 || w == 0 || d > MAX_WIDTH || w > MAX_WIDTH {
         return Err(Error::invalid(
             op,

@@ -44,7 +44,7 @@ impl Default for McmcOptions {
             chains: 200,
             warmup: 50,
             thin: 1,
-            init_candidates: 20,
+            init_candidates: 100,
             max_step_out: 10,
             seed: 0,
         }

@@ -42,6 +42,8 @@ pub mod wgpu;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::estimators::score_model::Standardization;
+use crate::priors::Prior;
 use crate::rng::{streams, PhiloxStream};
 pub use score_plan::{Conditioning, Dense, ScorePlan, Workspace};
 
@@ -64,6 +66,47 @@ pub trait ComposableScore: Sync {
 pub trait PriorScore: Sync {
     /// Writes the score at one `theta` row into `out`.
     fn prior_score(&self, theta: &[f32], out: &mut [f32]);
+}
+
+/// A prior's score in the samplers' space θ̃ = (u − m)/s, where u = B⁻¹(θ) are the
+/// prior's unconstrained coordinates and (m, s) the training set's standardization of u:
+/// by the chain rule through θ̃ ↦ u = m + s ⊙ θ̃,
+/// `∇log p(θ̃) = s ⊙ ∇_u log p_u(m + s ⊙ θ̃)`, with p_u the prior pushed to u (its
+/// bijection's log-Jacobian included, [`Prior::score_unconstrained_into`]). u is formed
+/// in f32, the unconstrained score in f64 rounded to f32, the product with s in f32; the
+/// fused GPU samplers compute the same ([`gpu::GpuPrior`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StandardizedPrior {
+    /// The prior over θ.
+    pub prior: Prior,
+    /// The standardization (m, s) of u = B⁻¹(θ).
+    pub standardization: Standardization,
+}
+
+impl PriorScore for StandardizedPrior {
+    fn prior_score(&self, theta: &[f32], out: &mut [f32]) {
+        let s = &self.standardization;
+        // A stack buffer for u in the common low-dimensional case: this runs per sample
+        // and step.
+        let mut stack = [0.0f32; 32];
+        let mut heap = Vec::new();
+        let u: &mut [f32] = if theta.len() <= stack.len() {
+            &mut stack[..theta.len()]
+        } else {
+            heap.resize(theta.len(), 0.0);
+            &mut heap
+        };
+        for (((v, &t), m), sd) in u.iter_mut().zip(theta).zip(&s.mean).zip(&s.std) {
+            *v = m + sd * t;
+        }
+        // u is finite (the sampler's state is), so the unconstrained score is defined.
+        if self.prior.score_unconstrained_into(u, out).is_err() {
+            out.fill(0.0);
+        }
+        for (o, sd) in out.iter_mut().zip(&s.std) {
+            *o *= sd;
+        }
+    }
 }
 
 /// The learned score: s_ψ = −ε̂/√(1 − γ_k), ε̂ from a [`ScorePlan`].

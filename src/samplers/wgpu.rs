@@ -38,10 +38,14 @@
 //! * **Buffers.** One call creates its buffers once (weights, conditioning, level table,
 //!   uniform slots, state, read-back) and nothing inside the chain; the draws are read back
 //!   once at the end.
-//! * **Prior.** The shaders evaluate ∇log p(θ) themselves; only the standard normal prior
-//!   of the sampler's space (∇log p(θ) = −θ) is implemented. [`GpuPrior::Other`] is an
-//!   error, never draws from the wrong posterior.
-//!
+//! * **n observations.** Per network pass the θ path runs once per sample (its folded
+//!   output stays in registers) and the head once per (sample, observation), with each
+//!   observation's precomputed `Conditioning::x_part` row; the scores are summed in
+//!   observation order as on the CPU.
+//! * **Prior.** The shaders evaluate ∇log p(θ) themselves, once per pass where its weight
+//!   (1 − n)(S − k)/S is not 0, from the [`GpuPrior`]'s tables ([`GpuPrior::tables`]: the
+//!   Gaussian, log-normal and uniform box priors through their bijections and the
+//!   standardization, as [`super::StandardizedPrior`] on the CPU, but in f32).
 //! * **Speed on lavapipe.** `benches/sample_wgpu.rs` (d = 10, width 64, n = 1, S = 50,
 //!   4096 draws, 2 shared cores): about 86 samples/s against the CPU sampler's 2 400, a
 //!   ratio of ≈ 0.04. Mesa 22.3's llvmpipe runs the dispatch on one thread and loads
@@ -64,11 +68,10 @@ use crate::tensor::Device;
 
 /// Samples per workgroup (`TILE` in `shaders/score_sampler.wgsl`): one corrector group.
 pub const WGPU_TILE: usize = CORRECTOR_GROUP;
-/// Largest width (and dim θ) the shaders handle: one output column per invocation, at most
 /// Entries per level in the level table.
 const LEVEL_STRIDE: usize = 8;
 /// Words of the uniform parameter block (`Params` in the shader).
-const PARAM_WORDS: usize = 16;
+const PARAM_WORDS: usize = 17;
 
 const OP: &str = "sample_wgpu";
 
@@ -89,10 +92,10 @@ pub fn workgroup_threads(d: usize, w: usize) -> usize {
 }
 
 /// Bytes of workgroup memory one workgroup needs for dim θ `d`, width `w` and weight slabs
-/// of `kc` input rows: h [32·w], slab [kc·THREADS], θ and Σ_j s_j [32·d] each, the
-/// corrector's ‖s‖² [32] and (ε, √(2ε)).
+/// of `kc` input rows: h `[32·w]`, slab `[kc·THREADS]`, θ, Σ_j s_j and ∇log p `[32·d]`
+/// each, the corrector's ‖s‖² `[32]` and (ε, √(2ε)).
 pub fn workgroup_bytes(d: usize, w: usize, kc: usize) -> usize {
-    4 * (WGPU_TILE * w + kc * workgroup_threads(d, w) + 2 * WGPU_TILE * d + WGPU_TILE + 2)
+    4 * (WGPU_TILE * w + kc * workgroup_threads(d, w) + 3 * WGPU_TILE * d + WGPU_TILE + 2)
 }
 
 /// The largest slab height KC ∈ {32, 16, …, 1} whose workgroup memory fits `limit` bytes.
@@ -277,6 +280,7 @@ fn pipeline(gpu: &WgpuBackend, key: PipelineKey) -> Result<Arc<SamplerPipeline>>
         storage(3, true),
         storage(4, true),
         storage(5, false),
+        storage(6, true),
     ];
     let layout = device.create_bind_group_layout(&::wgpu::BindGroupLayoutDescriptor {
         label: Some(entry),
@@ -312,7 +316,7 @@ fn pipeline(gpu: &WgpuBackend, key: PipelineKey) -> Result<Arc<SamplerPipeline>>
 /// and a prior whose score is `prior`, up to f32 rounding (module docs).
 ///
 /// Errors (never panics, never falls back to the CPU) when there is no adapter `adapter`,
-/// a prior other than [`GpuPrior::StandardNormal`], sizes past [`MAX_WIDTH`] or the
+/// a prior of another dimension than θ, sizes past [`MAX_WIDTH`] or the
 /// adapter's workgroup memory, a shader or device error, or the CPU sampler's own input
 /// errors.
 pub fn sample_wgpu(
@@ -386,6 +390,21 @@ pub fn sample_wgpu_with(
     let state_bytes = (tiles * WGPU_TILE * d * 4) as u64;
     let net = pack_weights(plan)?;
     let table = level_table(gammas, n, config.algorithm);
+    let prior = prior.tables(d);
+    // [m, s, c, P] (binding 6).
+    let prior_table: Vec<f32> = prior
+        .shift
+        .iter()
+        .chain(&prior.scale)
+        .copied()
+        .chain(
+            prior
+                .center
+                .iter()
+                .chain(&prior.precision)
+                .map(|&v| v as f32),
+        )
+        .collect();
     let max_binding = limits
         .max_storage_buffer_binding_size
         .min(limits.max_buffer_size);
@@ -394,6 +413,7 @@ pub fn sample_wgpu_with(
         ("the weights", net.len() as u64 * 4),
         ("the time conditioning", cond.t_part.len() as u64 * 4),
         ("the observation conditioning", cond.x_part.len() as u64 * 4),
+        ("the prior", prior_table.len() as u64 * 4),
     ] {
         if bytes > max_binding {
             return Err(device_err(
@@ -423,7 +443,9 @@ pub fn sample_wgpu_with(
         k_hi = k_lo - 1;
     }
 
-    let stride = (limits.min_uniform_buffer_offset_alignment as usize).max(PARAM_WORDS * 4);
+    // Each chunk's parameters at an offset the adapter's uniform alignment allows.
+    let stride =
+        (PARAM_WORDS * 4).next_multiple_of(limits.min_uniform_buffer_offset_alignment as usize);
     let mut uniforms = vec![0u8; stride * chunks.len()];
     let steps_per_level = match config.algorithm {
         Algorithm::Diffusion => 0,
@@ -448,6 +470,7 @@ pub fn sample_wgpu_with(
             step0 as u32,
             u32::from(c == 0),
             tiles_u32,
+            prior.kind,
         ];
         uniforms[c * stride..c * stride + PARAM_WORDS * 4]
             .copy_from_slice(bytemuck::cast_slice(&words));
@@ -469,6 +492,7 @@ pub fn sample_wgpu_with(
     let x_buf = init("sampler x part", bytemuck::cast_slice(&cond.x_part), read);
     let t_buf = init("sampler t part", bytemuck::cast_slice(&cond.t_part), read);
     let level_buf = init("sampler levels", bytemuck::cast_slice(&table), read);
+    let prior_buf = init("sampler prior", bytemuck::cast_slice(&prior_table), read);
     // NaN, so that a draw the shader fails to write cannot pass for a sample.
     let poison = vec![f32::NAN; tiles * WGPU_TILE * d];
     let state_buf = init(
@@ -524,6 +548,10 @@ pub fn sample_wgpu_with(
                 ::wgpu::BindGroupEntry {
                     binding: 5,
                     resource: state_buf.as_entire_binding(),
+                },
+                ::wgpu::BindGroupEntry {
+                    binding: 6,
+                    resource: prior_buf.as_entire_binding(),
                 },
             ],
         });
@@ -584,7 +612,7 @@ mod tests {
         assert_eq!(workgroup_threads(3, 40), 64);
         assert_eq!(
             workgroup_bytes(3, 16, 32),
-            4 * (32 * 16 + 32 * 32 + 2 * 32 * 3 + 32 + 2)
+            4 * (32 * 16 + 32 * 32 + 3 * 32 * 3 + 32 + 2)
         );
     }
 

@@ -110,8 +110,12 @@ pub fn run(args: &Args) -> Result<()> {
         };
         for &levels in grids {
             for &composition in compositions {
-                // The fused GPU samplers serve one observation; n > 1 runs on the CPU.
-                let device = if n == 1 { options.device } else { Device::Cpu };
+                // The fused GPU samplers compose n > 1 observations the paper's way only;
+                // GAUSS runs on the CPU (the device column says where each row ran).
+                let device = match composition {
+                    Composition::Gauss { .. } if n > 1 => Device::Cpu,
+                    _ => options.device,
+                };
                 let opts = SamplingOptions {
                     levels,
                     composition,

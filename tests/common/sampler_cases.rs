@@ -1,0 +1,293 @@
+//! The parity cases of the fused GPU samplers, shared by `tests/wgpu_samplers.rs` and
+//! `tests/cuda_samplers.rs`, which run them on their backend: each case is a random score
+//! network, n random observations, a grid, a prior and a sampler configuration; the GPU
+//! draws must match the CPU sampler's (`samplers::sample` with a `LearnedScore` and the
+//! `GpuPrior` as the CPU prior score) for the same seed, whole trajectories, elementwise,
+//! because both draw the same Philox stream.
+//!
+//! The priors other than N(0, I) come with a standardization that is not the identity
+//! (shift ≠ 0, scale ≠ 1), so the chain rule through it is tested, and with scales
+//! near the prior's own spread in u (as a trained model's are): the prior term of the
+//! composed score then moves θ by O(1) like the network's, not explosively. They enter
+//! only for n > 1 (their weight (1 − n)(S − k)/S is 0 at n = 1), so their cases use n = 3.
+#![allow(dead_code)]
+
+use amortize::estimators::score::{NoiseSchedule, ScoreNet, ScoreNetConfig};
+use amortize::estimators::Standardization;
+use amortize::priors::Prior;
+use amortize::rng::{streams, PhiloxStream};
+use amortize::samplers::gpu::GpuPrior;
+use amortize::samplers::{
+    sample, Algorithm, Conditioning, Corrector, LearnedScore, SamplerConfig, ScorePlan,
+    StandardizedPrior,
+};
+use amortize::{ParamStore, Result};
+
+use crate::common::max_rel_err;
+
+/// Draws per comparison: three full WGSL workgroups of 32 and a partial one of 4 (one full
+/// CUDA block of 64 and a partial one of 36), so the last lane group holds 4 samples (the
+/// corrector's group mean must skip the missing ones).
+pub const NUM: usize = 100;
+
+/// Which prior a case samples with.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PriorCase {
+    /// N(0, I) in the sampler's space.
+    StandardNormal,
+    /// A Gaussian with full covariance (correlation 0.3).
+    Gaussian,
+    /// A uniform box (scaled logit bijection).
+    Box,
+    /// Independent log-normals (log bijection).
+    LogNormal,
+}
+
+/// The prior and standardization of `case` in `d` dimensions (module docs).
+pub fn gpu_prior(case: PriorCase, d: usize) -> GpuPrior {
+    let at = |v: &[f64]| v[..d].to_vec();
+    let standardized = |prior: Prior, mean: Vec<f64>, std: Vec<f64>| {
+        GpuPrior::Standardized(StandardizedPrior {
+            prior,
+            standardization: Standardization {
+                mean: mean.iter().map(|&v| v as f32).collect(),
+                std: std.iter().map(|&v| v as f32).collect(),
+            },
+        })
+    };
+    match case {
+        PriorCase::StandardNormal => GpuPrior::StandardNormal,
+        PriorCase::Gaussian => {
+            let mean = at(&[0.5, -1.0, 2.0, 0.0, 1.0]);
+            let var = at(&[1.0, 4.0, 0.25, 2.0, 1.0]);
+            let cov: Vec<f64> = (0..d * d)
+                .map(|k| {
+                    let (i, j) = (k / d, k % d);
+                    let c = (var[i] * var[j]).sqrt();
+                    if i == j {
+                        c
+                    } else {
+                        0.3 * c
+                    }
+                })
+                .collect();
+            standardized(
+                Prior::gaussian(&mean, &cov).unwrap(),
+                mean.iter().map(|m| m + 0.1).collect(),
+                var.iter().map(|v| 1.05 * v.sqrt()).collect(),
+            )
+        }
+        PriorCase::Box => standardized(
+            Prior::uniform(
+                &at(&[-1.0, 0.0, 2.0, -3.0, 10.0]),
+                &at(&[1.0, 5.0, 2.5, 3.0, 20.0]),
+            )
+            .unwrap(),
+            at(&[0.1, -0.1, 0.05, 0.0, 0.2]),
+            at(&[1.8, 1.7, 1.9, 1.8, 1.75]),
+        ),
+        PriorCase::LogNormal => {
+            let mu = at(&[0.5, -0.3, 1.0, 0.2, -0.8]);
+            let sigma = at(&[0.5, 1.0, 0.3, 0.8, 1.2]);
+            standardized(
+                Prior::log_normal(&mu, &sigma).unwrap(),
+                mu.iter().zip(&sigma).map(|(m, s)| m + 0.1 * s).collect(),
+                sigma.iter().map(|s| 0.9 * s).collect(),
+            )
+        }
+    }
+}
+
+/// One comparison.
+#[derive(Clone, Debug)]
+pub struct Case {
+    /// Printed with its error.
+    pub name: &'static str,
+    /// Observations composed.
+    pub n: usize,
+    /// Levels S of the sampling grid.
+    pub levels: usize,
+    /// dim θ of the network.
+    pub dim_theta: usize,
+    /// Width of the network.
+    pub width: usize,
+    /// The prior.
+    pub prior: PriorCase,
+    /// Algorithm, corrector, seed.
+    pub config: SamplerConfig,
+}
+
+/// The corrector of the corrector cases: 2 steps at each of the last 4 levels.
+pub const CORRECTOR: Corrector = Corrector {
+    steps: 2,
+    levels: 4,
+    snr: 0.16,
+};
+
+/// The cases' configuration (`tile` 32: the CPU draws do not depend on it).
+pub fn config(algorithm: Algorithm, corrector: Corrector) -> SamplerConfig {
+    SamplerConfig {
+        algorithm,
+        corrector,
+        seed: 0x5EED_0000_0000_0017,
+        tile: 32,
+    }
+}
+
+/// The cases every backend runs (a table: rustfmt would give each row eight lines). dim θ
+/// 3 is not a multiple of 4 (the noise blocks have ragged ends); width 16 is one column per
+/// WGSL invocation and one per CUDA thread column; dim θ 5 with width 48 gives two columns
+/// per invocation and thread, the second ragged, and ragged CUDA weight slabs.
+#[rustfmt::skip]
+pub fn cases() -> Vec<Case> {
+    let diffusion = |c| config(Algorithm::Diffusion, c);
+    let langevin = |c| config(Algorithm::Langevin { steps_per_level: 3 }, c);
+    let case = |name, n, levels, (dim_theta, width), prior, config| Case {
+        name, n, levels, dim_theta, width, prior, config,
+    };
+    let (small, wide) = ((3, 16), (5, 48));
+    use PriorCase::*;
+    vec![
+        case("diffusion n=1", 1, 20, small, StandardNormal, diffusion(Corrector::NONE)),
+        case("diffusion n=3", 3, 20, small, StandardNormal, diffusion(Corrector::NONE)),
+        case("diffusion n=1 corrector", 1, 20, small, StandardNormal, diffusion(CORRECTOR)),
+        case("diffusion n=3 corrector", 3, 20, small, StandardNormal, diffusion(CORRECTOR)),
+        case("diffusion n=3 width 48", 3, 20, wide, StandardNormal, diffusion(CORRECTOR)),
+        case("diffusion n=3 gaussian", 3, 20, wide, Gaussian, diffusion(Corrector::NONE)),
+        case("diffusion n=3 box", 3, 20, small, Box, diffusion(CORRECTOR)),
+        case("diffusion n=3 log-normal", 3, 20, small, LogNormal, diffusion(CORRECTOR)),
+        case("langevin n=1", 1, 6, small, StandardNormal, langevin(Corrector::NONE)),
+        case("langevin n=3 corrector", 3, 6, small, StandardNormal, langevin(CORRECTOR)),
+        case("langevin n=3 box", 3, 6, small, Box, langevin(CORRECTOR)),
+        case("langevin n=3 log-normal", 3, 6, small, LogNormal, langevin(Corrector::NONE)),
+    ]
+}
+
+/// A case's network, conditioning, grid and prior.
+pub struct Setup {
+    /// The random network's plan.
+    pub plan: ScorePlan,
+    /// Its conditioning for the case's observations and grid.
+    pub cond: Conditioning,
+    /// γ_0 = 1 > … > γ_S = 0.
+    pub gammas: Vec<f64>,
+    /// The prior.
+    pub prior: GpuPrior,
+}
+
+/// The setup of `case`: a random network (seeded), `case.n` random observations.
+pub fn setup(case: &Case) -> Setup {
+    let config = ScoreNetConfig::new(case.dim_theta, 2, case.width);
+    let mut store = ParamStore::new();
+    let mut rng = PhiloxStream::new(11, streams::INIT, 0);
+    let net = ScoreNet::new(&mut store, config, &mut rng).unwrap();
+    let plan = ScorePlan::new(&net, &store).unwrap();
+    let mut x = vec![0.0f32; case.n * config.dim_x];
+    PhiloxStream::new(12, streams::TEST, 0).fill_normal(0.0, 1.0, &mut x);
+    let (t, gammas) = NoiseSchedule { levels: 400 }.grid(case.levels);
+    let cond = plan.condition(&x, &t).unwrap();
+    let prior = gpu_prior(case.prior, case.dim_theta);
+    Setup {
+        plan,
+        cond,
+        gammas,
+        prior,
+    }
+}
+
+/// The CPU sampler's [`NUM`] draws for `s` with the network `plan`.
+pub fn cpu_draws(s: &Setup, plan: &ScorePlan, config: &SamplerConfig) -> Vec<f32> {
+    let score = LearnedScore {
+        plan,
+        conditioning: s.cond.clone(),
+        gammas: s.gammas.clone(),
+    };
+    sample(&score, &s.prior, &s.gammas, NUM, config, &|_| {}).unwrap()
+}
+
+/// Asserts every GPU draw is written (not the NaN the output starts as) and within `tol`
+/// of the CPU's relative to max(1, |cpu|); returns the largest error.
+pub fn check(what: &str, gpu: &[f32], cpu: &[f32], tol: f32) -> f32 {
+    assert_eq!(gpu.len(), cpu.len(), "{what}: lengths differ");
+    for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
+        assert!(c.is_finite(), "{what}: CPU draw {i} is {c}");
+        assert!(
+            g.is_finite(),
+            "{what}: GPU draw {i} is {g} (unwritten?), CPU {c}"
+        );
+    }
+    let err = max_rel_err(gpu, cpu);
+    eprintln!("{what}: max relative error {err:.3e} (tolerance {tol:.0e})");
+    assert!(err <= tol, "{what}: max relative error {err} > {tol}");
+    err
+}
+
+/// Runs the cases that pass `filter` on a backend (`gpu` draws [`NUM`] samples) and checks
+/// each against the CPU within `tol`. For a prior other than N(0, I) it first checks that
+/// the test can tell: the CPU draws with N(0, I) instead differ by more than 10·`tol`.
+pub fn compare(
+    tol: f32,
+    filter: impl Fn(&Case) -> bool,
+    gpu: impl Fn(&Setup, &SamplerConfig) -> Result<Vec<f32>>,
+) {
+    for case in cases().iter().filter(|c| filter(c)) {
+        let s = setup(case);
+        let want = cpu_draws(&s, &s.plan, &case.config);
+        if case.prior != PriorCase::StandardNormal {
+            let other = Setup {
+                prior: GpuPrior::StandardNormal,
+                ..setup(case)
+            };
+            let moved = max_rel_err(&cpu_draws(&other, &s.plan, &case.config), &want);
+            assert!(
+                moved > 10.0 * tol,
+                "{}: the prior moves the draws by only {moved}",
+                case.name
+            );
+        }
+        let got = gpu(&s, &case.config).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        check(case.name, &got, &want, tol);
+    }
+}
+
+/// The plan with every weight and bias multiplied by (1 + 2⁻²²·u), u ~ U(−1, 1).
+pub fn jittered(plan: &ScorePlan) -> ScorePlan {
+    let mut p = plan.clone();
+    let mut rng = PhiloxStream::new(99, streams::TEST, 3);
+    let mut jitter = |v: &mut Vec<f32>| {
+        for x in v.iter_mut() {
+            *x *= 1.0 + rng.uniform_range(-1.0, 1.0) * 2f32.powi(-22);
+        }
+    };
+    let layers = std::iter::once(&mut p.theta_input)
+        .chain(p.theta_blocks.iter_mut())
+        .chain(std::iter::once(&mut p.theta_to_head))
+        .chain(p.head_blocks.iter_mut())
+        .chain(std::iter::once(&mut p.head_output));
+    for layer in layers {
+        jitter(&mut layer.weight);
+        jitter(&mut layer.bias);
+    }
+    p
+}
+
+/// Asserts that relative weight noise of 2⁻²² (≈ 4 ulp, more than reordering a dot
+/// product changes) moves the CPU draws of every case by less than `tol`/10: the chains
+/// amplify f32 rounding too little for a GPU within `tol` to hide a real difference.
+pub fn assert_rounding_noise_moves_draws_far_less_than(tol: f32) {
+    for case in cases() {
+        let s = setup(&case);
+        let exact = cpu_draws(&s, &s.plan, &case.config);
+        let moved = cpu_draws(&s, &jittered(&s.plan), &case.config);
+        let err = max_rel_err(&moved, &exact);
+        eprintln!(
+            "{}: weights jittered by 2^-22 move the draws by {err:.3e}",
+            case.name
+        );
+        assert!(
+            err < tol / 10.0,
+            "{}: rounding-size noise moves the draws by {err}, too close to {tol}",
+            case.name
+        );
+    }
+}
