@@ -187,11 +187,13 @@ where
             steps += 1;
         }
         let train_loss = (total / train_rows.len() as f64) as f32;
+        // With weight averaging the average is what is validated, kept and returned.
+        let candidate: &ParamStore = average.as_ref().unwrap_or(store);
         let validation_loss = if val_rows.is_empty() {
             None
         } else {
             Some(evaluate(
-                store,
+                candidate,
                 &val_rows,
                 cfg.batch_size,
                 epoch,
@@ -201,7 +203,7 @@ where
         let current = validation_loss.unwrap_or(train_loss);
         let improved = current < best.0 - cfg.min_delta;
         if improved {
-            best = (current, epoch, store.clone());
+            best = (current, epoch, candidate.clone());
             bad_epochs = 0;
         } else {
             bad_epochs += 1;

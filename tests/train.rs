@@ -189,6 +189,42 @@ fn an_averaged_model_is_validated_and_returned() {
         ..TrainConfig::default()
     };
     assert!(fit(&mut store.clone(), N, &bad, &mut loss, |_| {}).is_err());
+    // An average that barely moves (decay 1 − 10⁻⁶ over ~80 steps keeps 99.99% of the
+    // start) is what comes back, not the raw weights, which do move.
+    let frozen = TrainConfig {
+        epochs: 5,
+        batch_size: 64,
+        optimizer: AdamConfig::adam(3e-3),
+        warmup_steps: 0,
+        ema_decay: Some(1.0 - 1e-6),
+        ..TrainConfig::default()
+    };
+    let mut averaged = store.clone();
+    fit(&mut averaged, N, &frozen, &mut loss, |_| {}).unwrap();
+    let raw_cfg = TrainConfig {
+        ema_decay: None,
+        ..frozen
+    };
+    let mut raw = store.clone();
+    fit(&mut raw, N, &raw_cfg, &mut loss, |_| {}).unwrap();
+    let moved = |s: &ParamStore| -> f32 {
+        s.iter()
+            .zip(store.iter())
+            .flat_map(|((_, _, a), (_, _, b))| {
+                let (a, b) = (a.to_vec().unwrap(), b.to_vec().unwrap());
+                a.iter()
+                    .zip(b)
+                    .map(|(x, y)| (x - y).abs())
+                    .collect::<Vec<_>>()
+            })
+            .fold(0.0, f32::max)
+    };
+    assert!(
+        moved(&averaged) < 1e-4,
+        "averaged weights moved {}",
+        moved(&averaged)
+    );
+    assert!(moved(&raw) > 1e-2, "raw weights moved only {}", moved(&raw));
     let cfg = TrainConfig {
         epochs: 150,
         batch_size: 64,
