@@ -142,6 +142,12 @@ impl Tensor {
         }
     }
 
+    /// A tensor on `device` with every element equal to `value`, filled by the device's
+    /// backend: on a GPU a fill kernel, with no host upload.
+    pub fn full_on(device: Device, shape: &[usize], value: f32) -> Result<Tensor> {
+        backend::for_device(device)?.fill(shape, value)
+    }
+
     /// A rank-0 CPU tensor holding one value.
     pub fn scalar(value: f32) -> Tensor {
         Tensor::full(&[], value)

@@ -301,3 +301,45 @@ fn a_score_model_trains_on_wgpu_from_the_command_line() {
     assert!(!ok && err.contains("cuda:7"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn npe_nle_and_nre_train_on_wgpu_from_the_command_line() {
+    // lavapipe in CI (`AMORTIZE_REQUIRE_WGPU=1` there makes a missing adapter a failure).
+    if let Err(e) = amortize::backend::for_device(amortize::Device::Wgpu(0)) {
+        assert!(
+            std::env::var("AMORTIZE_REQUIRE_WGPU").as_deref() != Ok("1"),
+            "no wgpu adapter: {e}"
+        );
+        eprintln!("skipping: {e}");
+        return;
+    }
+    let dir = scratch("wgpu-train-flows");
+    let data = dir.join("data");
+    simulate_two_moons(100, &data);
+    for estimator in ["npe", "nle", "nre"] {
+        let model = dir.join(estimator);
+        let (ok, err) = amortize(&[
+            "train",
+            "--estimator",
+            estimator,
+            "--data",
+            s(&data),
+            "--task",
+            "two_moons",
+            "--out",
+            s(&model),
+            "--epochs",
+            "1",
+            "--device",
+            "wgpu:0",
+        ]);
+        assert!(ok, "{estimator}: {err}");
+        let loaded = match estimator {
+            "npe" => amortize::estimators::npe::NpeModel::load(&model).map(drop),
+            "nle" => amortize::estimators::nle::NleModel::load(&model).map(drop),
+            _ => amortize::estimators::nre::NreModel::load(&model).map(drop),
+        };
+        assert!(loaded.is_ok(), "{estimator}: {loaded:?}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -11,11 +11,13 @@ use crate::backend::Reduction;
 use crate::error::Result;
 use crate::estimators::pairs::{sum_over_observations, StandardizedPairs};
 use crate::estimators::score::gather;
+use crate::estimators::score_model::move_store;
 use crate::estimators::Standardization;
 use crate::nn::flow::{ConditionalFlow, FlowConfig};
 use crate::priors::Prior;
 use crate::rng::{streams, PhiloxStream};
 use crate::samplers::mcmc::LikelihoodEstimator;
+use crate::tensor::Device;
 use crate::train::{fit, EpochReport, TrainConfig, TrainReport};
 
 /// How to train an NLE model.
@@ -27,6 +29,8 @@ pub struct NleOptions {
     pub spline: bool,
     /// Minibatch loop settings.
     pub train: TrainConfig,
+    /// Where the training ops run; the trained weights come back to the CPU.
+    pub device: Device,
 }
 
 impl Default for NleOptions {
@@ -41,6 +45,7 @@ impl Default for NleOptions {
                 warmup_steps: 50,
                 ..TrainConfig::default()
             },
+            device: Device::Cpu,
         }
     }
 }
@@ -99,19 +104,22 @@ impl NleModel {
             &mut store,
             &crate::Tensor::from_vec(pairs.x.clone(), &[pairs.rows, dim_x])?,
         )?;
+        let device = options.device;
+        let mut store = move_store(&store, device)?;
         let report = fit(
             &mut store,
             pairs.rows,
             &options.train,
             |tape: &mut Tape, store: &ParamStore, batch: &[u32]| {
-                let x = tape.constant(gather(&pairs.x, dim_x, batch)?);
-                let c = tape.constant(gather(&pairs.theta, dim_theta, batch)?);
+                let x = tape.constant(gather(&pairs.x, dim_x, batch)?.to_device(device)?);
+                let c = tape.constant(gather(&pairs.theta, dim_theta, batch)?.to_device(device)?);
                 let lp = flow.log_prob(tape, store, x, Some(c))?;
                 let mean = tape.reduce_all(lp, Reduction::Mean)?;
                 tape.scale(mean, -1.0)
             },
             on_epoch,
         )?;
+        let store = move_store(&store, Device::Cpu)?;
         let config = NleConfig {
             flow: config,
             prior,
@@ -136,10 +144,11 @@ impl NleModel {
 
     /// Reads a model directory written by [`NleModel::save`].
     pub fn load(dir: &std::path::Path) -> Result<NleModel> {
-        let (config, flow, store) =
-            crate::io::model::load_architecture(dir, NLE_MODEL_KIND, |c: &NleConfig, store, rng| {
-                ConditionalFlow::new(store, "flow", c.flow, rng)
-            })?;
+        let (config, flow, store) = crate::io::model::load_architecture(
+            dir,
+            NLE_MODEL_KIND,
+            |c: &NleConfig, store, rng| ConditionalFlow::new(store, "flow", c.flow, rng),
+        )?;
         Ok(NleModel {
             config,
             flow,

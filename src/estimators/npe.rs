@@ -10,12 +10,13 @@ use crate::backend::Reduction;
 use crate::error::{Error, Result};
 use crate::estimators::pairs::{sum_over_observations, StandardizedPairs};
 use crate::estimators::score::gather;
-use crate::estimators::score_model::check_rows;
+use crate::estimators::score_model::{check_rows, move_store};
 use crate::estimators::Standardization;
 use crate::nn::flow::{ConditionalFlow, FlowConfig};
 use crate::priors::Prior;
 use crate::rng::{streams, PhiloxStream};
 use crate::samplers::mcmc::LikelihoodEstimator;
+use crate::tensor::Device;
 use crate::train::{fit, EpochReport, TrainConfig, TrainReport};
 
 /// How to train an NPE model.
@@ -27,6 +28,8 @@ pub struct NpeOptions {
     pub spline: bool,
     /// Minibatch loop settings.
     pub train: TrainConfig,
+    /// Where the training ops run; the trained weights come back to the CPU.
+    pub device: Device,
 }
 
 impl Default for NpeOptions {
@@ -41,6 +44,7 @@ impl Default for NpeOptions {
                 warmup_steps: 50,
                 ..TrainConfig::default()
             },
+            device: Device::Cpu,
         }
     }
 }
@@ -112,19 +116,22 @@ impl NpeModel {
             &mut store,
             &crate::Tensor::from_vec(ts.clone(), &[rows, dim_theta])?,
         )?;
+        let device = options.device;
+        let mut store = move_store(&store, device)?;
         let report = fit(
             &mut store,
             rows,
             &options.train,
             |tape: &mut Tape, store: &ParamStore, batch: &[u32]| {
-                let t = tape.constant(gather(ts, dim_theta, batch)?);
-                let c = tape.constant(gather(xs, dim_x, batch)?);
+                let t = tape.constant(gather(ts, dim_theta, batch)?.to_device(device)?);
+                let c = tape.constant(gather(xs, dim_x, batch)?.to_device(device)?);
                 let lp = flow.log_prob(tape, store, t, Some(c))?;
                 let mean = tape.reduce_all(lp, Reduction::Mean)?;
                 tape.scale(mean, -1.0)
             },
             on_epoch,
         )?;
+        let store = move_store(&store, Device::Cpu)?;
         Ok((
             NpeModel {
                 config: NpeConfig {
@@ -148,10 +155,11 @@ impl NpeModel {
 
     /// Reads a model directory written by [`NpeModel::save`].
     pub fn load(dir: &std::path::Path) -> Result<NpeModel> {
-        let (config, flow, store) =
-            crate::io::model::load_architecture(dir, NPE_MODEL_KIND, |c: &NpeConfig, store, rng| {
-                ConditionalFlow::new(store, "flow", c.flow, rng)
-            })?;
+        let (config, flow, store) = crate::io::model::load_architecture(
+            dir,
+            NPE_MODEL_KIND,
+            |c: &NpeConfig, store, rng| ConditionalFlow::new(store, "flow", c.flow, rng),
+        )?;
         Ok(NpeModel {
             config,
             flow,

@@ -14,13 +14,13 @@ use crate::backend::{Reduction, UnaryOp};
 use crate::error::{Error, Result};
 use crate::estimators::pairs::{sum_over_observations, StandardizedPairs};
 use crate::estimators::score::gather;
-use crate::estimators::score_model::check_rows;
+use crate::estimators::score_model::{check_rows, move_store};
 use crate::estimators::Standardization;
 use crate::nn::mlp::{MlpShape, ResidualMlp};
 use crate::priors::Prior;
 use crate::rng::{streams, PhiloxStream};
 use crate::samplers::mcmc::LikelihoodEstimator;
-use crate::tensor::Tensor;
+use crate::tensor::{Device, Tensor};
 use crate::train::{fit, EpochReport, TrainConfig, TrainReport};
 
 /// How to train an NRE model.
@@ -34,6 +34,8 @@ pub struct NreOptions {
     pub atoms: usize,
     /// Minibatch loop settings.
     pub train: TrainConfig,
+    /// Where the training ops run; the trained weights come back to the CPU.
+    pub device: Device,
 }
 
 impl Default for NreOptions {
@@ -49,6 +51,7 @@ impl Default for NreOptions {
                 warmup_steps: 50,
                 ..TrainConfig::default()
             },
+            device: Device::Cpu,
         }
     }
 }
@@ -136,6 +139,7 @@ impl NreModel {
         let mut store = ParamStore::new();
         let mut rng = PhiloxStream::new(options.train.seed, streams::INIT, 0);
         let classifier = ResidualMlp::new(&mut store, "classifier", config.shape(), &mut rng)?;
+        let mut store = move_store(&store, options.device)?;
         let report = fit(
             &mut store,
             pairs.rows,
@@ -145,6 +149,7 @@ impl NreModel {
             },
             on_epoch,
         )?;
+        let store = move_store(&store, Device::Cpu)?;
         Ok((
             NreModel {
                 config,
@@ -162,10 +167,11 @@ impl NreModel {
 
     /// Reads a model directory written by [`NreModel::save`].
     pub fn load(dir: &std::path::Path) -> Result<NreModel> {
-        let (config, classifier, store) =
-            crate::io::model::load_architecture(dir, NRE_MODEL_KIND, |c: &NreConfig, store, rng| {
-                ResidualMlp::new(store, "classifier", c.shape(), rng)
-            })?;
+        let (config, classifier, store) = crate::io::model::load_architecture(
+            dir,
+            NRE_MODEL_KIND,
+            |c: &NreConfig, store, rng| ResidualMlp::new(store, "classifier", c.shape(), rng),
+        )?;
         Ok(NreModel {
             config,
             classifier,
@@ -213,9 +219,11 @@ fn contrastive_loss(
 ) -> Result<Var> {
     let k = atoms.min(batch.len());
     let b = batch.len();
+    // Batches go where the parameters live.
+    let device = store.get(classifier.output.weight).device();
     if k < 2 {
         // A lone pair has nothing to be contrasted with: it contributes no loss.
-        return Ok(tape.constant(Tensor::full(&[1], 0.0)));
+        return Ok(tape.constant(Tensor::full_on(device, &[1], 0.0)?));
     }
     let dim_theta = pairs.theta_standardization.mean.len();
     let dim_x = pairs.x_standardization.mean.len();
@@ -228,8 +236,8 @@ fn contrastive_loss(
             x_rows.push(batch[i]);
         }
     }
-    let t = tape.constant(gather(&pairs.theta, dim_theta, &theta_rows)?);
-    let x = tape.constant(gather(&pairs.x, dim_x, &x_rows)?);
+    let t = tape.constant(gather(&pairs.theta, dim_theta, &theta_rows)?.to_device(device)?);
+    let x = tape.constant(gather(&pairs.x, dim_x, &x_rows)?.to_device(device)?);
     let input = tape.concat(&[t, x])?;
     let logits = classifier.forward(tape, store, input)?;
     let logits = tape.reshape(logits, &[b, k])?;

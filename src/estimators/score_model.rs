@@ -165,7 +165,7 @@ pub fn check_rows(op: &'static str, what: &str, data: &[f32], cols: usize) -> Re
 }
 
 /// A copy of `store` with every parameter on `device`, under the same names and ids.
-fn move_store(store: &ParamStore, device: Device) -> Result<ParamStore> {
+pub(crate) fn move_store(store: &ParamStore, device: Device) -> Result<ParamStore> {
     let mut moved = ParamStore::new();
     for (_, name, t) in store.iter() {
         moved.add(name, t.to_device(device)?)?;

@@ -309,7 +309,8 @@ fn affine(
 fn bin_sizes(tape: &mut Tape, raw: Var, bins: usize, bound: f32, min: f32) -> Result<Var> {
     let sm = tape.softmax(raw)?;
     let scaled = tape.scale(sm, 2.0 * bound * (1.0 - bins as f32 * min))?;
-    let floor = tape.constant(Tensor::full(&[bins], 2.0 * bound * min));
+    let floor = Tensor::full_on(tape.value(raw).device(), &[bins], 2.0 * bound * min)?;
+    let floor = tape.constant(floor);
     tape.add(scaled, floor)
 }
 
@@ -326,14 +327,16 @@ fn spline(
     let p = tape.split(p, &[bins, bins, bins - 1])?;
     let widths = bin_sizes(tape, p[0], bins, bound, MIN_BIN_WIDTH)?;
     let heights = bin_sizes(tape, p[1], bins, bound, MIN_BIN_HEIGHT)?;
+    // The constants are filled on the input's device (no upload per call).
+    let device = tape.value(b).device();
     // softplus(0 + c) = 1 − ε_δ, so a zero conditioner output gives derivative 1.
     let offset = ((1.0 - MIN_DERIVATIVE as f64).exp() - 1.0).ln() as f32;
-    let offset = tape.constant(Tensor::full(&[bins - 1], offset));
+    let offset = tape.constant(Tensor::full_on(device, &[bins - 1], offset)?);
     let shifted = tape.add(p[2], offset)?;
     let soft = tape.unary(UnaryOp::Softplus, shifted)?;
-    let floor = tape.constant(Tensor::full(&[bins - 1], MIN_DERIVATIVE));
+    let floor = tape.constant(Tensor::full_on(device, &[bins - 1], MIN_DERIVATIVE)?);
     let interior = tape.add(soft, floor)?;
-    let ones = tape.constant(Tensor::full(&[rows, db, 1], 1.0));
+    let ones = tape.constant(Tensor::full_on(device, &[rows, db, 1], 1.0)?);
     let derivatives = tape.concat(&[ones, interior, ones])?;
     let (y, logdet) = tape.rq_spline(b, [widths, heights, derivatives], bound, inverse)?;
     Ok((y, tape.reduce_features(logdet, Reduction::Sum)?))

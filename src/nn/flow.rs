@@ -128,8 +128,15 @@ impl ActNorm {
             .iter()
             .map(|&v| if v > 1e-24 { 0.5 * v.ln() } else { 0.0 } as f32)
             .collect();
-        store.set(self.loc, Tensor::from_vec(loc, &[self.dim])?)?;
-        store.set(self.log_scale, Tensor::from_vec(log_scale, &[self.dim])?)
+        // The new values go where the parameters live, so a store already on a device
+        // stays there.
+        let device = store.get(self.loc).device();
+        store.set(
+            self.loc,
+            Tensor::from_vec(loc, &[self.dim])?.to_device(device)?,
+        )?;
+        let log_scale = Tensor::from_vec(log_scale, &[self.dim])?.to_device(device)?;
+        store.set(self.log_scale, log_scale)
     }
 
     /// x `[rows, dim]` → (u, log-det `[rows]`), or the inverse map with `inverse`.
@@ -154,7 +161,8 @@ impl ActNorm {
             (tape.mul(centered, e)?, neg)
         };
         // The per-row log-det: the same Σ ±σ for every row.
-        let zeros = tape.constant(Tensor::zeros(&[rows, self.dim]));
+        let zeros = Tensor::full_on(tape.value(x).device(), &[rows, self.dim], 0.0)?;
+        let zeros = tape.constant(zeros);
         let spread = tape.add(zeros, signed)?;
         Ok((y, tape.reduce_features(spread, Reduction::Sum)?))
     }
@@ -332,7 +340,7 @@ impl ConditionalFlow {
         self.check(tape, z, context)?;
         let rows = tape.shape(z)[0];
         let mut x = z;
-        let mut logdet = tape.constant(Tensor::zeros(&[rows]));
+        let mut logdet = tape.constant(Tensor::full_on(tape.value(z).device(), &[rows], 0.0)?);
         for (l, layer) in self.couplings.iter().enumerate().rev() {
             if let Some(perm) = self.permutations.get(l) {
                 x = permute(tape, x, &invert_permutation(perm))?;
@@ -365,7 +373,8 @@ impl ConditionalFlow {
         let ss = tape.reduce_features(sq, Reduction::Sum)?;
         let half = tape.scale(ss, -0.5)?;
         let norm = -0.5 * self.config.dim as f64 * (2.0 * std::f64::consts::PI).ln();
-        let norm = tape.constant(Tensor::full(&[rows], norm as f32));
+        let norm = Tensor::full_on(tape.value(z).device(), &[rows], norm as f32)?;
+        let norm = tape.constant(norm);
         tape.add(half, norm)
     }
 

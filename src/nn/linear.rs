@@ -62,12 +62,13 @@ impl Linear {
         })
     }
 
-    /// Sets every weight and bias to zero (the last layer of a coupling block starts as
-    /// the identity transform this way).
+    /// Sets every weight and bias to zero, on the device they live on (the last layer of
+    /// a coupling block starts as the identity transform this way).
     pub fn zero(&self, store: &mut ParamStore) -> Result<()> {
         for id in std::iter::once(self.weight).chain(self.bias) {
-            let shape = store.get(id).shape().to_vec();
-            store.set(id, Tensor::zeros(&shape))?;
+            let old = store.get(id);
+            let zeros = Tensor::full_on(old.device(), old.shape(), 0.0)?;
+            store.set(id, zeros)?;
         }
         Ok(())
     }

@@ -35,7 +35,8 @@ pub struct Args {
     /// sampled by MCMC).
     #[arg(long, default_value = "score")]
     pub estimator: String,
-    /// Where the score estimator's training ops run: cpu, cuda:N or wgpu:N.
+    /// Where the training ops run: cpu, cuda:N or wgpu:N (the trained model is written
+    /// from the CPU either way).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Most epochs (training stops earlier when the validation loss stops improving).
@@ -110,15 +111,6 @@ pub fn run(args: &Args) -> Result<()> {
         }
     }
     let options = args.options()?;
-    if options.device != amortize::Device::Cpu && args.estimator != "score" {
-        return Err(Error::invalid(
-            "train",
-            format!(
-                "--device {} trains the score estimator only so far",
-                options.device
-            ),
-        ));
-    }
     let bar = progress::bar(options.train.epochs as u64, "epochs");
     let start = Instant::now();
     let on_epoch = |e: &EpochReport| progress::report_epoch(&bar, e);
@@ -132,6 +124,7 @@ pub fn run(args: &Args) -> Result<()> {
         "npe" => {
             let npe = NpeOptions {
                 train: options.train.clone(),
+                device: options.device,
                 ..NpeOptions::default()
             };
             let (model, report) =
@@ -142,6 +135,7 @@ pub fn run(args: &Args) -> Result<()> {
         "nle" => {
             let nle = NleOptions {
                 train: options.train.clone(),
+                device: options.device,
                 ..NleOptions::default()
             };
             let (model, report) =
@@ -153,6 +147,7 @@ pub fn run(args: &Args) -> Result<()> {
             let nre = NreOptions {
                 width: args.width,
                 train: options.train.clone(),
+                device: options.device,
                 ..NreOptions::default()
             };
             let (model, report) =
