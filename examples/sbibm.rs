@@ -4,7 +4,8 @@
 //! prior-support acceptance and samples/s, the MCMC chains' R̂, ESS and samples/s.
 //!
 //! Run: `cargo run --release --example sbibm [-- [--estimators npe,nle,nre]
-//! [--mcmc CHAINS,WARMUP,THIN] [--observations 1,2,3,4,5] [TASK ...]]`
+//! [--mcmc CHAINS,WARMUP,THIN,INIT_CANDIDATES] [--observations 1,2,3,4,5] [--ema DECAY]
+//! [TASK ...]]`
 
 use std::time::Instant;
 
@@ -30,22 +31,32 @@ enum Trained {
     Mcmc(Box<dyn LikelihoodEstimator>),
 }
 
-fn train(estimator: &str, task: Task, theta: &[f32], x: &[f32]) -> Result<(Trained, TrainReport)> {
+/// Trains `estimator` with its default options, and the weight average `ema` if given.
+fn train(
+    estimator: &str,
+    task: Task,
+    theta: &[f32],
+    x: &[f32],
+    ema: Option<f32>,
+) -> Result<(Trained, TrainReport)> {
     let (dx, prior, name) = (task.dim_x(), task.prior(), Some(task.name().to_string()));
     Ok(match estimator {
         "npe" => {
-            let (m, r) =
-                NpeModel::train(theta, x, dx, prior, name, &NpeOptions::default(), |_| {})?;
+            let mut options = NpeOptions::default();
+            options.train.ema_decay = ema;
+            let (m, r) = NpeModel::train(theta, x, dx, prior, name, &options, |_| {})?;
             (Trained::Npe(Box::new(m)), r)
         }
         "nle" => {
-            let (m, r) =
-                NleModel::train(theta, x, dx, prior, name, &NleOptions::default(), |_| {})?;
+            let mut options = NleOptions::default();
+            options.train.ema_decay = ema;
+            let (m, r) = NleModel::train(theta, x, dx, prior, name, &options, |_| {})?;
             (Trained::Mcmc(Box::new(m)), r)
         }
         "nre" => {
-            let (m, r) =
-                NreModel::train(theta, x, dx, prior, name, &NreOptions::default(), |_| {})?;
+            let mut options = NreOptions::default();
+            options.train.ema_decay = ema;
+            let (m, r) = NreModel::train(theta, x, dx, prior, name, &options, |_| {})?;
             (Trained::Mcmc(Box::new(m)), r)
         }
         other => {
@@ -62,6 +73,7 @@ fn main() -> Result<()> {
     let mut tasks = Vec::new();
     let mut mcmc = McmcOptions::default();
     let mut observations = vec![1, 2, 3, 4, 5];
+    let mut ema = None;
     let mut args = std::env::args().skip(1);
     let numbers = |list: Option<String>| -> Vec<usize> {
         list.unwrap_or_default()
@@ -78,8 +90,13 @@ fn main() -> Result<()> {
             "--mcmc" => {
                 let v = numbers(args.next());
                 (mcmc.chains, mcmc.warmup, mcmc.thin) = (v[0], v[1], v[2]);
+                mcmc.init_candidates = v.get(3).copied().unwrap_or(mcmc.init_candidates);
             }
             "--observations" => observations = numbers(args.next()),
+            "--ema" => {
+                let decay = args.next().unwrap_or_default();
+                ema = Some(decay.parse().expect("--ema takes a decay in (0, 1)"));
+            }
             _ => tasks.push(Task::by_name(&arg)?),
         }
     }
@@ -96,7 +113,7 @@ fn main() -> Result<()> {
         let (theta, x) = task.simulate_dataset(SIMULATIONS, 1);
         for estimator in &estimators {
             let start = Instant::now();
-            let (model, report) = train(estimator, task, &theta, &x)?;
+            let (model, report) = train(estimator, task, &theta, &x, ema)?;
             println!(
                 "{task} {estimator}: trained in {:.1} s ({} epochs, best validation loss {:.3})",
                 start.elapsed().as_secs_f64(),
