@@ -6,6 +6,10 @@
 
 use std::time::Instant;
 
+// The CPU backend allocates every op's output: see the mimalloc line of Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use amortize::backend::Reduction;
 use amortize::nn::{CausalTransformer, DeepSet, DeepSetConfig, SetTransformer, TransformerConfig};
 use amortize::rng::{streams, PhiloxStream};

@@ -14,6 +14,10 @@
 
 use std::time::Instant;
 
+// The CPU backend allocates every op's output: see the mimalloc line of Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use amortize::diagnostics::Coverage;
 use amortize::estimators::set_npe::{SetEncoderConfig, SetNpeModel, SetNpeOptions};
 use amortize::nn::DeepSetConfig;
