@@ -292,13 +292,30 @@ fn gather_and_mse_match_definitions() {
 
 #[test]
 fn large_elementwise_ops_take_the_parallel_path_and_agree() {
-    // 2^17 elements: above the parallel threshold, so chunk offsets are exercised.
-    let n = 1 << 17;
-    let a = randn(&[n / 64, 64], 15);
-    let b = randn(&[64], 16);
-    let y = ops::mul(&a, &b).unwrap().to_vec().unwrap();
-    let (av, bv) = (a.to_vec().unwrap(), b.to_vec().unwrap());
-    assert!(y.iter().enumerate().all(|(i, &v)| v == av[i] * bv[i % 64]));
+    // ~2^17 elements: above the parallel threshold, so chunk offsets are exercised; rows
+    // of 100 do not divide the chunk size, so chunks start in the middle of a row of the
+    // broadcast operand.
+    for cols in [64, 100] {
+        let a = randn(&[(1 << 17) / cols, cols], 15);
+        let b = randn(&[cols], 16);
+        let (av, bv) = (a.to_vec().unwrap(), b.to_vec().unwrap());
+        type Op = fn(&Tensor, &Tensor) -> amortize::Result<Tensor>;
+        let cases: [(Op, fn(f32, f32) -> f32); 4] = [
+            (ops::add, |x, y| x + y),
+            (ops::sub, |x, y| x - y),
+            (ops::mul, |x, y| x * y),
+            (ops::div, |x, y| x / y),
+        ];
+        for (op, f) in cases {
+            let y = op(&a, &b).unwrap().to_vec().unwrap();
+            assert!(y
+                .iter()
+                .enumerate()
+                .all(|(i, &v)| v == f(av[i], bv[i % cols])));
+        }
+    }
+    let a = randn(&[(1 << 17) / 64, 64], 15);
+    let av = a.to_vec().unwrap();
     let t = ops::unary(UnaryOp::Tanh, &a).unwrap().to_vec().unwrap();
     assert!(t.iter().zip(&av).all(|(&v, &x)| v == x.tanh()));
 }
