@@ -10,7 +10,7 @@ use amortize::estimators::{ScoreModel, ScoreTrainOptions};
 use amortize::io::npy::read_npy_matrix;
 use amortize::priors::Prior;
 use amortize::tasks::Task;
-use amortize::train::EpochReport;
+use amortize::train::{EpochReport, TrainConfig};
 use amortize::{Error, Result};
 
 use crate::progress;
@@ -58,10 +58,14 @@ pub struct Args {
     #[arg(long, default_value_t = 400)]
     pub levels: usize,
     /// Decay of the exponential moving average of the weights that is validated and
-    /// saved (0 turns the average off).
-    #[arg(long, default_value_t = 0.999)]
-    pub ema_decay: f32,
+    /// saved (0 turns the average off). Default: 0.999 for the score estimator, off for
+    /// NPE, NLE and NRE (whose early stopping comes before a slow average settles).
+    #[arg(long)]
+    pub ema_decay: Option<f32>,
 }
+
+/// The score estimator's default weight average (see `--ema-decay`).
+const SCORE_EMA_DECAY: f32 = 0.999;
 
 impl Args {
     /// The training options these arguments ask for.
@@ -72,12 +76,22 @@ impl Args {
             device: self.device.parse()?,
             ..ScoreTrainOptions::default()
         };
-        options.train.epochs = self.epochs;
-        options.train.batch_size = self.batch_size;
-        options.train.optimizer.lr = self.lr;
-        options.train.seed = self.seed;
-        options.train.ema_decay = (self.ema_decay > 0.0).then_some(self.ema_decay);
+        options.train.ema_decay = Some(SCORE_EMA_DECAY);
+        options.train = self.train_config(options.train);
         Ok(options)
+    }
+
+    /// An estimator's default minibatch settings `base` with the ones given here.
+    pub fn train_config(&self, base: TrainConfig) -> TrainConfig {
+        let mut train = base;
+        train.epochs = self.epochs;
+        train.batch_size = self.batch_size;
+        train.optimizer.lr = self.lr;
+        train.seed = self.seed;
+        if let Some(decay) = self.ema_decay {
+            train.ema_decay = (decay > 0.0).then_some(decay);
+        }
+        train
     }
 }
 
@@ -123,7 +137,7 @@ pub fn run(args: &Args) -> Result<()> {
         }
         "npe" => {
             let npe = NpeOptions {
-                train: options.train.clone(),
+                train: args.train_config(NpeOptions::default().train),
                 device: options.device,
                 ..NpeOptions::default()
             };
@@ -134,7 +148,7 @@ pub fn run(args: &Args) -> Result<()> {
         }
         "nle" => {
             let nle = NleOptions {
-                train: options.train.clone(),
+                train: args.train_config(NleOptions::default().train),
                 device: options.device,
                 ..NleOptions::default()
             };
@@ -146,7 +160,7 @@ pub fn run(args: &Args) -> Result<()> {
         "nre" => {
             let nre = NreOptions {
                 width: args.width,
-                train: options.train.clone(),
+                train: args.train_config(NreOptions::default().train),
                 device: options.device,
                 ..NreOptions::default()
             };
