@@ -300,7 +300,8 @@ fn large_elementwise_ops_take_the_parallel_path_and_agree() {
         let b = randn(&[cols], 16);
         let (av, bv) = (a.to_vec().unwrap(), b.to_vec().unwrap());
         type Op = fn(&Tensor, &Tensor) -> amortize::Result<Tensor>;
-        let cases: [(Op, fn(f32, f32) -> f32); 4] = [
+        type Formula = fn(f32, f32) -> f32;
+        let cases: [(Op, Formula); 4] = [
             (ops::add, |x, y| x + y),
             (ops::sub, |x, y| x - y),
             (ops::mul, |x, y| x * y),

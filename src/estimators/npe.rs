@@ -1,81 +1,41 @@
 //! Neural posterior estimation (NPE): a conditional flow q(θ | x) trained by maximum
-//! likelihood on simulated pairs, L = −mean log q(θ̃ | x̃), with θ and x standardized by
-//! training-set statistics. Draws outside a bounded prior's support are rejected and
-//! the acceptance rate is reported. One observation per posterior (n = 1).
+//! likelihood on simulated pairs (the shared flow estimator of
+//! [`crate::estimators::flow_model`]). Given one observation it draws from the flow;
+//! draws outside a bounded prior's support are rejected and the acceptance rate is
+//! reported. Given n > 1 it is a [`LikelihoodEstimator`] of the factorized posterior,
+//! sampled by MCMC.
 
-use serde::{Deserialize, Serialize};
+use std::ops::Deref;
 
-use crate::autograd::{ParamStore, Tape};
-use crate::backend::Reduction;
+use crate::autograd::ParamStore;
 use crate::error::{Error, Result};
-use crate::estimators::pairs::{sum_over_observations, StandardizedPairs};
-use crate::estimators::score::gather;
-use crate::estimators::score_model::{check_rows, move_store};
+use crate::estimators::flow_model::{FlowModel, FlowModelConfig, FlowOptions, Modeled};
+use crate::estimators::score_model::check_rows;
 use crate::estimators::Standardization;
-use crate::nn::flow::{ConditionalFlow, FlowConfig};
+use crate::nn::flow::ConditionalFlow;
 use crate::priors::Prior;
 use crate::rng::{streams, PhiloxStream};
 use crate::samplers::mcmc::LikelihoodEstimator;
-use crate::tensor::Device;
-use crate::train::{fit, EpochReport, TrainConfig, TrainReport};
+use crate::train::{EpochReport, TrainReport};
 
 /// How to train an NPE model.
-#[derive(Clone, Debug)]
-pub struct NpeOptions {
-    /// Coupling layers of the flow.
-    pub layers: usize,
-    /// Spline (true) or affine (false) couplings.
-    pub spline: bool,
-    /// Minibatch loop settings.
-    pub train: TrainConfig,
-    /// Where the training ops run; the trained weights come back to the CPU.
-    pub device: Device,
-}
+pub type NpeOptions = FlowOptions;
 
-impl Default for NpeOptions {
-    fn default() -> Self {
-        NpeOptions {
-            layers: 5,
-            spline: true,
-            train: TrainConfig {
-                epochs: 200,
-                batch_size: 256,
-                patience: 20,
-                warmup_steps: 50,
-                ..TrainConfig::default()
-            },
-            device: Device::Cpu,
-        }
-    }
-}
-
-/// Everything about an NPE model except its weights: the model file's `config.json`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct NpeConfig {
-    /// The flow's architecture.
-    pub flow: FlowConfig,
-    /// The prior (for the support check).
-    pub prior: Prior,
-    /// Standardization of θ.
-    pub theta_standardization: Standardization,
-    /// Standardization of x.
-    pub x_standardization: Standardization,
-    /// The task the model was trained on, if a built-in one.
-    pub task: Option<String>,
-}
+/// An NPE model's `config.json`: the flow is over θ (`flow.dim` = dim θ) with x as context.
+pub type NpeConfig = FlowModelConfig;
 
 /// The `kind` of an NPE model directory.
 pub const NPE_MODEL_KIND: &str = "npe";
 
-/// A trained NPE model.
+/// A trained NPE model: a [`FlowModel`] of θ given x.
 #[derive(Clone, Debug)]
-pub struct NpeModel {
-    /// Architecture, maps and prior.
-    pub config: NpeConfig,
-    /// The flow q(θ̃ | x̃).
-    pub flow: ConditionalFlow,
-    /// Its parameters.
-    pub store: ParamStore,
+pub struct NpeModel(pub FlowModel);
+
+impl Deref for NpeModel {
+    type Target = FlowModel;
+    fn deref(&self) -> &FlowModel {
+        &self.0
+    }
 }
 
 /// Draws and how many proposals it took to get them.
@@ -101,70 +61,28 @@ impl NpeModel {
         options: &NpeOptions,
         on_epoch: impl FnMut(&EpochReport),
     ) -> Result<(NpeModel, TrainReport)> {
-        let dim_theta = prior.dim();
-        let pairs = StandardizedPairs::new("NpeModel::train", theta, x, dim_theta, dim_x)?;
-        let (ts, xs, rows) = (&pairs.theta, &pairs.x, pairs.rows);
-        let config = if options.spline {
-            FlowConfig::spline(dim_theta, dim_x, options.layers)
-        } else {
-            FlowConfig::affine(dim_theta, dim_x, options.layers)
-        };
-        let mut store = ParamStore::new();
-        let mut rng = PhiloxStream::new(options.train.seed, streams::INIT, 0);
-        let flow = ConditionalFlow::new(&mut store, "flow", config, &mut rng)?;
-        flow.initialize(
-            &mut store,
-            &crate::Tensor::from_vec(ts.clone(), &[rows, dim_theta])?,
-        )?;
-        let device = options.device;
-        let mut store = move_store(&store, device)?;
-        let report = fit(
-            &mut store,
-            rows,
-            &options.train,
-            |tape: &mut Tape, store: &ParamStore, batch: &[u32]| {
-                let t = tape.constant(gather(ts, dim_theta, batch)?.to_device(device)?);
-                let c = tape.constant(gather(xs, dim_x, batch)?.to_device(device)?);
-                let lp = flow.log_prob(tape, store, t, Some(c))?;
-                let mean = tape.reduce_all(lp, Reduction::Mean)?;
-                tape.scale(mean, -1.0)
-            },
+        let (model, report) = FlowModel::train(
+            "NpeModel::train",
+            Modeled::Theta,
+            theta,
+            x,
+            dim_x,
+            prior,
+            task,
+            options,
             on_epoch,
         )?;
-        let store = move_store(&store, Device::Cpu)?;
-        Ok((
-            NpeModel {
-                config: NpeConfig {
-                    flow: config,
-                    prior,
-                    theta_standardization: pairs.theta_standardization,
-                    x_standardization: pairs.x_standardization,
-                    task,
-                },
-                flow,
-                store,
-            },
-            report,
-        ))
+        Ok((NpeModel(model), report))
     }
 
     /// Writes the model directory `dir` (replacing a model already there).
     pub fn save(&self, dir: &std::path::Path) -> Result<()> {
-        crate::io::model::save_model(dir, NPE_MODEL_KIND, &self.config, &self.store)
+        self.0.save(dir, NPE_MODEL_KIND)
     }
 
     /// Reads a model directory written by [`NpeModel::save`].
     pub fn load(dir: &std::path::Path) -> Result<NpeModel> {
-        let (config, flow, store) = crate::io::model::load_architecture(
-            dir,
-            NPE_MODEL_KIND,
-            |c: &NpeConfig, store, rng| ConditionalFlow::new(store, "flow", c.flow, rng),
-        )?;
-        Ok(NpeModel {
-            config,
-            flow,
-            store,
-        })
+        Ok(NpeModel(FlowModel::load(dir, NPE_MODEL_KIND)?))
     }
 
     /// `num` draws from q(θ | x_obs) inside the prior's support, seeded by `seed`.
@@ -255,18 +173,8 @@ impl LikelihoodEstimator for NpeModel {
 
     fn log_likelihood(&self, theta: &[f32], obs: &[f32]) -> Result<Vec<f64>> {
         let c = &self.config;
-        let (dim_theta, dim_x) = (c.flow.dim, c.flow.context_dim);
-        let mut t = theta.to_vec();
-        c.theta_standardization.apply(&mut t);
-        let mut x = obs.to_vec();
-        c.x_standardization.apply(&mut x);
-        let n = (obs.len() / dim_x) as f64;
-        let sums = sum_over_observations(&t, &x, dim_theta, dim_x, |t, x| {
-            let mut tape = Tape::no_grad();
-            let (t, x) = (tape.constant(t), tape.constant(x));
-            let lp = self.flow.log_prob(&mut tape, &self.store, t, Some(x))?;
-            tape.value(lp).to_vec()
-        })?;
+        let n = (obs.len() / c.flow.context_dim) as f64;
+        let sums = self.summed_log_prob(Modeled::Theta, theta, obs)?;
         let log_prior = c.prior.log_density(theta)?;
         Ok(sums
             .iter()
