@@ -1,7 +1,8 @@
 // score_sampler.wgsl: what the fused samplers (sample_diffusion.wgsl, sample_langevin.wgsl)
 // share, the WGSL counterpart of kernels/score_sampler.cuh. WGSL has no #include: the host
 // (src/samplers/wgpu.rs) compiles this file followed by one of the two entry files as one
-// module, after rewriting the four `const` lines marked HOST below for the network's sizes.
+// module, after rewriting the four `const` lines marked HOST below for the network's sizes
+// and the workgroup shape.
 //
 // What it computes (the CPU functions named define it, DESIGN.md contract 2): the score
 // network of src/samplers/score_plan.rs (ScorePlan::eps_hat, LearnedScore::scores) for one
@@ -26,22 +27,27 @@
 //                          g(u) = 1 − 2σ(u)      (p.prior_kind 1: uniform box, scaled logit)
 // once per network pass into gT, in f32 (the CPU computes g in f64).
 //
-// Workgroup shape: THREADS invocations (max(W, d) rounded up to a multiple of 32) own
-// TILE = 32 consecutive samples (lanes 32·tile .. 32·tile + 31), exactly one
-// CORRECTOR_GROUP, so the corrector's mean ‖s‖² is a reduction inside the workgroup in a
-// fixed order (lane order, one invocation).
-// Dense layer y[r, o] = Σ_k x[r, k]·Wᵀ[k, o] + b[o]: invocation t owns output column o = t
-// for all 32 rows of the tile, its 32 sums in registers as 8 vec4 (rows 4q .. 4q+3).
+// Workgroup shape: THREADS invocations own TILE = 32 consecutive samples (lanes
+// 32·tile .. 32·tile + 31), exactly one CORRECTOR_GROUP, so the corrector's mean ‖s‖² is a
+// reduction inside the workgroup in a fixed order (lane order, one invocation).
+// Dense layer y[r, o] = Σ_k x[r, k]·Wᵀ[k, o] + b[o]: invocation t owns the COLS output
+// columns o = t + c·THREADS (c < COLS) for all 32 rows of the tile, each column's 32 sums
+// in registers as 8 vec4 (rows 4q .. 4q+3), summed over k in order. The host picks
+// (src/samplers/wgpu.rs, workgroup_shape): on a GPU COLS = 1 and THREADS = max(W, d)
+// rounded up to 32; on a CPU adapter (lavapipe) THREADS = 8, one SIMD register, and
+// COLS = ⌈max(W, d)/8⌉, because there every load inside a loop is a per-lane scalar loop
+// and this cuts the loads per multiply-add from 1 + 1/32 to 1/COLS + 1/32. Same sums in the
+// same order either way.
 // Activations are stored column-major in workgroup memory (hT[k·8 + q] = rows 4q .. 4q+3
-// of column k), so for each k every invocation reads the same 8 vec4 (a broadcast: one
-// load for the whole workgroup on lavapipe, no bank conflicts on a GPU) and its own weight
-// Wᵀ[k, t], used 32 times from a register. Wᵀ streams through workgroup memory in slabs of
-// KC input rows × THREADS columns (zero-padded past the layer's outputs). The folded θ part
-// `tp` stays in the registers of the invocation that owns its column.
+// of column k), so for each k every invocation reads the same 8 vec4 (a broadcast on a
+// GPU, no bank conflicts) and, per column it owns, one weight Wᵀ[k, o] used 32 times from
+// a register. Each weight is used by exactly one invocation of the workgroup, so it is
+// read straight from `net` (consecutive invocations read consecutive weights): staging it
+// through workgroup memory would add a copy and barriers and share nothing. The folded θ
+// part `tp` stays in the registers of the invocation that owns its column.
 //
-// Workgroup memory (f32): hT[TILE·W] + slab[KC·THREADS] + thT[TILE·d] + sT[TILE·d] +
-// gT[TILE·d] + norm2[TILE] + coef[2]. The host picks KC (≤ 32) so this fits the adapter's
-// max_compute_workgroup_storage_size (lavapipe: 32 KiB).
+// Workgroup memory (f32): hT[TILE·W] + thT[TILE·d] + sT[TILE·d] + gT[TILE·d] +
+// norm2[TILE] + coef[2] (lavapipe's 32 KiB hold W = 128).
 //
 // Weights (`net`, uploaded by the host, every weight transposed to [in, out] row-major):
 //   [Wᵀ_in (d·W), b_in (W)], then the W×W layers in order — nbt θ blocks, the folded θ
@@ -66,8 +72,8 @@
 
 const W: u32 = 16u; // HOST: width
 const D: u32 = 4u; // HOST: dim θ
-const THREADS: u32 = 32u; // HOST: invocations, max(W, d) rounded up to a multiple of 32
-const KC: u32 = 32u; // HOST: input rows per weight slab
+const THREADS: u32 = 32u; // HOST: invocations per workgroup
+const COLS: u32 = 1u; // HOST: output columns per invocation, ⌈max(W, d)/THREADS⌉
 
 const TILE: u32 = 32u;
 const Q: u32 = 8u; // vec4 per column of the tile
@@ -105,7 +111,6 @@ struct Params {
 @group(0) @binding(6) var<storage, read> prior: array<f32>;
 
 var<workgroup> hT: array<vec4<f32>, W * Q>;
-var<workgroup> slab: array<f32, KC * THREADS>;
 var<workgroup> thT: array<vec4<f32>, D * Q>;
 var<workgroup> sT: array<vec4<f32>, D * Q>;
 var<workgroup> gT: array<vec4<f32>, D * Q>;
@@ -124,8 +129,10 @@ struct Column {
     q7: vec4<f32>,
 }
 
-var<private> acc: Column;
-var<private> tp: Column;
+/// The sums of this invocation's columns tid + c·THREADS, c < COLS.
+var<private> acc: array<Column, COLS>;
+/// The folded θ part of the same columns.
+var<private> tp: array<Column, COLS>;
 
 // Philox4x32-10 and Box–Muller come from philox.wgsl, compiled in front of this file.
 
@@ -164,66 +171,72 @@ fn input(from_theta: bool, k: u32, q: u32) -> vec4<f32> {
     return hT[k * Q + q];
 }
 
-/// acc = column `tid` of in·Wᵀ over the tile, `in` being θ (k_in = d) when `from_theta`,
-/// else h (k_in = W); Wᵀ at `wt` in `net`, [k_in, n_out] (invocations tid ≥ n_out compute
-/// zeros). Starts and ends with a barrier, so the caller may overwrite `in`.
+/// acc[c] = column o = tid + c·THREADS of in·Wᵀ over the tile, `in` being θ (k_in = d)
+/// when `from_theta`, else h (k_in = W); Wᵀ at `wt` in `net`, [k_in, n_out] (columns
+/// o ≥ n_out compute zeros). Each weight is read by exactly one invocation of the
+/// workgroup, so it is read straight from `net` (top comment). Starts and ends with a
+/// barrier, so the caller may overwrite `in`.
 fn accumulate(wt: u32, k_in: u32, n_out: u32, from_theta: bool, tid: u32) {
-    acc = Column();
-    for (var k0 = 0u; k0 < k_in; k0 += KC) {
-        let kc = min(KC, k_in - k0);
-        // The previous slab is consumed and `in` (written by the previous step) visible.
-        workgroupBarrier();
-        for (var idx = tid; idx < KC * THREADS; idx += THREADS) {
-            let kk = idx / THREADS;
-            let o = idx % THREADS;
-            var v = 0.0;
-            if (kk < kc && o < n_out) {
-                v = net[wt + (k0 + kk) * n_out + o];
-            }
-            slab[idx] = v;
-        }
-        workgroupBarrier();
-        for (var kk = 0u; kk < kc; kk++) {
-            let wv = vec4<f32>(slab[kk * THREADS + tid]);
-            let k = k0 + kk;
-            acc.q0 = fma(input(from_theta, k, 0u), wv, acc.q0);
-            acc.q1 = fma(input(from_theta, k, 1u), wv, acc.q1);
-            acc.q2 = fma(input(from_theta, k, 2u), wv, acc.q2);
-            acc.q3 = fma(input(from_theta, k, 3u), wv, acc.q3);
-            acc.q4 = fma(input(from_theta, k, 4u), wv, acc.q4);
-            acc.q5 = fma(input(from_theta, k, 5u), wv, acc.q5);
-            acc.q6 = fma(input(from_theta, k, 6u), wv, acc.q6);
-            acc.q7 = fma(input(from_theta, k, 7u), wv, acc.q7);
+    for (var c = 0u; c < COLS; c++) {
+        acc[c] = Column();
+    }
+    // `in`, written by the previous step, is visible.
+    workgroupBarrier();
+    for (var k = 0u; k < k_in; k++) {
+        let x0 = input(from_theta, k, 0u);
+        let x1 = input(from_theta, k, 1u);
+        let x2 = input(from_theta, k, 2u);
+        let x3 = input(from_theta, k, 3u);
+        let x4 = input(from_theta, k, 4u);
+        let x5 = input(from_theta, k, 5u);
+        let x6 = input(from_theta, k, 6u);
+        let x7 = input(from_theta, k, 7u);
+        let row = wt + k * n_out;
+        for (var c = 0u; c < COLS; c++) {
+            let o = tid + c * THREADS;
+            let wv = vec4<f32>(select(0.0, net[row + min(o, n_out - 1u)], o < n_out));
+            acc[c].q0 = fma(x0, wv, acc[c].q0);
+            acc[c].q1 = fma(x1, wv, acc[c].q1);
+            acc[c].q2 = fma(x2, wv, acc[c].q2);
+            acc[c].q3 = fma(x3, wv, acc[c].q3);
+            acc[c].q4 = fma(x4, wv, acc[c].q4);
+            acc[c].q5 = fma(x5, wv, acc[c].q5);
+            acc[c].q6 = fma(x6, wv, acc[c].q6);
+            acc[c].q7 = fma(x7, wv, acc[c].q7);
         }
     }
     // Every read of `in` is done: the epilogue may write it.
     workgroupBarrier();
 }
 
-/// Epilogue h[:, tid] = act(acc + b), or h[:, tid] + act(acc + b) when `residual`; b at
-/// `bias` in `net`.
+/// Epilogue h[:, o] = act(acc + b), or h[:, o] + act(acc + b) when `residual`, for this
+/// invocation's columns o < W; b at `bias` in `net`.
 fn store_hidden(bias: u32, residual: bool, tid: u32) {
-    if (tid < W) {
-        let b = vec4<f32>(net[bias + tid]);
-        let c = tid * Q;
-        if (residual) {
-            hT[c] = hT[c] + silu(acc.q0 + b);
-            hT[c + 1u] = hT[c + 1u] + silu(acc.q1 + b);
-            hT[c + 2u] = hT[c + 2u] + silu(acc.q2 + b);
-            hT[c + 3u] = hT[c + 3u] + silu(acc.q3 + b);
-            hT[c + 4u] = hT[c + 4u] + silu(acc.q4 + b);
-            hT[c + 5u] = hT[c + 5u] + silu(acc.q5 + b);
-            hT[c + 6u] = hT[c + 6u] + silu(acc.q6 + b);
-            hT[c + 7u] = hT[c + 7u] + silu(acc.q7 + b);
-        } else {
-            hT[c] = silu(acc.q0 + b);
-            hT[c + 1u] = silu(acc.q1 + b);
-            hT[c + 2u] = silu(acc.q2 + b);
-            hT[c + 3u] = silu(acc.q3 + b);
-            hT[c + 4u] = silu(acc.q4 + b);
-            hT[c + 5u] = silu(acc.q5 + b);
-            hT[c + 6u] = silu(acc.q6 + b);
-            hT[c + 7u] = silu(acc.q7 + b);
+    for (var c = 0u; c < COLS; c++) {
+        let o = tid + c * THREADS;
+        if (o < W) {
+            let b = vec4<f32>(net[bias + o]);
+            let a = acc[c];
+            let i = o * Q;
+            if (residual) {
+                hT[i] = hT[i] + silu(a.q0 + b);
+                hT[i + 1u] = hT[i + 1u] + silu(a.q1 + b);
+                hT[i + 2u] = hT[i + 2u] + silu(a.q2 + b);
+                hT[i + 3u] = hT[i + 3u] + silu(a.q3 + b);
+                hT[i + 4u] = hT[i + 4u] + silu(a.q4 + b);
+                hT[i + 5u] = hT[i + 5u] + silu(a.q5 + b);
+                hT[i + 6u] = hT[i + 6u] + silu(a.q6 + b);
+                hT[i + 7u] = hT[i + 7u] + silu(a.q7 + b);
+            } else {
+                hT[i] = silu(a.q0 + b);
+                hT[i + 1u] = silu(a.q1 + b);
+                hT[i + 2u] = silu(a.q2 + b);
+                hT[i + 3u] = silu(a.q3 + b);
+                hT[i + 4u] = silu(a.q4 + b);
+                hT[i + 5u] = silu(a.q5 + b);
+                hT[i + 6u] = silu(a.q6 + b);
+                hT[i + 7u] = silu(a.q7 + b);
+            }
         }
     }
     workgroupBarrier();
@@ -246,17 +259,11 @@ fn theta_path(tid: u32) {
     }
     let off = square_layer(p.nbt);
     accumulate(off, W, W, false, tid);
-    let b = vec4<f32>(net[off + W * W + min(tid, W - 1u)]);
-    tp = Column(
-        acc.q0 + b,
-        acc.q1 + b,
-        acc.q2 + b,
-        acc.q3 + b,
-        acc.q4 + b,
-        acc.q5 + b,
-        acc.q6 + b,
-        acc.q7 + b,
-    );
+    for (var c = 0u; c < COLS; c++) {
+        let b = vec4<f32>(net[off + W * W + min(tid + c * THREADS, W - 1u)]);
+        let a = acc[c];
+        tp[c] = Column(a.q0 + b, a.q1 + b, a.q2 + b, a.q3 + b, a.q4 + b, a.q5 + b, a.q6 + b, a.q7 + b);
+    }
 }
 
 /// sum_s[:, :] = Σ_j scale·ε̂(θ, t_k, x_j) for the tile (ScorePlan::eps_hat,
@@ -267,35 +274,43 @@ fn evaluate(k: u32, scale: f32, w_f: f32, tid: u32) {
     let out_layer = square_layer(p.nbt + 1u + p.nbh);
     for (var j = 0u; j < p.n_obs; j++) {
         // Head input act((θ part + x part) + t part), in the CPU's order, from registers.
-        if (tid < W) {
-            let xt = vec4<f32>(x_part[j * W + tid]);
-            let tt = vec4<f32>(t_part[k * W + tid]);
-            let c = tid * Q;
-            hT[c] = silu((tp.q0 + xt) + tt);
-            hT[c + 1u] = silu((tp.q1 + xt) + tt);
-            hT[c + 2u] = silu((tp.q2 + xt) + tt);
-            hT[c + 3u] = silu((tp.q3 + xt) + tt);
-            hT[c + 4u] = silu((tp.q4 + xt) + tt);
-            hT[c + 5u] = silu((tp.q5 + xt) + tt);
-            hT[c + 6u] = silu((tp.q6 + xt) + tt);
-            hT[c + 7u] = silu((tp.q7 + xt) + tt);
+        for (var c = 0u; c < COLS; c++) {
+            let o = tid + c * THREADS;
+            if (o < W) {
+                let xt = vec4<f32>(x_part[j * W + o]);
+                let tt = vec4<f32>(t_part[k * W + o]);
+                let t = tp[c];
+                let i = o * Q;
+                hT[i] = silu((t.q0 + xt) + tt);
+                hT[i + 1u] = silu((t.q1 + xt) + tt);
+                hT[i + 2u] = silu((t.q2 + xt) + tt);
+                hT[i + 3u] = silu((t.q3 + xt) + tt);
+                hT[i + 4u] = silu((t.q4 + xt) + tt);
+                hT[i + 5u] = silu((t.q5 + xt) + tt);
+                hT[i + 6u] = silu((t.q6 + xt) + tt);
+                hT[i + 7u] = silu((t.q7 + xt) + tt);
+            }
         }
         for (var b = 0u; b < p.nbh; b++) {
             residual_block(p.nbt + 1u + b, tid);
         }
         accumulate(out_layer, W, D, false, tid);
-        if (tid < D) {
-            let b = vec4<f32>(net[out_layer + W * D + tid]);
-            let c = tid * Q;
-            let first = j == 0u;
-            sT[c] = select(sT[c], vec4<f32>(0.0), first) + (acc.q0 + b) * scale;
-            sT[c + 1u] = select(sT[c + 1u], vec4<f32>(0.0), first) + (acc.q1 + b) * scale;
-            sT[c + 2u] = select(sT[c + 2u], vec4<f32>(0.0), first) + (acc.q2 + b) * scale;
-            sT[c + 3u] = select(sT[c + 3u], vec4<f32>(0.0), first) + (acc.q3 + b) * scale;
-            sT[c + 4u] = select(sT[c + 4u], vec4<f32>(0.0), first) + (acc.q4 + b) * scale;
-            sT[c + 5u] = select(sT[c + 5u], vec4<f32>(0.0), first) + (acc.q5 + b) * scale;
-            sT[c + 6u] = select(sT[c + 6u], vec4<f32>(0.0), first) + (acc.q6 + b) * scale;
-            sT[c + 7u] = select(sT[c + 7u], vec4<f32>(0.0), first) + (acc.q7 + b) * scale;
+        for (var c = 0u; c < COLS; c++) {
+            let o = tid + c * THREADS;
+            if (o < D) {
+                let b = vec4<f32>(net[out_layer + W * D + o]);
+                let a = acc[c];
+                let i = o * Q;
+                let first = j == 0u;
+                sT[i] = select(sT[i], vec4<f32>(0.0), first) + (a.q0 + b) * scale;
+                sT[i + 1u] = select(sT[i + 1u], vec4<f32>(0.0), first) + (a.q1 + b) * scale;
+                sT[i + 2u] = select(sT[i + 2u], vec4<f32>(0.0), first) + (a.q2 + b) * scale;
+                sT[i + 3u] = select(sT[i + 3u], vec4<f32>(0.0), first) + (a.q3 + b) * scale;
+                sT[i + 4u] = select(sT[i + 4u], vec4<f32>(0.0), first) + (a.q4 + b) * scale;
+                sT[i + 5u] = select(sT[i + 5u], vec4<f32>(0.0), first) + (a.q5 + b) * scale;
+                sT[i + 6u] = select(sT[i + 6u], vec4<f32>(0.0), first) + (a.q6 + b) * scale;
+                sT[i + 7u] = select(sT[i + 7u], vec4<f32>(0.0), first) + (a.q7 + b) * scale;
+            }
         }
         workgroupBarrier();
     }
@@ -414,13 +429,13 @@ fn langevin_move(w_f: f32, step: u32, first_lane: u32, use_coef: bool, a_all: f3
 /// the mean over the group's rows that are samples (lane < num), summed in lane order,
 /// ε = 2r²d / max(mean, MIN_POSITIVE); coef = (ε, √(2ε)).
 fn corrector_coefficients(w_f: f32, first_lane: u32, tid: u32) {
-    if (tid < TILE) {
+    for (var r = tid; r < TILE; r += THREADS) {
         var sq = 0.0;
         for (var i = 0u; i < D; i++) {
-            let v = score_at(tid, i) + w_f * prior_at(tid, i);
+            let v = score_at(r, i) + w_f * prior_at(r, i);
             sq = sq + v * v;
         }
-        norm2[tid] = sq;
+        norm2[r] = sq;
     }
     workgroupBarrier();
     if (tid == 0u) {

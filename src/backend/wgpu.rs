@@ -418,6 +418,12 @@ impl WgpuBackend {
         &self.limits
     }
 
+    /// The adapter's device type (`Cpu` for lavapipe), for kernels whose best shape
+    /// differs between CPU and GPU adapters (the fused samplers of `samplers::wgpu`).
+    pub(crate) fn device_type(&self) -> wgpu::DeviceType {
+        self.info.device_type
+    }
+
     /// The matmul tile as (rows of C, columns of C, contracted slab BK); BK is chosen from
     /// the adapter's workgroup storage limit.
     pub fn matmul_tile(&self) -> (u32, u32, u32) {

@@ -18,17 +18,33 @@
 //!   with f32 coefficients, which has no cancellation) and in the corrector's ‖s‖² and group
 //!   mean (f64 on the CPU). `tests/wgpu_samplers.rs` states the tolerance and measures why
 //!   it holds.
-//! * **Tiles.** A workgroup of [`workgroup_threads`] invocations (one per output column of
-//!   the widest layer) owns [`WGPU_TILE`] = 32 consecutive lanes,
-//!   exactly one corrector lane group, so the group mean of ‖s‖² is a fixed-order reduction
-//!   inside the workgroup. The draws do not depend on the tile (groups are fixed by lane),
-//!   so `config.tile` is not used here.
-//! * **Workgroup memory.** Activations of the tile (32 × width) stay in workgroup memory;
-//!   weights stream through it in slabs of `KC` input rows, `KC` ≤ 32 chosen as large as
-//!   the adapter's `max_compute_workgroup_storage_size` allows ([`workgroup_bytes`]; lavapipe
-//!   has 32 KiB: width 128 fits with KC = 16). The shader is specialized per (width, dim θ,
-//!   invocations, KC) by rewriting its `const` lines; pipelines are compiled once per adapter and
-//!   specialization and cached for the process.
+//! * **Tiles.** A workgroup owns [`WGPU_TILE`] = 32 consecutive lanes, exactly one
+//!   corrector lane group, so the group mean of ‖s‖² is a fixed-order reduction inside the
+//!   workgroup. The draws do not depend on the tile (groups are fixed by lane), so
+//!   `config.tile` is not used here.
+//! * **Workgroup shape** ([`workgroup_shape`], chosen from the adapter's device type). Each
+//!   invocation owns `COLS` output columns of every layer for all 32 rows of the tile. On a
+//!   GPU: one column per invocation, max(width, dim θ) rounded up to 32 invocations. On a
+//!   CPU adapter (`wgpu::DeviceType::Cpu`, i.e. lavapipe): [`CPU_THREADS`] = 8 invocations
+//!   of ⌈max(width, dim θ)/8⌉ columns each. Mesa 22.3's llvmpipe runs 8 invocations as the
+//!   lanes of one AVX2 register and, inside any loop, turns every workgroup- or
+//!   storage-memory load into a loop over the lanes with a masked scalar load per lane and
+//!   component (measured with `perf` on the JIT code), so what costs is the number of loaded
+//!   components per multiply-add: per input row k an invocation loads the 32 activations of
+//!   the tile and one weight per column it owns, then does 32·COLS multiply-adds. One
+//!   column per invocation is one load per multiply-add; 8 columns a sixth of that, and a
+//!   workgroup of 8 invocations is one llvmpipe coroutine, so its barriers cost nothing.
+//!   On a GPU 8 invocations per workgroup would leave most of each SIMD unit idle, hence
+//!   the two shapes. Both compute the same sums in the same order (bit-identical draws).
+//! * **Workgroup memory.** Activations of the tile (32 × width), θ, Σ_j s_j and ∇log p
+//!   stay in workgroup memory ([`workgroup_bytes`]; width 128 takes 16 KiB of lavapipe's
+//!   32 KiB). Weights are read straight from the storage buffer: every weight is used by
+//!   exactly one invocation of a workgroup (the one owning its output column), so staging
+//!   it through workgroup memory would only add a copy and two barriers per slab (on
+//!   lavapipe it cost 2.3× in samples/s; on a GPU the direct loads are coalesced across
+//!   invocations, as the staging loads were). The shader is specialized per (width, dim θ,
+//!   invocations, columns per invocation) by rewriting its `const` lines; pipelines are
+//!   compiled once per adapter and specialization and cached for the process.
 //! * **Dispatches.** By default the whole chain runs in one dispatch
 //!   ([`WgpuSamplerOptions::levels_per_dispatch`] = 0): lavapipe and compute-only GPUs
 //!   have no watchdog. A GPU that also drives a display may kill a long dispatch (e.g. the
@@ -47,10 +63,10 @@
 //!   Gaussian, log-normal and uniform box priors through their bijections and the
 //!   standardization, as [`super::StandardizedPrior`] on the CPU, but in f32).
 //! * **Speed on lavapipe.** `benches/sample_wgpu.rs` (d = 10, width 64, n = 1, S = 50,
-//!   4096 draws, 2 shared cores): about 86 samples/s against the CPU sampler's 2 400, a
-//!   ratio of ≈ 0.04. Mesa 22.3's llvmpipe runs the dispatch on one thread and loads
-//!   lane-varying addresses one lane at a time, which this layout keeps off the hot loop
-//!   except for the one weight per k; the shader path is for GPUs, lavapipe is for parity.
+//!   4096 draws, 2 shared cores): about 850 samples/s against the CPU sampler's 5 700, a
+//!   ratio of ≈ 0.15 (it was ≈ 0.03, 86 samples/s, with one column per invocation and the
+//!   weights staged through workgroup memory). The rest of the gap is llvmpipe's per-lane
+//!   loads of the activations; the shader path is for GPUs, lavapipe is for parity.
 //!
 //! No adapter, a shader the driver rejects or a device error is an error, never a CPU
 //! fallback.
@@ -85,24 +101,30 @@ pub struct WgpuSamplerOptions {
     pub levels_per_dispatch: usize,
 }
 
-/// Invocations per workgroup (`THREADS`): one per output column, max(width, dim θ)
-/// rounded up to a multiple of 32.
-pub fn workgroup_threads(d: usize, w: usize) -> usize {
-    w.max(d).div_ceil(32) * 32
+/// Invocations per workgroup on a CPU adapter: one SIMD register of f32 lanes as
+/// lavapipe compiles compute shaders (8 with AVX2), so a workgroup is one lavapipe
+/// "thread" and its barriers cost nothing (module docs, "Workgroup shape").
+pub const CPU_THREADS: usize = 8;
+
+/// The workgroup's shape `(THREADS, COLS)` for dim θ `d` and width `w`: invocations, and
+/// output columns each owns (columns t, t + THREADS, …) of the widest layer, max(w, d).
+/// On a GPU (`cpu` false) one column per invocation, max(w, d) rounded up to a multiple
+/// of 32; on a CPU adapter such as lavapipe [`CPU_THREADS`] invocations that own
+/// ⌈max(w, d)/8⌉ columns each (module docs).
+pub fn workgroup_shape(d: usize, w: usize, cpu: bool) -> (usize, usize) {
+    let columns = w.max(d);
+    if cpu {
+        (CPU_THREADS, columns.div_ceil(CPU_THREADS))
+    } else {
+        (columns.div_ceil(32) * 32, 1)
+    }
 }
 
-/// Bytes of workgroup memory one workgroup needs for dim θ `d`, width `w` and weight slabs
-/// of `kc` input rows: h `[32·w]`, slab `[kc·THREADS]`, θ, Σ_j s_j and ∇log p `[32·d]`
-/// each, the corrector's ‖s‖² `[32]` and (ε, √(2ε)).
-pub fn workgroup_bytes(d: usize, w: usize, kc: usize) -> usize {
-    4 * (WGPU_TILE * w + kc * workgroup_threads(d, w) + 3 * WGPU_TILE * d + WGPU_TILE + 2)
-}
-
-/// The largest slab height KC ∈ {32, 16, …, 1} whose workgroup memory fits `limit` bytes.
-fn slab_rows(d: usize, w: usize, limit: usize) -> Option<usize> {
-    [32, 16, 8, 4, 2, 1]
-        .into_iter()
-        .find(|&kc| workgroup_bytes(d, w, kc) <= limit)
+/// Bytes of workgroup memory one workgroup needs for dim θ `d` and width `w`: h
+/// `[32·w]`, θ, Σ_j s_j and ∇log p `[32·d]` each, the corrector's ‖s‖² `[32]` and
+/// (ε, √(2ε)).
+pub fn workgroup_bytes(d: usize, w: usize) -> usize {
+    4 * (WGPU_TILE * w + 3 * WGPU_TILE * d + WGPU_TILE + 2)
 }
 
 fn to_u32(v: usize, what: &str) -> Result<u32> {
@@ -198,7 +220,7 @@ struct SamplerPipeline {
     layout: ::wgpu::BindGroupLayout,
 }
 
-/// Which shader specialization: (adapter, entry point, width, dim θ, THREADS, KC).
+/// Which shader specialization: (adapter, entry point, width, dim θ, THREADS, COLS).
 type PipelineKey = (usize, &'static str, usize, usize, usize, usize);
 
 fn device_err(adapter: usize, msg: impl Into<String>) -> Error {
@@ -208,10 +230,10 @@ fn device_err(adapter: usize, msg: impl Into<String>) -> Error {
     }
 }
 
-/// The WGSL of `entry` specialized for width `w`, dim θ `d`, `threads` invocations and
-/// slabs of `kc` rows: the shared file with its HOST constants rewritten, followed by the
+/// The WGSL of `entry` specialized for width `w`, dim θ `d`, `threads` invocations of
+/// `cols` columns each: the shared file with its HOST constants rewritten, followed by the
 /// entry file.
-fn shader_source(entry: &str, w: usize, d: usize, threads: usize, kc: usize) -> Result<String> {
+fn shader_source(entry: &str, w: usize, d: usize, threads: usize, cols: usize) -> Result<String> {
     let common = include_str!("../../shaders/score_sampler.wgsl");
     let body = match entry {
         "sample_diffusion" => include_str!("../../shaders/sample_diffusion.wgsl"),
@@ -222,7 +244,7 @@ fn shader_source(entry: &str, w: usize, d: usize, threads: usize, kc: usize) -> 
         ("const W: u32 = 16u;", w),
         ("const D: u32 = 4u;", d),
         ("const THREADS: u32 = 32u;", threads),
-        ("const KC: u32 = 32u;", kc),
+        ("const COLS: u32 = 1u;", cols),
     ] {
         if !src.contains(line) {
             return Err(Error::invalid(
@@ -246,9 +268,9 @@ fn pipeline(gpu: &WgpuBackend, key: PipelineKey) -> Result<Arc<SamplerPipeline>>
     if let Some(p) = cache.lock().map_err(poisoned)?.get(&key) {
         return Ok(p.clone());
     }
-    let (adapter, entry, w, d, threads, kc) = key;
+    let (adapter, entry, w, d, threads, cols) = key;
     let device = gpu.device();
-    let source = shader_source(entry, w, d, threads, kc)?;
+    let source = shader_source(entry, w, d, threads, cols)?;
     let scope = device.push_error_scope(::wgpu::ErrorFilter::Validation);
     let module = device.create_shader_module(::wgpu::ShaderModuleDescriptor {
         label: Some(entry),
@@ -302,7 +324,7 @@ fn pipeline(gpu: &WgpuBackend, key: PipelineKey) -> Result<Arc<SamplerPipeline>>
     if let Some(e) = pollster::block_on(scope.pop()) {
         return Err(device_err(
             adapter,
-            format!("shaders/{entry}.wgsl (after score_sampler.wgsl; width {w}, dim θ {d}, {threads} invocations, KC {kc}): {e}"),
+            format!("shaders/{entry}.wgsl (after score_sampler.wgsl; width {w}, dim θ {d}, {threads} invocations of {cols} columns): {e}"),
         ));
     }
     let p = Arc::new(SamplerPipeline { pipeline, layout });
@@ -355,7 +377,8 @@ pub fn sample_wgpu_with(
         return Ok(Vec::new());
     }
     let limits = gpu.limits().clone();
-    let threads = workgroup_threads(d, w);
+    let cpu = gpu.device_type() == ::wgpu::DeviceType::Cpu;
+    let (threads, cols) = workgroup_shape(d, w, cpu);
     let max_threads = limits
         .max_compute_invocations_per_workgroup
         .min(limits.max_compute_workgroup_size_x) as usize;
@@ -368,20 +391,20 @@ pub fn sample_wgpu_with(
         ));
     }
     let storage_limit = limits.max_compute_workgroup_storage_size as usize;
-    let kc = slab_rows(d, w, storage_limit).ok_or_else(|| {
-        device_err(
+    if workgroup_bytes(d, w) > storage_limit {
+        return Err(device_err(
             adapter,
             format!(
-                "{OP}: width {w} and dim θ {d} need at least {} bytes of workgroup memory; the adapter allows {storage_limit}",
-                workgroup_bytes(d, w, 1)
+                "{OP}: width {w} and dim θ {d} need {} bytes of workgroup memory; the adapter allows {storage_limit}",
+                workgroup_bytes(d, w)
             ),
-        )
-    })?;
+        ));
+    }
     let entry = match config.algorithm {
         Algorithm::Diffusion => "sample_diffusion",
         Algorithm::Langevin { .. } => "sample_langevin",
     };
-    let sp = pipeline(&gpu, (adapter, entry, w, d, threads, kc))?;
+    let sp = pipeline(&gpu, (adapter, entry, w, d, threads, cols))?;
 
     let tiles = num.div_ceil(WGPU_TILE);
     let tiles_u32 = to_u32(tiles, "workgroups")?;
@@ -603,26 +626,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn workgroup_memory_fits_lavapipe_up_to_width_128() {
-        // lavapipe's 32 KiB: width 64 takes full slabs, width 128 half slabs.
-        assert_eq!(slab_rows(10, 64, 32 * 1024), Some(32));
-        assert_eq!(slab_rows(10, 128, 32 * 1024), Some(16));
-        assert_eq!(slab_rows(10, 256, 32 * 1024), None);
-        assert_eq!(workgroup_threads(3, 16), 32);
-        assert_eq!(workgroup_threads(3, 40), 64);
-        assert_eq!(
-            workgroup_bytes(3, 16, 32),
-            4 * (32 * 16 + 32 * 32 + 3 * 32 * 3 + 32 + 2)
-        );
+    fn workgroup_shapes_cover_every_column() {
+        // lavapipe's 32 KiB hold width 128 (and 192), not 256.
+        assert!(workgroup_bytes(10, 128) <= 32 * 1024);
+        assert!(workgroup_bytes(10, 256) > 32 * 1024);
+        assert_eq!(workgroup_bytes(3, 16), 4 * (32 * 16 + 3 * 32 * 3 + 32 + 2));
+        assert_eq!(workgroup_shape(3, 16, false), (32, 1));
+        assert_eq!(workgroup_shape(3, 40, false), (64, 1));
+        assert_eq!(workgroup_shape(10, 64, true), (8, 8));
+        assert_eq!(workgroup_shape(5, 48, true), (8, 6));
+        assert_eq!(workgroup_shape(3, 2, true), (8, 1));
+        for (d, w) in [(3, 16), (5, 48), (10, 64), (10, 128), (12, 8)] {
+            for cpu in [false, true] {
+                let (threads, cols) = workgroup_shape(d, w, cpu);
+                assert!(threads * cols >= w.max(d));
+                assert!(threads * (cols - 1) < w.max(d));
+            }
+        }
     }
 
     #[test]
     fn shader_constants_are_rewritten() {
-        let src = shader_source("sample_diffusion", 64, 10, 64, 16).unwrap();
+        let src = shader_source("sample_diffusion", 64, 10, 8, 8).unwrap();
         assert!(src.contains("const W: u32 = 64u;"));
         assert!(src.contains("const D: u32 = 10u;"));
-        assert!(src.contains("const THREADS: u32 = 64u;"));
-        assert!(src.contains("const KC: u32 = 16u;"));
+        assert!(src.contains("const THREADS: u32 = 8u;"));
+        assert!(src.contains("const COLS: u32 = 8u;"));
         assert!(src.contains("fn sample_diffusion("));
     }
 
