@@ -255,15 +255,25 @@ fn npe_nle_and_nre_sample_several_observations_by_mcmc_from_the_command_line() {
     train_sample_evaluate("nre", 3, &mcmc);
 }
 
+/// Whether wgpu adapter 0 exists; without one, prints why the test is skipped (lavapipe
+/// in CI, where `AMORTIZE_REQUIRE_WGPU=1` makes a missing adapter a failure).
+fn wgpu_adapter_or_skip() -> bool {
+    match amortize::backend::for_device(amortize::Device::Wgpu(0)) {
+        Ok(_) => true,
+        Err(e) => {
+            assert!(
+                std::env::var("AMORTIZE_REQUIRE_WGPU").as_deref() != Ok("1"),
+                "no wgpu adapter: {e}"
+            );
+            eprintln!("skipping: {e}");
+            false
+        }
+    }
+}
+
 #[test]
 fn a_score_model_trains_on_wgpu_from_the_command_line() {
-    // lavapipe in CI (`AMORTIZE_REQUIRE_WGPU=1` there makes a missing adapter a failure).
-    if let Err(e) = amortize::backend::for_device(amortize::Device::Wgpu(0)) {
-        assert!(
-            std::env::var("AMORTIZE_REQUIRE_WGPU").as_deref() != Ok("1"),
-            "no wgpu adapter: {e}"
-        );
-        eprintln!("skipping: {e}");
+    if !wgpu_adapter_or_skip() {
         return;
     }
     let dir = scratch("wgpu-train");
@@ -304,13 +314,7 @@ fn a_score_model_trains_on_wgpu_from_the_command_line() {
 
 #[test]
 fn npe_nle_and_nre_train_on_wgpu_from_the_command_line() {
-    // lavapipe in CI (`AMORTIZE_REQUIRE_WGPU=1` there makes a missing adapter a failure).
-    if let Err(e) = amortize::backend::for_device(amortize::Device::Wgpu(0)) {
-        assert!(
-            std::env::var("AMORTIZE_REQUIRE_WGPU").as_deref() != Ok("1"),
-            "no wgpu adapter: {e}"
-        );
-        eprintln!("skipping: {e}");
+    if !wgpu_adapter_or_skip() {
         return;
     }
     let dir = scratch("wgpu-train-flows");

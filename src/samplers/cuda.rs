@@ -74,44 +74,6 @@ fn to_i32(v: usize, what: &str) -> Result<i32> {
         .map_err(|_| Error::invalid("sample_cuda", format!("{what} = {v} exceeds 2^31 - 1")))
 }
 
-/// The plan's layers as transposed weights (`[in, out]`) and biases in one buffer, and the
-/// layer table of `kernels/score_sampler.cuh` (offsets of weight and bias per layer).
-fn pack_weights(plan: &ScorePlan) -> Result<(Vec<f32>, Vec<i32>)> {
-    let (d, w) = (plan.config.dim_theta, plan.config.width);
-    let mut layers = vec![(&plan.theta_input, d, w)];
-    layers.extend(plan.theta_blocks.iter().map(|b| (b, w, w)));
-    layers.push((&plan.theta_to_head, w, w));
-    layers.extend(plan.head_blocks.iter().map(|b| (b, w, w)));
-    layers.push((&plan.head_output, w, d));
-    let mut params = Vec::new();
-    let mut offsets = Vec::new();
-    for (i, (layer, fan_in, fan_out)) in layers.into_iter().enumerate() {
-        if layer.in_features != fan_in
-            || layer.out_features != fan_out
-            || layer.weight.len() != fan_in * fan_out
-            || layer.bias.len() != fan_out
-        {
-            return Err(Error::invalid(
-                "sample_cuda",
-                format!(
-                    "layer {i} of the plan is {}→{} with {} weights and {} biases, expected {fan_in}→{fan_out}",
-                    layer.in_features,
-                    layer.out_features,
-                    layer.weight.len(),
-                    layer.bias.len()
-                ),
-            ));
-        }
-        offsets.push(to_i32(params.len(), "parameter offset")?);
-        for k in 0..fan_in {
-            params.extend((0..fan_out).map(|o| layer.weight[o * fan_in + k]));
-        }
-        offsets.push(to_i32(params.len(), "parameter offset")?);
-        params.extend_from_slice(&layer.bias);
-    }
-    Ok((params, offsets))
-}
-
 /// The per-level tables of the header (`level_f`, `level_d`), computed with `run_tile`'s
 /// own expressions so both sides use the same constants bit for bit.
 fn level_tables(gammas: &[f64], n: usize, algorithm: Algorithm) -> (Vec<f32>, Vec<f64>) {
@@ -207,7 +169,12 @@ pub fn sample_cuda(
         )
     })?;
 
-    let (params, offsets) = pack_weights(plan)?;
+    let (params, offsets) = super::gpu::pack_weights(op, plan)?;
+    // The layer table of `kernels/score_sampler.cuh`: weight and bias offsets as int.
+    let offsets = offsets
+        .into_iter()
+        .map(|o| to_i32(o, "parameter offset"))
+        .collect::<Result<Vec<i32>>>()?;
     let (level_f, level_d) = level_tables(gammas, n, config.algorithm);
     let prior = prior.tables(d);
     let up = |e| gpu.err(&format!("{op}: upload"), e);
@@ -282,7 +249,7 @@ pub fn sample_cuda(
     }
     // SAFETY: the argument list matches the kernel's signature in kernels/sample_*.cu;
     // `out` holds num·d floats, the kernel writes only lanes < num; params/offsets hold the
-    // layer table pack_weights built for nbt/nbh blocks of these sizes; x_part is [n, w],
+    // layer table gpu::pack_weights built for nbt/nbh blocks of these sizes; x_part is [n, w],
     // t_part [levels + 1, w] (validated), the prior's shift, scale and center d entries and
     // its precision d·d (GpuPrior::tables, dimension validated), the level tables
     // (levels + 1)·8 entries; the

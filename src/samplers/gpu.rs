@@ -198,3 +198,42 @@ pub fn validate(
     }
     Ok(())
 }
+
+/// The plan's layers as transposed weights (`[in, out]`) followed by their biases, in one
+/// buffer in the order both fused samplers read them (θ input, θ blocks, θ → head, head
+/// blocks, head output), and the offsets of each layer's weights and bias in it.
+pub fn pack_weights(op: &'static str, plan: &ScorePlan) -> Result<(Vec<f32>, Vec<usize>)> {
+    let (d, w) = (plan.config.dim_theta, plan.config.width);
+    let mut layers = vec![(&plan.theta_input, d, w)];
+    layers.extend(plan.theta_blocks.iter().map(|b| (b, w, w)));
+    layers.push((&plan.theta_to_head, w, w));
+    layers.extend(plan.head_blocks.iter().map(|b| (b, w, w)));
+    layers.push((&plan.head_output, w, d));
+    let mut params = Vec::new();
+    let mut offsets = Vec::new();
+    for (i, (layer, fan_in, fan_out)) in layers.into_iter().enumerate() {
+        if layer.in_features != fan_in
+            || layer.out_features != fan_out
+            || layer.weight.len() != fan_in * fan_out
+            || layer.bias.len() != fan_out
+        {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "layer {i} of the plan is {}→{} with {} weights and {} biases, expected {fan_in}→{fan_out}",
+                    layer.in_features,
+                    layer.out_features,
+                    layer.weight.len(),
+                    layer.bias.len()
+                ),
+            ));
+        }
+        offsets.push(params.len());
+        for k in 0..fan_in {
+            params.extend((0..fan_out).map(|o| layer.weight[o * fan_in + k]));
+        }
+        offsets.push(params.len());
+        params.extend_from_slice(&layer.bias);
+    }
+    Ok((params, offsets))
+}

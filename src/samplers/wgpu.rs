@@ -74,7 +74,7 @@
 use std::collections::HashMap;
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 
-use ::wgpu::util::DeviceExt;
+use wgpu::util::DeviceExt;
 
 pub use super::gpu::{passes_per_draw, GpuPrior, MAX_WIDTH};
 use super::{Algorithm, Conditioning, SamplerConfig, ScorePlan, CORRECTOR_GROUP};
@@ -129,41 +129,6 @@ pub fn workgroup_bytes(d: usize, w: usize) -> usize {
 
 fn to_u32(v: usize, what: &str) -> Result<u32> {
     u32::try_from(v).map_err(|_| Error::invalid(OP, format!("{what} = {v} exceeds 2^32 - 1")))
-}
-
-/// The plan's layers as transposed weights (`[in, out]`) and biases in one buffer, in the
-/// order of `shaders/score_sampler.wgsl`.
-fn pack_weights(plan: &ScorePlan) -> Result<Vec<f32>> {
-    let (d, w) = (plan.config.dim_theta, plan.config.width);
-    let mut layers = vec![(&plan.theta_input, d, w)];
-    layers.extend(plan.theta_blocks.iter().map(|b| (b, w, w)));
-    layers.push((&plan.theta_to_head, w, w));
-    layers.extend(plan.head_blocks.iter().map(|b| (b, w, w)));
-    layers.push((&plan.head_output, w, d));
-    let mut params = Vec::new();
-    for (i, (layer, fan_in, fan_out)) in layers.into_iter().enumerate() {
-        if layer.in_features != fan_in
-            || layer.out_features != fan_out
-            || layer.weight.len() != fan_in * fan_out
-            || layer.bias.len() != fan_out
-        {
-            return Err(Error::invalid(
-                OP,
-                format!(
-                    "layer {i} of the plan is {}→{} with {} weights and {} biases, expected {fan_in}→{fan_out}",
-                    layer.in_features,
-                    layer.out_features,
-                    layer.weight.len(),
-                    layer.bias.len()
-                ),
-            ));
-        }
-        for k in 0..fan_in {
-            params.extend((0..fan_out).map(|o| layer.weight[o * fan_in + k]));
-        }
-        params.extend_from_slice(&layer.bias);
-    }
-    Ok(params)
 }
 
 /// The per-level table of the shader (stride 8), from `run_tile`'s own expressions.
@@ -411,7 +376,7 @@ pub fn sample_wgpu_with(
     let num_u32 = to_u32(num, "draws")?;
     to_u32(tiles * WGPU_TILE, "lanes")?;
     let state_bytes = (tiles * WGPU_TILE * d * 4) as u64;
-    let net = pack_weights(plan)?;
+    let (net, _) = super::gpu::pack_weights(OP, plan)?;
     let table = level_table(gammas, n, config.algorithm);
     let prior = prior.tables(d);
     // [m, s, c, P] (binding 6).
