@@ -2,6 +2,8 @@
 //! observations), NRE's classifier beats chance on held-out pairs, models round-trip
 //! through their directories, bad input is an error.
 
+use std::sync::OnceLock;
+
 use amortize::diagnostics::c2st::c2st;
 use amortize::estimators::nle::{NleModel, NleOptions};
 use amortize::estimators::nre::{NreModel, NreOptions};
@@ -11,44 +13,52 @@ use amortize::tasks::Task;
 
 const TASK: Task = Task::GaussianLinear;
 
-fn nle() -> NleModel {
-    let (theta, x) = TASK.simulate_dataset(2000, 11);
-    let mut options = NleOptions {
-        layers: 3,
-        spline: false,
-        ..NleOptions::default()
-    };
-    options.train.epochs = 30;
-    options.train.batch_size = 128;
-    NleModel::train(
-        &theta,
-        &x,
-        TASK.dim_x(),
-        TASK.prior(),
-        None,
-        &options,
-        |_| {},
-    )
-    .unwrap()
-    .0
+/// The NLE model the tests share, trained once.
+fn nle() -> &'static NleModel {
+    static MODEL: OnceLock<NleModel> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let (theta, x) = TASK.simulate_dataset(2000, 11);
+        let mut options = NleOptions {
+            layers: 3,
+            spline: false,
+            ..NleOptions::default()
+        };
+        options.train.epochs = 30;
+        options.train.batch_size = 128;
+        NleModel::train(
+            &theta,
+            &x,
+            TASK.dim_x(),
+            TASK.prior(),
+            None,
+            &options,
+            |_| {},
+        )
+        .unwrap()
+        .0
+    })
 }
 
-fn nre() -> NreModel {
-    let (theta, x) = TASK.simulate_dataset(2000, 12);
-    let mut options = NreOptions::default();
-    options.train.epochs = 30;
-    options.train.batch_size = 128;
-    NreModel::train(
-        &theta,
-        &x,
-        TASK.dim_x(),
-        TASK.prior(),
-        None,
-        &options,
-        |_| {},
-    )
-    .unwrap()
-    .0
+/// The NRE model the tests share, trained once.
+fn nre() -> &'static NreModel {
+    static MODEL: OnceLock<NreModel> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let (theta, x) = TASK.simulate_dataset(2000, 12);
+        let mut options = NreOptions::default();
+        options.train.epochs = 30;
+        options.train.batch_size = 128;
+        NreModel::train(
+            &theta,
+            &x,
+            TASK.dim_x(),
+            TASK.prior(),
+            None,
+            &options,
+            |_| {},
+        )
+        .unwrap()
+        .0
+    })
 }
 
 /// n observations of one θ from the prior.
@@ -86,7 +96,7 @@ fn nle_posterior_reaches_a_stated_c2st_for_one_and_three_observations() {
     // observations done wrong (e.g. averaged) gives a posterior √3 too wide at n = 3,
     // which scores > 0.8; 0.7 passes a correct model with margin at this budget.
     for n in [1, 3] {
-        let accuracy = c2st_given(&model, &observations(n, 21 + n as u64));
+        let accuracy = c2st_given(model, &observations(n, 21 + n as u64));
         assert!(accuracy < 0.7, "n = {n}: C2ST {accuracy}");
     }
 }
@@ -106,7 +116,7 @@ fn nre_classifier_beats_chance_and_its_posterior_reaches_a_stated_c2st() {
     assert!(wins > 800, "true θ won {wins} of 1000");
     // Measured 0.60 at this budget; 0.7 fails the prior (≈ 1.0) and a ratio with the
     // wrong sign or scale.
-    let accuracy = c2st_given(&model, &observations(1, 31));
+    let accuracy = c2st_given(model, &observations(1, 31));
     assert!(accuracy < 0.7, "C2ST {accuracy}");
 }
 
