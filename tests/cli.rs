@@ -243,6 +243,60 @@ fn an_unknown_estimator_is_an_error_and_writes_no_model() {
 }
 
 #[test]
+fn the_flow_of_npe_and_nle_is_chosen_from_the_command_line() {
+    let dir = scratch("flow-shape");
+    let data = dir.join("data");
+    simulate_two_moons(100, &data);
+    let train = |estimator: &str, model: &Path, flow: &[&str]| {
+        let args = [
+            &["train", "--estimator", estimator, "--data", s(&data)][..],
+            &["--task", "two_moons", "--out", s(model), "--epochs", "1"],
+            flow,
+        ]
+        .concat();
+        amortize(&args)
+    };
+    let shape = ["--flow", "affine", "--flow-layers", "3", "--width", "16"];
+    let model = dir.join("npe");
+    let (ok, err) = train("npe", &model, &shape);
+    assert!(ok, "{err}");
+    let flow = amortize::estimators::npe::NpeModel::load(&model)
+        .unwrap()
+        .config
+        .flow;
+    assert_eq!((flow.layers, flow.conditioner.width), (3, 16));
+    assert!(
+        matches!(
+            flow.kind,
+            amortize::nn::coupling::CouplingKind::Affine { .. }
+        ),
+        "{:?}",
+        flow.kind
+    );
+    let model = dir.join("nle");
+    let (ok, err) = train("nle", &model, &["--flow", "spline", "--flow-layers", "2"]);
+    assert!(ok, "{err}");
+    let flow = amortize::estimators::nle::NleModel::load(&model)
+        .unwrap()
+        .config
+        .flow;
+    assert_eq!(flow.layers, 2);
+    assert!(
+        matches!(
+            flow.kind,
+            amortize::nn::coupling::CouplingKind::Spline { .. }
+        ),
+        "{:?}",
+        flow.kind
+    );
+    let model = dir.join("bad");
+    let (ok, err) = train("npe", &model, &["--flow", "maf"]);
+    assert!(!ok && err.contains("unknown flow"), "{err}");
+    assert!(!model.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn an_npe_model_trains_samples_and_evaluates_from_the_command_line() {
     train_sample_evaluate("npe", 1, &[]);
 }

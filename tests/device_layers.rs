@@ -11,12 +11,14 @@ use amortize::backend::{self, Reduction, UnaryOp};
 use amortize::estimators::nle::{NleModel, NleOptions};
 use amortize::estimators::npe::{NpeModel, NpeOptions};
 use amortize::estimators::nre::{NreModel, NreOptions};
+use amortize::estimators::set_npe::{SetEncoderConfig, SetNpeModel, SetNpeOptions};
 use amortize::nn::sets::RaggedSets;
 use amortize::nn::{
     CausalTransformer, ConditionalFlow, Conditioner, DeepSet, DeepSetConfig, FlowConfig,
     Permutation, SetTransformer, TransformerConfig,
 };
 use amortize::rng::{streams, PhiloxStream};
+use amortize::tasks::sets::gaussian_mean;
 use amortize::tasks::Task;
 use amortize::train::{EpochReport, TrainReport};
 use amortize::{Device, ParamStore, Result, Tape, Tensor, Var};
@@ -286,8 +288,8 @@ fn same_curve(what: &str, device: Device, gpu: &TrainReport, cpu: &TrainReport) 
     worst
 }
 
-/// NPE (affine flow), NLE (spline flow) and NRE train a few epochs on `device` and follow
-/// the CPU's loss curves; the models come back with their weights on the CPU.
+/// NPE (affine flow), NLE (spline flow), NRE and set NPE (deep set) train a few epochs
+/// on `device` and follow the CPU's loss curves; the models come back with their weights on the CPU.
 fn estimators_train_like_the_cpu(device: Device, require_var: &str) {
     if !usable(device, require_var, "the estimator training runs") {
         return;
@@ -314,6 +316,7 @@ fn estimators_train_like_the_cpu(device: Device, require_var: &str) {
             spline: false,
             train: train(1),
             device,
+            ..Default::default()
         };
         let (model, report) =
             NpeModel::train(&theta, &x, dim_x, prior.clone(), None, &options, |_| {}).unwrap();
@@ -328,6 +331,7 @@ fn estimators_train_like_the_cpu(device: Device, require_var: &str) {
             spline: true,
             train: train(2),
             device,
+            ..Default::default()
         };
         let (model, report) =
             NleModel::train(&theta, &x, dim_x, prior.clone(), None, &options, |_| {}).unwrap();
@@ -350,6 +354,34 @@ fn estimators_train_like_the_cpu(device: Device, require_var: &str) {
         report
     };
     same_curve("NRE", device, &nre(device), &nre(Device::Cpu));
+
+    let mut rng = PhiloxStream::new(6, streams::TEST, 0);
+    let mu = gaussian_mean::prior().sample(&mut rng, 48);
+    let mut sets = RaggedSets::new(gaussian_mean::FEATURES).unwrap();
+    for m in mu.chunks_exact(gaussian_mean::DIM) {
+        let n = 1 + rng.below(12) as usize;
+        sets.push(&gaussian_mean::simulate_set(m, n, &mut rng))
+            .unwrap();
+    }
+    let set_npe = |device| {
+        let mut options = SetNpeOptions::deep_set(gaussian_mean::FEATURES);
+        options.encoder = SetEncoderConfig::DeepSet(DeepSetConfig {
+            width: 16,
+            embedding: 16,
+            ..DeepSetConfig::new(gaussian_mean::FEATURES, 4)
+        });
+        options.layers = 2;
+        options.train = amortize::train::TrainConfig {
+            batch_size: 16,
+            ..train(4)
+        };
+        options.device = device;
+        let (model, report) =
+            SetNpeModel::train(&mu, &sets, gaussian_mean::prior(), None, &options, |_| {}).unwrap();
+        cpu_only(&model.store);
+        report
+    };
+    same_curve("set NPE", device, &set_npe(device), &set_npe(Device::Cpu));
 }
 
 #[test]

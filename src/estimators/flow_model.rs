@@ -12,6 +12,7 @@ use crate::estimators::pairs::{sum_over_observations, StandardizedPairs};
 use crate::estimators::score::gather;
 use crate::estimators::score_model::move_store;
 use crate::estimators::Standardization;
+use crate::nn::coupling::Conditioner;
 use crate::nn::flow::{ConditionalFlow, FlowConfig};
 use crate::priors::Prior;
 use crate::rng::{streams, PhiloxStream};
@@ -34,6 +35,8 @@ pub struct FlowOptions {
     pub layers: usize,
     /// Spline (true) or affine (false) couplings.
     pub spline: bool,
+    /// Hidden width of every coupling layer's conditioner network.
+    pub width: usize,
     /// Minibatch loop settings.
     pub train: TrainConfig,
     /// Where the training ops run; the trained weights come back to the CPU.
@@ -45,6 +48,7 @@ impl Default for FlowOptions {
         FlowOptions {
             layers: 5,
             spline: true,
+            width: Conditioner::default().width,
             train: TrainConfig {
                 epochs: 200,
                 batch_size: 256,
@@ -104,11 +108,12 @@ impl FlowModel {
             Modeled::Theta => ((&pairs.theta, dim_theta), (&pairs.x, dim_x)),
             Modeled::X => ((&pairs.x, dim_x), (&pairs.theta, dim_theta)),
         };
-        let config = if options.spline {
+        let mut config = if options.spline {
             FlowConfig::spline(dim, context_dim, options.layers)
         } else {
             FlowConfig::affine(dim, context_dim, options.layers)
         };
+        config.conditioner.width = options.width;
         let mut store = ParamStore::new();
         let mut rng = PhiloxStream::new(options.train.seed, streams::INIT, 0);
         let flow = ConditionalFlow::new(&mut store, "flow", config, &mut rng)?;

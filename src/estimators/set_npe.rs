@@ -23,14 +23,14 @@ use crate::backend::Reduction;
 use crate::error::{Error, Result};
 use crate::estimators::npe::{sample_in_support, NpeDraws};
 use crate::estimators::score::gather;
-use crate::estimators::score_model::check_rows;
+use crate::estimators::score_model::{check_rows, move_store};
 use crate::estimators::Standardization;
 use crate::nn::flow::{ConditionalFlow, FlowConfig};
 use crate::nn::sets::{check_set_batch, RaggedSets};
 use crate::nn::{DeepSet, DeepSetConfig, SetTransformer, TransformerConfig};
 use crate::priors::Prior;
 use crate::rng::{streams, PhiloxStream};
-use crate::tensor::Tensor;
+use crate::tensor::{Device, Tensor};
 use crate::train::{fit, EpochReport, TrainConfig, TrainReport};
 
 /// Features of the encoder's summary in the default options.
@@ -122,6 +122,8 @@ pub struct SetNpeOptions {
     pub spline: bool,
     /// Minibatch loop settings (a row is one set).
     pub train: TrainConfig,
+    /// Where the training ops run; the trained weights come back to the CPU.
+    pub device: Device,
 }
 
 impl SetNpeOptions {
@@ -155,6 +157,7 @@ impl SetNpeOptions {
                 warmup_steps: 50,
                 ..TrainConfig::default()
             },
+            device: Device::Cpu,
         }
     }
 }
@@ -204,18 +207,25 @@ fn set_context(
     x: Tensor,
     mask: &Tensor,
 ) -> Result<Var> {
-    // The encoder checks the batch first (an empty set would give ln 0 below).
-    let x = tape.constant(x);
-    let summary = encoder.forward(tape, store, x, mask)?;
+    // The batch goes where the parameters are (the CPU, or a GPU backend); the mask is
+    // read on the host first, for ln N.
+    let device = store
+        .iter()
+        .next()
+        .map_or(Device::Cpu, |(_, _, t)| t.device());
     let set = mask.shape()[1];
     let mut log_n: Vec<f32> = mask
         .to_vec()?
         .chunks_exact(set)
         .map(|m| m.iter().sum::<f32>().ln())
         .collect();
+    let mask = mask.to_device(device)?;
+    // The encoder checks the batch first, so an empty set is an error, not ln 0.
+    let x = tape.constant(x.to_device(device)?);
+    let summary = encoder.forward(tape, store, x, &mask)?;
     cardinality_standardization.apply(&mut log_n);
     let rows = log_n.len();
-    let log_n = tape.constant(Tensor::from_vec(log_n, &[rows, 1])?);
+    let log_n = tape.constant(Tensor::from_vec(log_n, &[rows, 1])?.to_device(device)?);
     tape.concat(&[summary, log_n])
 }
 
@@ -254,7 +264,8 @@ impl TrainingSets<'_> {
                 x,
                 &mask,
             )?;
-            let t = tape.constant(gather(self.theta, self.dim_theta, group)?);
+            let t = gather(self.theta, self.dim_theta, group)?;
+            let t = tape.constant(t.to_device(tape.value(context).device())?);
             let lp = flow.log_prob(tape, store, t, Some(context))?;
             let sum = tape.reduce_all(lp, Reduction::Sum)?;
             total = Some(match total {
@@ -321,6 +332,7 @@ impl SetNpeModel {
             &mut store,
             &Tensor::from_vec(ts.clone(), &[rows, dim_theta])?,
         )?;
+        let mut store = move_store(&store, options.device)?;
         let report = fit(
             &mut store,
             rows,
@@ -336,6 +348,7 @@ impl SetNpeModel {
             },
             on_epoch,
         )?;
+        let store = move_store(&store, Device::Cpu)?;
         Ok((
             SetNpeModel {
                 config: SetNpeConfig {

@@ -3,15 +3,16 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use amortize::estimators::nle::{NleModel, NleOptions};
-use amortize::estimators::npe::{NpeModel, NpeOptions};
+use amortize::estimators::flow_model::FlowOptions;
+use amortize::estimators::nle::NleModel;
+use amortize::estimators::npe::NpeModel;
 use amortize::estimators::nre::{NreModel, NreOptions};
 use amortize::estimators::{ScoreModel, ScoreTrainOptions};
 use amortize::io::npy::read_npy_matrix;
 use amortize::priors::Prior;
 use amortize::tasks::Task;
 use amortize::train::{EpochReport, TrainConfig};
-use amortize::{Error, Result};
+use amortize::{Device, Error, Result};
 
 use crate::progress;
 
@@ -51,9 +52,17 @@ pub struct Args {
     /// Seeds the initialization, the split, the shuffles and the noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Hidden width of the score network's three MLPs and of NRE's classifier.
+    /// Hidden width of the score network's three MLPs, of NPE's and NLE's coupling
+    /// conditioners and of NRE's classifier.
     #[arg(long, default_value_t = 64)]
     pub width: usize,
+    /// NPE and NLE: the coupling layers' bijection, `spline` (rational-quadratic) or
+    /// `affine`.
+    #[arg(long, default_value = "spline")]
+    pub flow: String,
+    /// NPE and NLE: coupling layers of the flow.
+    #[arg(long, default_value_t = FlowOptions::default().layers)]
+    pub flow_layers: usize,
     /// Noise levels T of the schedule.
     #[arg(long, default_value_t = 400)]
     pub levels: usize,
@@ -79,6 +88,27 @@ impl Args {
         options.train.ema_decay = Some(SCORE_EMA_DECAY);
         options.train = self.train_config(options.train);
         Ok(options)
+    }
+
+    /// NPE's and NLE's flow options, or an error for an unknown `--flow`.
+    pub fn flow_options(&self, device: Device) -> Result<FlowOptions> {
+        let spline = match self.flow.as_str() {
+            "spline" => true,
+            "affine" => false,
+            other => {
+                return Err(Error::invalid(
+                    "train",
+                    format!("unknown flow {other:?} (known: spline, affine)"),
+                ))
+            }
+        };
+        Ok(FlowOptions {
+            layers: self.flow_layers,
+            spline,
+            width: self.width,
+            train: self.train_config(FlowOptions::default().train),
+            device,
+        })
     }
 
     /// An estimator's default minibatch settings `base` with the ones given here.
@@ -136,22 +166,14 @@ pub fn run(args: &Args) -> Result<()> {
             report
         }
         "npe" => {
-            let npe = NpeOptions {
-                train: args.train_config(NpeOptions::default().train),
-                device: options.device,
-                ..NpeOptions::default()
-            };
+            let npe = args.flow_options(options.device)?;
             let (model, report) =
                 NpeModel::train(&theta, &x, dim_x, prior, task_name, &npe, on_epoch)?;
             model.save(&args.out)?;
             report
         }
         "nle" => {
-            let nle = NleOptions {
-                train: args.train_config(NleOptions::default().train),
-                device: options.device,
-                ..NleOptions::default()
-            };
+            let nle = args.flow_options(options.device)?;
             let (model, report) =
                 NleModel::train(&theta, &x, dim_x, prior, task_name, &nle, on_epoch)?;
             model.save(&args.out)?;
