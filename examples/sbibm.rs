@@ -1,11 +1,12 @@
 //! NPE, NLE and NRE on the sbibm tasks at 10⁴ simulations: C2ST of 10⁴ draws against the
 //! reference posteriors of observations 1–5, then a table of task × estimator (mean
 //! C2ST over the five observations). Also prints what each sampler costs: NPE's
-//! prior-support acceptance and samples/s, the MCMC chains' R̂, ESS and samples/s.
+//! prior-support acceptance and samples/s, the MCMC chains' R̂, ESS, acceptance of the
+//! population (differential-evolution) moves and samples/s.
 //!
 //! Run: `cargo run --release --example sbibm [-- [--estimators npe,nle,nre]
-//! [--mcmc CHAINS,WARMUP,THIN,INIT_CANDIDATES] [--observations 1,2,3,4,5] [--ema DECAY]
-//! [TASK ...]]`
+//! [--mcmc CHAINS,WARMUP,THIN[,INIT_CANDIDATES[,POPULATION_MOVES]]]
+//! [--observations 1,2,3,4,5] [--ema DECAY] [TASK ...]]`
 
 use std::time::Instant;
 
@@ -91,6 +92,7 @@ fn main() -> Result<()> {
                 let v = numbers(args.next());
                 (mcmc.chains, mcmc.warmup, mcmc.thin) = (v[0], v[1], v[2]);
                 mcmc.init_candidates = v.get(3).copied().unwrap_or(mcmc.init_candidates);
+                mcmc.population_moves = v.get(4).copied().unwrap_or(mcmc.population_moves);
             }
             "--observations" => observations = numbers(args.next()),
             "--ema" => {
@@ -137,9 +139,11 @@ fn main() -> Result<()> {
                         };
                         let d = sample_estimator(m.as_ref(), obs, DRAWS, &options, &|_| {})?;
                         let note = format!(
-                            "R-hat {:.3}  ESS {:.0}",
+                            "R-hat {:.3}  ESS {:.0}  DE acceptance {:.2}  {:.0} evaluations/draw",
                             d.diagnostics.max_rhat(),
-                            d.diagnostics.min_ess()
+                            d.diagnostics.min_ess(),
+                            d.population_acceptance,
+                            d.evaluations as f64 / DRAWS as f64
                         );
                         (d.samples, note)
                     }

@@ -12,9 +12,18 @@
 //! that still need it in one batched call, so a network-based likelihood sees batches
 //! of hundreds of rows instead of one. Chains start from sampling-importance-resampling
 //! of prior draws (weights ℓ(x | θ)), which places them in every mode the likelihood
-//! sees. During warm-up each coordinate's initial bracket width is set to twice the
-//! spread of the chains; it is then frozen, so the kept draws come from a fixed,
-//! reversible kernel. R̂ and the effective sample size of the kept draws come with them.
+//! sees, but in proportions as noisy as the resampling. A slice sampler never crosses
+//! the low-density gap between modes, so after every sweep the population also makes
+//! differential-evolution Metropolis moves (ter Braak 2006; `population_moves` of them,
+//! all chains' proposals in one batched call per half): chain i proposes
+//! u_i + γ (u_a − u_b) + small jitter from two other chains a, b, with γ = 1 half of the
+//! time (which carries a chain from b's mode to a's when the modes are translates) and
+//! 2.38/√(2d) otherwise; so chains change modes and the mode weights heal. The chains
+//! are updated in two halves, each drawing a and b from the other, fixed half, so every
+//! half-step is a valid Metropolis update of its chains given the others. During warm-up each
+//! coordinate's initial bracket width (and the jitter scale) is set from the spread of
+//! the chains; it is then frozen, so the kept draws come from a fixed, reversible
+//! kernel. R̂ and the effective sample size of the kept draws come with them.
 
 use crate::diagnostics::mcmc::{chain_diagnostics, ChainDiagnostics};
 use crate::error::{Error, Result};
@@ -34,6 +43,14 @@ pub struct McmcOptions {
     pub init_candidates: usize,
     /// Most stepping-out steps per coordinate update (Neal's m).
     pub max_step_out: usize,
+    /// Differential-evolution moves of the whole population after every sweep (0: none,
+    /// and then chains never change mode; they need at least 4 chains). Each costs one
+    /// target evaluation per chain, a slice sweep about 5 per chain and coordinate. On
+    /// sbibm NLE (observations 1, 2) the default 20 took R̂ from 2.5–3.2 to 1.10–1.13 on
+    /// slcp (4 modes) and from 7–9 to 1.03–1.05 on two_moons, for 1.75× and 2.4× the
+    /// evaluations; on the unimodal gaussian_linear and gaussian_mixture it costs 1.4×
+    /// and 2.8× for no gain.
+    pub population_moves: usize,
     /// Seeds the initial states, the slice levels and the proposals.
     pub seed: u64,
 }
@@ -46,6 +63,7 @@ impl Default for McmcOptions {
             thin: 1,
             init_candidates: 100,
             max_step_out: 10,
+            population_moves: 20,
             seed: 0,
         }
     }
@@ -64,6 +82,9 @@ pub struct McmcDraws {
     pub per_chain: usize,
     /// Rows of θ at which the log-likelihood was evaluated.
     pub evaluations: usize,
+    /// Fraction of the differential-evolution proposals after warm-up that were
+    /// accepted (0 when none were made).
+    pub population_acceptance: f64,
 }
 
 /// Above this many shrinkage proposals a chain keeps its current value for the
@@ -136,9 +157,16 @@ where
     let mut width = chain_spread(&u, dim);
 
     let mut kept = vec![0.0f32; chains * per_chain * dim];
+    let (mut accepted, mut proposed) = (0, 0);
     for sweep in 0..options.warmup + per_chain * options.thin {
         for (k, &w) in width.iter().enumerate() {
             update_coordinate(&mut target, &mut u, &mut lp, k, w, options, &mut rng)?;
+        }
+        for _ in 0..options.population_moves {
+            let (a, p) = population_move(&mut target, &mut u, &mut lp, &width, &mut rng)?;
+            if sweep >= options.warmup {
+                (accepted, proposed) = (accepted + a, proposed + p);
+            }
         }
         if sweep < options.warmup {
             width = chain_spread(&u, dim);
@@ -174,6 +202,11 @@ where
         chains,
         per_chain,
         evaluations: target.evaluations,
+        population_acceptance: if proposed == 0 {
+            0.0
+        } else {
+            accepted as f64 / proposed as f64
+        },
     })
 }
 
@@ -342,6 +375,55 @@ fn update_coordinate<F: FnMut(&[f32]) -> Result<Vec<f64>>>(
         pending = still;
     }
     Ok(())
+}
+
+/// One differential-evolution Metropolis move of every chain (ter Braak 2006): chain i
+/// proposes u_i + γ (u_a − u_b) + e, with a ≠ b drawn from the other half of the chains,
+/// γ = 1 or 2.38/√(2d) with probability ½ each, and e ~ N(0, (10⁻³ width)²) so that the
+/// proposals are not confined to the span of the differences. Given the other half the
+/// proposal is symmetric, so the plain Metropolis ratio applies. Returns (accepted,
+/// proposed); nothing moves with fewer than 4 chains.
+fn population_move<F: FnMut(&[f32]) -> Result<Vec<f64>>>(
+    target: &mut Target<'_, F>,
+    u: &mut [f32],
+    lp: &mut [f64],
+    width: &[f64],
+    rng: &mut PhiloxStream,
+) -> Result<(usize, usize)> {
+    let dim = width.len();
+    let chains = lp.len();
+    if chains < 4 {
+        return Ok((0, 0));
+    }
+    let small = 2.38 / (2.0 * dim as f64).sqrt();
+    let half = chains / 2;
+    let mut accepted = 0;
+    for (movers, others) in [(0..half, half..chains), (half..chains, 0..half)] {
+        let n = others.len() as u32;
+        let mut proposals = Vec::with_capacity(movers.len() * dim);
+        for i in movers.clone() {
+            let a = others.start + rng.below(n) as usize;
+            let mut b = others.start + rng.below(n - 1) as usize;
+            if b >= a {
+                b += 1;
+            }
+            let gamma = if rng.uniform() < 0.5 { 1.0 } else { small };
+            for k in 0..dim {
+                let step = gamma * (u[a * dim + k] as f64 - u[b * dim + k] as f64);
+                let jitter = 1e-3 * width[k] * rng.normal() as f64;
+                proposals.push((u[i * dim + k] as f64 + step + jitter) as f32);
+            }
+        }
+        let values = target.log_density(&proposals)?;
+        for (j, i) in movers.enumerate() {
+            if (rng.uniform() as f64).ln() < values[j] - lp[i] {
+                u[i * dim..(i + 1) * dim].copy_from_slice(&proposals[j * dim..(j + 1) * dim]);
+                lp[i] = values[j];
+                accepted += 1;
+            }
+        }
+    }
+    Ok((accepted, chains))
 }
 
 /// An estimator whose posterior is sampled by MCMC: it gives the log-likelihood of n iid

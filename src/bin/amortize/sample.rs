@@ -54,6 +54,10 @@ pub struct SamplerArgs {
     /// NLE and NRE: keep one draw every `thin` sweeps.
     #[arg(long, default_value_t = McmcOptions::default().thin)]
     pub thin: usize,
+    /// NLE and NRE: differential-evolution moves of all chains after every sweep (they
+    /// carry chains between modes; 0 turns them off).
+    #[arg(long, default_value_t = McmcOptions::default().population_moves)]
+    pub population_moves: usize,
 }
 
 impl SamplerArgs {
@@ -82,6 +86,7 @@ impl SamplerArgs {
             chains: self.chains,
             warmup: self.warmup,
             thin: self.thin,
+            population_moves: self.population_moves,
             seed: self.seed,
             ..McmcOptions::default()
         }
@@ -198,14 +203,15 @@ fn mcmc(
     bar.finish_and_clear();
     let d = &draws.diagnostics;
     eprintln!(
-        "MCMC (slice sampling): {} chains × {} draws, max R-hat {:.3}, min ESS {:.0}, {:.0} likelihood evaluations per draw{}",
+        "MCMC (slice sampling): {} chains × {} draws, max R-hat {:.3}, min ESS {:.0}, population-move acceptance {:.2}, {:.0} likelihood evaluations per draw{}",
         draws.chains,
         draws.per_chain,
         d.max_rhat(),
         d.min_ess(),
+        draws.population_acceptance,
         draws.evaluations as f64 / num as f64,
         if d.max_rhat() > 1.05 {
-            " (R-hat > 1.05: the chains have not mixed; raise --warmup or --thin)"
+            " (R-hat > 1.05: the chains have not mixed; raise --warmup, --thin or --population-moves)"
         } else {
             ""
         }
