@@ -173,25 +173,31 @@ fn bad_input_is_an_error_and_writes_nothing() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `amortize train --estimator ESTIMATOR` on the two_moons pairs in `data` for `epochs`,
+/// writing `model`, with `extra` arguments.
+fn train_two_moons(
+    estimator: &str,
+    data: &Path,
+    model: &Path,
+    epochs: &str,
+    extra: &[&str],
+) -> (bool, String) {
+    let args = [
+        &["train", "--estimator", estimator, "--data", s(data)][..],
+        &["--task", "two_moons", "--out", s(model), "--epochs", epochs],
+        extra,
+    ]
+    .concat();
+    amortize(&args)
+}
+
 /// Trains `estimator` on two_moons for two epochs, samples 50 draws given `n`
 /// observations (extra arguments `sample_args`), checks them, evaluates on obs1.
 fn train_sample_evaluate(estimator: &str, n: usize, sample_args: &[&str]) {
     let dir = scratch(&format!("{estimator}-n{n}"));
     let (data, model, out) = (dir.join("data"), dir.join("model"), dir.join("draws.npy"));
     simulate_two_moons(300, &data);
-    let (ok, err) = amortize(&[
-        "train",
-        "--estimator",
-        estimator,
-        "--data",
-        s(&data),
-        "--task",
-        "two_moons",
-        "--out",
-        s(&model),
-        "--epochs",
-        "2",
-    ]);
+    let (ok, err) = train_two_moons(estimator, &data, &model, "2", &[]);
     assert!(ok, "{err}");
     let obs = dir.join("obs.npy");
     let values: Vec<f32> = (0..n).flat_map(|j| [0.1 + 0.01 * j as f32, 0.2]).collect();
@@ -247,14 +253,8 @@ fn the_flow_of_npe_and_nle_is_chosen_from_the_command_line() {
     let dir = scratch("flow-shape");
     let data = dir.join("data");
     simulate_two_moons(100, &data);
-    let train = |estimator: &str, model: &Path, flow: &[&str]| {
-        let args = [
-            &["train", "--estimator", estimator, "--data", s(&data)][..],
-            &["--task", "two_moons", "--out", s(model), "--epochs", "1"],
-            flow,
-        ]
-        .concat();
-        amortize(&args)
+    let train = |estimator, model: &Path, flow: &[&str]| {
+        train_two_moons(estimator, &data, model, "1", flow)
     };
     let shape = ["--flow", "affine", "--flow-layers", "3", "--width", "16"];
     let model = dir.join("npe");
@@ -376,21 +376,7 @@ fn npe_nle_and_nre_train_on_wgpu_from_the_command_line() {
     simulate_two_moons(100, &data);
     for estimator in ["npe", "nle", "nre"] {
         let model = dir.join(estimator);
-        let (ok, err) = amortize(&[
-            "train",
-            "--estimator",
-            estimator,
-            "--data",
-            s(&data),
-            "--task",
-            "two_moons",
-            "--out",
-            s(&model),
-            "--epochs",
-            "1",
-            "--device",
-            "wgpu:0",
-        ]);
+        let (ok, err) = train_two_moons(estimator, &data, &model, "1", &["--device", "wgpu:0"]);
         assert!(ok, "{estimator}: {err}");
         let loaded = match estimator {
             "npe" => amortize::estimators::npe::NpeModel::load(&model).map(drop),
