@@ -6,7 +6,10 @@
 //!
 //! Run: `cargo run --release --example sbibm [-- [--estimators npe,nle,nre]
 //! [--mcmc CHAINS,WARMUP,THIN[,INIT_CANDIDATES[,POPULATION_MOVES]]]
-//! [--observations 1,2,3,4,5] [--ema DECAY] [TASK ...]]`
+//! [--observations 1,2,3,4,5] [--ema DECAY] [--ensemble K] [TASK ...]]`
+//!
+//! `--ensemble K` trains K members per estimator (seeds 0..K) and samples their mixture
+//! ([`amortize::estimators::ensemble`]).
 
 use std::time::Instant;
 
@@ -15,6 +18,7 @@ use std::time::Instant;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use amortize::diagnostics::c2st::c2st;
+use amortize::estimators::ensemble::Ensemble;
 use amortize::estimators::nle::{NleModel, NleOptions};
 use amortize::estimators::npe::{NpeModel, NpeOptions};
 use amortize::estimators::nre::{NreModel, NreOptions};
@@ -28,45 +32,60 @@ const DRAWS: usize = 10_000;
 
 /// A trained estimator that can draw given one reference observation.
 enum Trained {
-    Npe(Box<NpeModel>),
+    Npe(Box<Ensemble<NpeModel>>),
     Mcmc(Box<dyn LikelihoodEstimator>),
 }
 
-/// Trains `estimator` with its default options, and the weight average `ema` if given.
+/// Trains `members` copies of `estimator` with its default options (seeds 0, 1, ...),
+/// and the weight average `ema` if given; one member is the plain estimator.
 fn train(
     estimator: &str,
     task: Task,
     theta: &[f32],
     x: &[f32],
     ema: Option<f32>,
-) -> Result<(Trained, TrainReport)> {
+    members: usize,
+) -> Result<(Trained, Vec<TrainReport>)> {
     let (dx, prior, name) = (task.dim_x(), task.prior(), Some(task.name().to_string()));
-    Ok(match estimator {
-        "npe" => {
-            let mut options = NpeOptions::default();
-            options.train.ema_decay = ema;
-            let (m, r) = NpeModel::train(theta, x, dx, prior, name, &options, |_| {})?;
-            (Trained::Npe(Box::new(m)), r)
-        }
-        "nle" => {
-            let mut options = NleOptions::default();
-            options.train.ema_decay = ema;
-            let (m, r) = NleModel::train(theta, x, dx, prior, name, &options, |_| {})?;
-            (Trained::Mcmc(Box::new(m)), r)
-        }
-        "nre" => {
-            let mut options = NreOptions::default();
-            options.train.ema_decay = ema;
-            let (m, r) = NreModel::train(theta, x, dx, prior, name, &options, |_| {})?;
-            (Trained::Mcmc(Box::new(m)), r)
-        }
+    let mut reports = Vec::new();
+    macro_rules! train_members {
+        ($model:ty, $options:ty) => {{
+            let mut trained = Vec::new();
+            for seed in 0..members as u64 {
+                let mut options = <$options>::default();
+                options.train.ema_decay = ema;
+                options.train.seed = seed;
+                let (m, r) =
+                    <$model>::train(theta, x, dx, prior.clone(), name.clone(), &options, |_| {})?;
+                trained.push(m);
+                reports.push(r);
+            }
+            Ensemble::new(trained)?
+        }};
+    }
+    let trained = match estimator {
+        "npe" => Trained::Npe(Box::new(train_members!(NpeModel, NpeOptions))),
+        "nle" => Trained::Mcmc(boxed(train_members!(NleModel, NleOptions))),
+        "nre" => Trained::Mcmc(boxed(train_members!(NreModel, NreOptions))),
         other => {
             return Err(Error::invalid(
                 "sbibm",
                 format!("unknown estimator {other:?} (npe, nle, nre)"),
             ))
         }
-    })
+    };
+    Ok((trained, reports))
+}
+
+/// One member as itself (so a single model samples exactly as without an ensemble),
+/// more as their mixture.
+fn boxed<M: LikelihoodEstimator + Clone + 'static>(
+    ensemble: Ensemble<M>,
+) -> Box<dyn LikelihoodEstimator> {
+    match ensemble.members() {
+        [single] => Box::new(single.clone()),
+        _ => Box::new(ensemble),
+    }
 }
 
 fn main() -> Result<()> {
@@ -75,6 +94,7 @@ fn main() -> Result<()> {
     let mut mcmc = McmcOptions::default();
     let mut observations = vec![1, 2, 3, 4, 5];
     let mut ema = None;
+    let mut members = 1;
     let mut args = std::env::args().skip(1);
     let numbers = |list: Option<String>| -> Vec<usize> {
         list.unwrap_or_default()
@@ -99,6 +119,7 @@ fn main() -> Result<()> {
                 let decay = args.next().unwrap_or_default();
                 ema = Some(decay.parse().expect("--ema takes a decay in (0, 1)"));
             }
+            "--ensemble" => members = numbers(args.next())[0],
             _ => tasks.push(Task::by_name(&arg)?),
         }
     }
@@ -115,12 +136,16 @@ fn main() -> Result<()> {
         let (theta, x) = task.simulate_dataset(SIMULATIONS, 1);
         for estimator in &estimators {
             let start = Instant::now();
-            let (model, report) = train(estimator, task, &theta, &x, ema)?;
+            let (model, reports) = train(estimator, task, &theta, &x, ema, members)?;
+            let epochs: Vec<usize> = reports.iter().map(|r| r.history.len()).collect();
+            let losses: Vec<String> = reports
+                .iter()
+                .map(|r| format!("{:.3}", r.best_loss))
+                .collect();
             println!(
-                "{task} {estimator}: trained in {:.1} s ({} epochs, best validation loss {:.3})",
+                "{task} {estimator}: trained in {:.1} s ({epochs:?} epochs, best validation loss {})",
                 start.elapsed().as_secs_f64(),
-                report.history.len(),
-                report.best_loss
+                losses.join(" ")
             );
             let mut scores = Vec::new();
             for &k in &observations {
@@ -129,7 +154,10 @@ fn main() -> Result<()> {
                 let start = Instant::now();
                 let (samples, note) = match &model {
                     Trained::Npe(m) => {
-                        let d = m.sample(obs, DRAWS, k as u64)?;
+                        let d = match m.members() {
+                            [single] => single.sample(obs, DRAWS, k as u64)?,
+                            _ => m.sample(obs, DRAWS, k as u64)?,
+                        };
                         (d.samples, format!("acceptance {:.3}", d.acceptance_rate))
                     }
                     Trained::Mcmc(m) => {

@@ -191,14 +191,23 @@ fn train_two_moons(
     amortize(&args)
 }
 
-/// Trains `estimator` on two_moons for two epochs, samples 50 draws given `n`
-/// observations (extra arguments `sample_args`), checks them, evaluates on obs1.
-fn train_sample_evaluate(estimator: &str, n: usize, sample_args: &[&str]) {
-    let dir = scratch(&format!("{estimator}-n{n}"));
+/// Trains `estimator` on two_moons for two epochs (extra arguments `train_args`),
+/// samples 50 draws given `n` observations (extra arguments `sample_args`), checks them,
+/// evaluates on obs1.
+fn train_sample_evaluate(estimator: &str, n: usize, train_args: &[&str], sample_args: &[&str]) {
+    let dir = scratch(&format!("{estimator}-n{n}-{}", train_args.join("")));
     let (data, model, out) = (dir.join("data"), dir.join("model"), dir.join("draws.npy"));
     simulate_two_moons(300, &data);
-    let (ok, err) = train_two_moons(estimator, &data, &model, "2", &[]);
+    let (ok, err) = train_two_moons(estimator, &data, &model, "2", train_args);
     assert!(ok, "{err}");
+    if let Some(k) = train_args.iter().position(|a| *a == "--ensemble") {
+        let members = train_args[k + 1].parse::<usize>().unwrap();
+        let config = amortize::estimators::ensemble::EnsembleConfig::load(&model).unwrap();
+        assert_eq!(
+            (config.member_kind.as_str(), config.members),
+            (estimator, members)
+        );
+    }
     let obs = dir.join("obs.npy");
     let values: Vec<f32> = (0..n).flat_map(|j| [0.1 + 0.01 * j as f32, 0.2]).collect();
     write_npy(&obs, &values, &[n, 2]).unwrap();
@@ -298,15 +307,32 @@ fn the_flow_of_npe_and_nle_is_chosen_from_the_command_line() {
 
 #[test]
 fn an_npe_model_trains_samples_and_evaluates_from_the_command_line() {
-    train_sample_evaluate("npe", 1, &[]);
+    train_sample_evaluate("npe", 1, &[], &[]);
 }
 
 #[test]
 fn npe_nle_and_nre_sample_several_observations_by_mcmc_from_the_command_line() {
     let mcmc = ["--chains", "10", "--warmup", "10"];
-    train_sample_evaluate("npe", 3, &mcmc);
-    train_sample_evaluate("nle", 3, &mcmc);
-    train_sample_evaluate("nre", 3, &mcmc);
+    train_sample_evaluate("npe", 3, &[], &mcmc);
+    train_sample_evaluate("nle", 3, &[], &mcmc);
+    train_sample_evaluate("nre", 3, &[], &mcmc);
+}
+
+#[test]
+fn ensembles_train_sample_and_evaluate_from_the_command_line() {
+    let ensemble = ["--ensemble", "2"];
+    train_sample_evaluate("npe", 1, &ensemble, &[]);
+    train_sample_evaluate("nre", 2, &ensemble, &["--chains", "10", "--warmup", "10"]);
+    // A score model is one network: asking for an ensemble of them writes nothing.
+    let dir = scratch("score-ensemble");
+    let (data, model) = (dir.join("data"), dir.join("model"));
+    simulate_two_moons(50, &data);
+    let (ok, err) = train_two_moons("score", &data, &model, "1", &ensemble);
+    assert!(!ok && err.contains("--ensemble"), "{err}");
+    let (ok, err) = train_two_moons("npe", &data, &model, "1", &["--ensemble", "0"]);
+    assert!(!ok && err.contains("at least 1"), "{err}");
+    assert!(!model.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Whether wgpu adapter 0 exists; without one, prints why the test is skipped (lavapipe

@@ -6,6 +6,7 @@ pub mod score_model;
 pub use score_model::{
     Composition, SamplingOptions, ScoreModel, ScoreModelConfig, ScoreTrainOptions, Standardization,
 };
+pub mod ensemble;
 pub mod flow_model;
 pub mod nle;
 pub mod npe;

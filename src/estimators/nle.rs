@@ -92,3 +92,5 @@ impl LikelihoodEstimator for NleModel {
         Ok(sums.into_iter().map(|s| s - n * log_scale).collect())
     }
 }
+
+crate::io::model::impl_model_file!(NleModel, NLE_MODEL_KIND);

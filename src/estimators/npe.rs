@@ -96,35 +96,59 @@ impl NpeModel {
                 "NPE draws directly given exactly one observation [1, dim x]; for n > 1 sample its factorized posterior with samplers::mcmc::sample_estimator",
             ));
         }
+        sample_in_support(op, &c.prior, num, seed, |batch, rng| {
+            self.propose(obs, batch, rng)
+        })
+    }
+
+    /// `batch` unrestricted draws θ ~ q(θ | x_obs) in θ's original units (some may lie
+    /// outside the prior's support), for one observation `obs` [dim x].
+    pub(crate) fn propose(
+        &self,
+        obs: &[f32],
+        batch: usize,
+        rng: &mut PhiloxStream,
+    ) -> Result<Vec<f32>> {
+        let c = &self.config;
         let mut context = obs.to_vec();
         c.x_standardization.apply(&mut context);
-        sample_in_support(
-            op,
+        propose_from_flow(
             &self.flow,
             &self.store,
             &context,
             &c.theta_standardization,
-            &c.prior,
-            num,
-            seed,
+            batch,
+            rng,
         )
     }
 }
 
-/// `num` draws θ ~ q(θ | c) for one standardized context row `context`, mapped back by
-/// `theta_standardization` and kept only inside `prior`'s support (rejection), seeded by
-/// `seed` on [`streams::SAMPLER`]. Shared by the posterior estimators built on a
-/// [`ConditionalFlow`]; `op` names the caller in errors.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn sample_in_support(
-    op: &'static str,
+/// `batch` draws θ ~ q(θ | c) of `flow` for one standardized context row `context`,
+/// mapped back to θ's original units by `theta_standardization`.
+pub(crate) fn propose_from_flow(
     flow: &ConditionalFlow,
     store: &ParamStore,
     context: &[f32],
     theta_standardization: &Standardization,
+    batch: usize,
+    rng: &mut PhiloxStream,
+) -> Result<Vec<f32>> {
+    let mut draws = flow.sample(store, context, batch, rng)?;
+    theta_standardization.invert(&mut draws);
+    Ok(draws)
+}
+
+/// `num` draws inside `prior`'s support by rejection: `propose(batch, rng)` returns
+/// `batch` draws `[batch, dim θ]` in θ's original units, from a proposal whose draws are
+/// exchangeable (so keeping the first accepted ones is unbiased), and the ones outside
+/// the support are dropped. Seeded by `seed` on [`streams::SAMPLER`]. Shared by the
+/// posterior estimators built on flows; `op` names the caller in errors.
+pub(crate) fn sample_in_support(
+    op: &'static str,
     prior: &Prior,
     num: usize,
     seed: u64,
+    mut propose: impl FnMut(usize, &mut PhiloxStream) -> Result<Vec<f32>>,
 ) -> Result<NpeDraws> {
     let d = prior.dim();
     let mut rng = PhiloxStream::new(seed, streams::SAMPLER, 0);
@@ -139,8 +163,7 @@ pub(crate) fn sample_in_support(
         }
         let want = num - samples.len() / d;
         let batch = (want + want / 4 + 16).min(100_000);
-        let mut draws = flow.sample(store, context, batch, &mut rng)?;
-        theta_standardization.invert(&mut draws);
+        let draws = propose(batch, &mut rng)?;
         let log_p = prior.log_density(&draws)?;
         for (row, lp) in draws.chunks_exact(d).zip(&log_p) {
             if lp.is_finite() {
@@ -183,3 +206,5 @@ impl LikelihoodEstimator for NpeModel {
             .collect())
     }
 }
+
+crate::io::model::impl_model_file!(NpeModel, NPE_MODEL_KIND);

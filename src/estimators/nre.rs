@@ -270,3 +270,5 @@ impl LikelihoodEstimator for NreModel {
         })
     }
 }
+
+crate::io::model::impl_model_file!(NreModel, NRE_MODEL_KIND);

@@ -467,6 +467,8 @@ impl Default for SamplingOptions {
 /// The `kind` of a score model directory.
 pub const SCORE_MODEL_KIND: &str = "score";
 
+crate::io::model::impl_model_file!(ScoreModel, SCORE_MODEL_KIND);
+
 impl ScoreModel {
     /// Writes the model directory `dir` (replacing a model already there).
     pub fn save(&self, dir: &std::path::Path) -> Result<()> {

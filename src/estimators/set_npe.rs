@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::autograd::{ParamStore, Tape, Var};
 use crate::backend::Reduction;
 use crate::error::{Error, Result};
-use crate::estimators::npe::{sample_in_support, NpeDraws};
+use crate::estimators::npe::{propose_from_flow, sample_in_support, NpeDraws};
 use crate::estimators::score::gather;
 use crate::estimators::score_model::{check_rows, move_store};
 use crate::estimators::Standardization;
@@ -466,15 +466,15 @@ impl SetNpeModel {
         let context = self.context(&mut tape, &x, &mask)?;
         let context = tape.value(context).to_vec()?;
         let c = &self.config;
-        sample_in_support(
-            op,
-            &self.flow,
-            &self.store,
-            &context,
-            &c.theta_standardization,
-            &c.prior,
-            num,
-            seed,
-        )
+        sample_in_support(op, &c.prior, num, seed, |batch, rng| {
+            propose_from_flow(
+                &self.flow,
+                &self.store,
+                &context,
+                &c.theta_standardization,
+                batch,
+                rng,
+            )
+        })
     }
 }

@@ -65,14 +65,6 @@ pub fn save_model<C: Serialize>(
     config: &C,
     store: &ParamStore,
 ) -> Result<()> {
-    let envelope = Envelope {
-        format: FORMAT.to_string(),
-        format_version: FORMAT_VERSION,
-        kind: kind.to_string(),
-        config,
-    };
-    let json = serde_json::to_string_pretty(&envelope)
-        .map_err(|e| Error::invalid("save_model", format!("cannot serialize the config: {e}")))?;
     let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = store
         .iter()
         .map(|(_, name, t)| {
@@ -94,12 +86,33 @@ pub fn save_model<C: Serialize>(
         .collect::<Result<Vec<_>>>()?;
     let weights = safetensors::serialize(views, None)
         .map_err(|e| Error::invalid("save_model", format!("cannot serialize the weights: {e}")))?;
+    save_model_dir(dir, kind, config, |staging| {
+        write_atomic(staging.join(WEIGHTS_FILE), &weights)
+    })
+}
 
+/// Writes a model directory `dir` whose `config.json` holds `kind` and `config`, and
+/// whose other files `fill` writes into the directory it is given (a staging sibling
+/// that is renamed into place once everything is written, replacing a model there).
+pub fn save_model_dir<C: Serialize>(
+    dir: &Path,
+    kind: &str,
+    config: &C,
+    fill: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    let envelope = Envelope {
+        format: FORMAT.to_string(),
+        format_version: FORMAT_VERSION,
+        kind: kind.to_string(),
+        config,
+    };
+    let json = serde_json::to_string_pretty(&envelope)
+        .map_err(|e| Error::invalid("save_model", format!("cannot serialize the config: {e}")))?;
     let staging = staging_dir(dir);
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging).map_err(with_path(&staging))?;
     let written = (|| {
-        write_atomic(staging.join(WEIGHTS_FILE), &weights)?;
+        fill(&staging)?;
         write_atomic(staging.join(CONFIG_FILE), json.as_bytes())?;
         replace_dir(&staging, dir)
     })();
@@ -108,6 +121,33 @@ pub fn save_model<C: Serialize>(
     }
     written
 }
+
+/// An estimator with its own model directory (`config.json` of kind [`ModelFile::KIND`]),
+/// so that composites such as [`crate::estimators::ensemble::Ensemble`] can store it.
+pub trait ModelFile: Sized {
+    /// The `kind` field of its `config.json`.
+    const KIND: &'static str;
+    /// Writes the model directory `dir` whole (replacing a model already there).
+    fn save_dir(&self, dir: &Path) -> Result<()>;
+    /// Reads a model directory written by [`ModelFile::save_dir`].
+    fn load_dir(dir: &Path) -> Result<Self>;
+}
+
+/// Implements [`ModelFile`] for a model type through its inherent `save` and `load`.
+macro_rules! impl_model_file {
+    ($model:ty, $kind:expr) => {
+        impl $crate::io::model::ModelFile for $model {
+            const KIND: &'static str = $kind;
+            fn save_dir(&self, dir: &std::path::Path) -> $crate::error::Result<()> {
+                self.save(dir)
+            }
+            fn load_dir(dir: &std::path::Path) -> $crate::error::Result<Self> {
+                <$model>::load(dir)
+            }
+        }
+    };
+}
+pub(crate) use impl_model_file;
 
 /// `DIR.tmp-<pid>` beside `dir`.
 fn staging_dir(dir: &Path) -> PathBuf {
@@ -183,8 +223,9 @@ pub struct LoadedModel<C> {
     path: PathBuf,
 }
 
-/// Reads a model directory of `kind`, checking the format and version.
-pub fn load_model<C: DeserializeOwned>(dir: &Path, kind: &str) -> Result<LoadedModel<C>> {
+/// The `config` object of the `config.json` in `dir`, after checking the format, the
+/// version and that the model is of `kind`.
+pub fn load_config<C: DeserializeOwned>(dir: &Path, kind: &str) -> Result<C> {
     let config_path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&config_path).map_err(with_path(&config_path))?;
     let header = check_header(&config_path, &text)?;
@@ -196,7 +237,12 @@ pub fn load_model<C: DeserializeOwned>(dir: &Path, kind: &str) -> Result<LoadedM
     }
     let envelope: Envelope<C> = serde_json::from_str(&text)
         .map_err(|e| io_error(&config_path, format!("invalid config: {e}")))?;
+    Ok(envelope.config)
+}
 
+/// Reads a model directory of `kind`, checking the format and version.
+pub fn load_model<C: DeserializeOwned>(dir: &Path, kind: &str) -> Result<LoadedModel<C>> {
+    let config = load_config(dir, kind)?;
     let weights_path = dir.join(WEIGHTS_FILE);
     let bytes = std::fs::read(&weights_path).map_err(with_path(&weights_path))?;
     let st = SafeTensors::deserialize(&bytes)
@@ -217,7 +263,7 @@ pub fn load_model<C: DeserializeOwned>(dir: &Path, kind: &str) -> Result<LoadedM
         tensors.insert(name.to_string(), Tensor::from_vec(data, view.shape())?);
     }
     Ok(LoadedModel {
-        config: envelope.config,
+        config,
         tensors,
         path: weights_path,
     })

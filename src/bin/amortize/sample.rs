@@ -3,12 +3,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use amortize::estimators::ensemble::{Ensemble, EnsembleConfig, ENSEMBLE_MODEL_KIND};
 use amortize::estimators::nle::{NleModel, NLE_MODEL_KIND};
 use amortize::estimators::npe::{NpeModel, NPE_MODEL_KIND};
 use amortize::estimators::nre::{NreModel, NRE_MODEL_KIND};
 use amortize::estimators::score_model::SCORE_MODEL_KIND;
 use amortize::estimators::{Composition, SamplingOptions, ScoreModel};
-use amortize::io::model::model_kind;
+use amortize::io::model::{model_kind, ModelFile};
 use amortize::io::npy::{read_npy_matrix, write_npy};
 use amortize::samplers::mcmc::{sample_estimator, LikelihoodEstimator, McmcOptions};
 use amortize::samplers::{Algorithm, Corrector, SamplerConfig};
@@ -112,31 +113,45 @@ pub struct Args {
     pub sampler: SamplerArgs,
 }
 
-/// A trained estimator of any kind the command line knows.
+/// A trained estimator of any kind the command line knows. NPE, NLE and NRE are held as
+/// ensembles: a single model is an ensemble of one, which samples exactly as the model.
 pub enum Estimator {
     /// Score-based (`amortize train --estimator score`).
     Score(Box<ScoreModel>),
-    /// A posterior flow (`amortize train --estimator npe`).
-    Npe(Box<NpeModel>),
-    /// A likelihood flow (`amortize train --estimator nle`), sampled by MCMC.
-    Nle(Box<NleModel>),
-    /// A ratio classifier (`amortize train --estimator nre`), sampled by MCMC.
-    Nre(Box<NreModel>),
+    /// Posterior flows (`amortize train --estimator npe`).
+    Npe(Box<Ensemble<NpeModel>>),
+    /// Likelihood flows (`amortize train --estimator nle`), sampled by MCMC.
+    Nle(Box<Ensemble<NleModel>>),
+    /// Ratio classifiers (`amortize train --estimator nre`), sampled by MCMC.
+    Nre(Box<Ensemble<NreModel>>),
 }
 
 impl Estimator {
     /// Loads the model directory, whatever its kind.
     pub fn load(dir: &Path) -> Result<Estimator> {
-        match model_kind(dir)?.as_str() {
-            SCORE_MODEL_KIND => Ok(Estimator::Score(Box::new(ScoreModel::load(dir)?))),
-            NPE_MODEL_KIND => Ok(Estimator::Npe(Box::new(NpeModel::load(dir)?))),
-            NLE_MODEL_KIND => Ok(Estimator::Nle(Box::new(NleModel::load(dir)?))),
-            NRE_MODEL_KIND => Ok(Estimator::Nre(Box::new(NreModel::load(dir)?))),
+        let kind = model_kind(dir)?;
+        let ensemble = kind == ENSEMBLE_MODEL_KIND;
+        let kind = match ensemble {
+            true => EnsembleConfig::load(dir)?.member_kind,
+            false => kind,
+        };
+        fn members<M: ModelFile>(dir: &Path, ensemble: bool) -> Result<Box<Ensemble<M>>> {
+            Ok(Box::new(match ensemble {
+                true => Ensemble::load(dir)?,
+                false => Ensemble::new(vec![M::load_dir(dir)?])?,
+            }))
+        }
+        match kind.as_str() {
+            SCORE_MODEL_KIND if !ensemble => Ok(Estimator::Score(Box::new(ScoreModel::load(dir)?))),
+            NPE_MODEL_KIND => Ok(Estimator::Npe(members(dir, ensemble)?)),
+            NLE_MODEL_KIND => Ok(Estimator::Nle(members(dir, ensemble)?)),
+            NRE_MODEL_KIND => Ok(Estimator::Nre(members(dir, ensemble)?)),
             other => Err(Error::invalid(
                 "load",
                 format!(
-                    "{}: a {other:?} model, which this command line cannot sample",
-                    dir.display()
+                    "{}: a {other:?} model{}, which this command line cannot sample",
+                    dir.display(),
+                    if ensemble { " ensemble" } else { "" }
                 ),
             )),
         }
@@ -146,9 +161,9 @@ impl Estimator {
     pub fn dims(&self) -> (usize, usize) {
         match self {
             Estimator::Score(m) => (m.config.network.dim_theta, m.config.network.dim_x),
-            Estimator::Npe(m) => (m.config.flow.dim, m.config.flow.context_dim),
-            Estimator::Nle(m) => (m.config.flow.context_dim, m.config.flow.dim),
-            Estimator::Nre(m) => (m.config.dim_theta, m.config.dim_x),
+            Estimator::Npe(m) => (m.prior().dim(), m.dim_x()),
+            Estimator::Nle(m) => (m.prior().dim(), m.dim_x()),
+            Estimator::Nre(m) => (m.prior().dim(), m.dim_x()),
         }
     }
 
@@ -173,7 +188,7 @@ impl Estimator {
                 bar.finish_and_clear();
                 draws
             }
-            Estimator::Npe(model) if obs.len() == model.config.flow.context_dim => {
+            Estimator::Npe(model) if obs.len() == model.dim_x() => {
                 let draws = model.sample(obs, num, args.seed)?;
                 eprintln!(
                     "NPE prior-support acceptance rate: {:.3}",

@@ -3,15 +3,17 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use amortize::estimators::ensemble::Ensemble;
 use amortize::estimators::flow_model::FlowOptions;
 use amortize::estimators::nle::NleModel;
 use amortize::estimators::npe::NpeModel;
 use amortize::estimators::nre::{NreModel, NreOptions};
 use amortize::estimators::{ScoreModel, ScoreTrainOptions};
+use amortize::io::model::ModelFile;
 use amortize::io::npy::read_npy_matrix;
 use amortize::priors::Prior;
 use amortize::tasks::Task;
-use amortize::train::{EpochReport, TrainConfig};
+use amortize::train::{EpochReport, TrainConfig, TrainReport};
 use amortize::{Device, Error, Result};
 
 use crate::progress;
@@ -71,6 +73,10 @@ pub struct Args {
     /// NPE, NLE and NRE (whose early stopping comes before a slow average settles).
     #[arg(long)]
     pub ema_decay: Option<f32>,
+    /// NPE, NLE and NRE: train this many members (seeds `--seed`, `--seed` + 1, ...) and
+    /// save their ensemble, whose density is the mixture of theirs.
+    #[arg(long, default_value_t = 1)]
+    pub ensemble: usize,
 }
 
 /// The score estimator's default weight average (see `--ema-decay`).
@@ -86,12 +92,13 @@ impl Args {
             ..ScoreTrainOptions::default()
         };
         options.train.ema_decay = Some(SCORE_EMA_DECAY);
-        options.train = self.train_config(options.train);
+        options.train = self.train_config(options.train, self.seed);
         Ok(options)
     }
 
-    /// NPE's and NLE's flow options, or an error for an unknown `--flow`.
-    pub fn flow_options(&self, device: Device) -> Result<FlowOptions> {
+    /// NPE's and NLE's flow options with training seed `seed`, or an error for an
+    /// unknown `--flow`.
+    pub fn flow_options(&self, device: Device, seed: u64) -> Result<FlowOptions> {
         let spline = match self.flow.as_str() {
             "spline" => true,
             "affine" => false,
@@ -106,18 +113,19 @@ impl Args {
             layers: self.flow_layers,
             spline,
             width: self.width,
-            train: self.train_config(FlowOptions::default().train),
+            train: self.train_config(FlowOptions::default().train, seed),
             device,
         })
     }
 
-    /// An estimator's default minibatch settings `base` with the ones given here.
-    pub fn train_config(&self, base: TrainConfig) -> TrainConfig {
+    /// An estimator's default minibatch settings `base` with the ones given here, and
+    /// `seed` (`--seed`, or an ensemble member's).
+    pub fn train_config(&self, base: TrainConfig, seed: u64) -> TrainConfig {
         let mut train = base;
         train.epochs = self.epochs;
         train.batch_size = self.batch_size;
         train.optimizer.lr = self.lr;
-        train.seed = self.seed;
+        train.seed = seed;
         if let Some(decay) = self.ema_decay {
             train.ema_decay = (decay > 0.0).then_some(decay);
         }
@@ -154,43 +162,49 @@ pub fn run(args: &Args) -> Result<()> {
             ));
         }
     }
+    if args.ensemble == 0 {
+        return Err(Error::invalid("train", "--ensemble must be at least 1"));
+    }
     let options = args.options()?;
-    let bar = progress::bar(options.train.epochs as u64, "epochs");
     let start = Instant::now();
-    let on_epoch = |e: &EpochReport| progress::report_epoch(&bar, e);
-    let report = match args.estimator.as_str() {
+    let (theta, x, name) = (theta.as_slice(), x.as_slice(), task_name);
+    let reports = match args.estimator.as_str() {
         "score" => {
-            let (model, report) =
-                ScoreModel::train(&theta, &x, dim_x, prior, task_name, &options, on_epoch)?;
-            model.save(&args.out)?;
-            report
+            if args.ensemble != 1 {
+                return Err(Error::invalid(
+                    "train",
+                    "--ensemble is for npe, nle and nre; a score model is one network",
+                ));
+            }
+            train_members(args, |_, on_epoch| {
+                ScoreModel::train(
+                    theta,
+                    x,
+                    dim_x,
+                    prior.clone(),
+                    name.clone(),
+                    &options,
+                    on_epoch,
+                )
+            })?
         }
-        "npe" => {
-            let npe = args.flow_options(options.device)?;
-            let (model, report) =
-                NpeModel::train(&theta, &x, dim_x, prior, task_name, &npe, on_epoch)?;
-            model.save(&args.out)?;
-            report
-        }
-        "nle" => {
-            let nle = args.flow_options(options.device)?;
-            let (model, report) =
-                NleModel::train(&theta, &x, dim_x, prior, task_name, &nle, on_epoch)?;
-            model.save(&args.out)?;
-            report
-        }
-        "nre" => {
+        "npe" => train_members(args, |seed, on_epoch| {
+            let npe = args.flow_options(options.device, seed)?;
+            NpeModel::train(theta, x, dim_x, prior.clone(), name.clone(), &npe, on_epoch)
+        })?,
+        "nle" => train_members(args, |seed, on_epoch| {
+            let nle = args.flow_options(options.device, seed)?;
+            NleModel::train(theta, x, dim_x, prior.clone(), name.clone(), &nle, on_epoch)
+        })?,
+        "nre" => train_members(args, |seed, on_epoch| {
             let nre = NreOptions {
                 width: args.width,
-                train: args.train_config(NreOptions::default().train),
+                train: args.train_config(NreOptions::default().train, seed),
                 device: options.device,
                 ..NreOptions::default()
             };
-            let (model, report) =
-                NreModel::train(&theta, &x, dim_x, prior, task_name, &nre, on_epoch)?;
-            model.save(&args.out)?;
-            report
-        }
+            NreModel::train(theta, x, dim_x, prior.clone(), name.clone(), &nre, on_epoch)
+        })?,
         other => {
             return Err(Error::invalid(
                 "train",
@@ -198,15 +212,60 @@ pub fn run(args: &Args) -> Result<()> {
             ))
         }
     };
-    bar.finish_and_clear();
+    let summary: Vec<String> = reports
+        .iter()
+        .map(|r| {
+            format!(
+                "{} epochs{}, best validation loss {:.4} at epoch {}",
+                r.history.len(),
+                if r.stopped_early {
+                    ", stopped early"
+                } else {
+                    ""
+                },
+                r.best_loss,
+                r.best_epoch
+            )
+        })
+        .collect();
     println!(
-        "trained on {rows} simulations in {:.1} s ({} epochs{}, best validation loss {:.4} at epoch {}); model written to {}",
+        "trained on {rows} simulations in {:.1} s ({}); {} written to {}",
         start.elapsed().as_secs_f64(),
-        report.history.len(),
-        if report.stopped_early { ", stopped early" } else { "" },
-        report.best_loss,
-        report.best_epoch,
+        summary.join("; "),
+        if reports.len() > 1 {
+            format!("ensemble of {} members", reports.len())
+        } else {
+            "model".into()
+        },
         args.out.display()
     );
     Ok(())
+}
+
+/// Trains `--ensemble` members with `train(seed, on_epoch)` (seeds `--seed`, `--seed` + 1,
+/// ...), each with its progress bar, and writes the one model, or the members' ensemble,
+/// to `--out`. Returns the members' reports.
+fn train_members<M: ModelFile>(
+    args: &Args,
+    train: impl Fn(u64, &dyn Fn(&EpochReport)) -> Result<(M, TrainReport)>,
+) -> Result<Vec<TrainReport>> {
+    let mut members = Vec::with_capacity(args.ensemble);
+    let mut reports = Vec::with_capacity(args.ensemble);
+    for k in 0..args.ensemble {
+        let what = if args.ensemble > 1 {
+            format!("epochs (member {}/{})", k + 1, args.ensemble)
+        } else {
+            "epochs".to_string()
+        };
+        let bar = progress::bar(args.epochs as u64, &what);
+        let (model, report) = train(args.seed + k as u64, &|e| progress::report_epoch(&bar, e))?;
+        bar.finish_and_clear();
+        members.push(model);
+        reports.push(report);
+    }
+    match members.len() {
+        1 => members.remove(0).save_dir(&args.out)?,
+        _ => Ensemble::new(members)?.save(&args.out)?,
+    }
+    Ok(reports)
 }

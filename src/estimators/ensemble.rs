@@ -1,0 +1,198 @@
+//! Ensembles: K estimators of one kind trained on the same simulations from different
+//! seeds, combined as the equal-weight mixture of their per-observation densities.
+//!
+//! For NLE the ensemble likelihood is `ℓ(x | θ) = (1/K) Σ_k q_k(x | θ)`; for NRE the
+//! ensemble ratio is the mean of the members' ratios `r_k(θ, x) = q_k(x | θ) / p(x)`,
+//! the same mixture; for NPE the ensemble posterior is `(1/K) Σ_k q_k(θ | x)`. With n iid
+//! observations the mixture is taken per observation and the logs summed:
+//! `Σ_j ln (1/K) Σ_k ℓ_k(x_j | θ)`. Averaging densities (not log densities) keeps every
+//! member's mass: where one member is too narrow, the others widen the mixture, which is
+//! what makes ensembles better calibrated than their members (Lakshminarayanan et al.
+//! 2017; Hermans et al. 2022 for SBI).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::estimators::npe::{sample_in_support, NpeDraws, NpeModel};
+use crate::estimators::score_model::check_rows;
+use crate::io::model::{load_config, save_model_dir, ModelFile};
+use crate::priors::Prior;
+use crate::rng::PhiloxStream;
+use crate::samplers::mcmc::LikelihoodEstimator;
+
+/// The `kind` of an ensemble's model directory.
+pub const ENSEMBLE_MODEL_KIND: &str = "ensemble";
+
+/// An ensemble's `config.json`: the members' kind and count. Member k is the model
+/// directory `member-k` inside the ensemble's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnsembleConfig {
+    /// The `kind` of every member ("npe", "nle", "nre").
+    pub member_kind: String,
+    /// K, the number of members.
+    pub members: usize,
+}
+
+impl EnsembleConfig {
+    /// Reads the config of the ensemble directory `dir`.
+    pub fn load(dir: &Path) -> Result<EnsembleConfig> {
+        load_config(dir, ENSEMBLE_MODEL_KIND)
+    }
+}
+
+/// The directory of member `k` inside the ensemble directory `dir`.
+fn member_dir(dir: &Path, k: usize) -> PathBuf {
+    dir.join(format!("member-{k}"))
+}
+
+/// K trained estimators of one kind, combined as the mixture of their densities.
+#[derive(Clone, Debug)]
+pub struct Ensemble<M> {
+    members: Vec<M>,
+}
+
+impl<M> Ensemble<M> {
+    /// The ensemble of `members` (at least one).
+    pub fn new(members: Vec<M>) -> Result<Self> {
+        if members.is_empty() {
+            return Err(Error::invalid(
+                "Ensemble::new",
+                "an ensemble needs at least one member",
+            ));
+        }
+        Ok(Ensemble { members })
+    }
+
+    /// The members, in training order.
+    pub fn members(&self) -> &[M] {
+        &self.members
+    }
+}
+
+impl<M: ModelFile> Ensemble<M> {
+    /// Writes the ensemble directory `dir`, its members inside, whole or not at all
+    /// (replacing a model already there).
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let config = EnsembleConfig {
+            member_kind: M::KIND.to_string(),
+            members: self.members.len(),
+        };
+        save_model_dir(dir, ENSEMBLE_MODEL_KIND, &config, |staging| {
+            self.members
+                .iter()
+                .enumerate()
+                .try_for_each(|(k, m)| m.save_dir(&member_dir(staging, k)))
+        })
+    }
+
+    /// Reads an ensemble directory written by [`Ensemble::save`] whose members are of
+    /// `M`'s kind.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let config = EnsembleConfig::load(dir)?;
+        if config.member_kind != M::KIND {
+            return Err(Error::invalid(
+                "Ensemble::load",
+                format!(
+                    "{}: an ensemble of {:?} models, expected {:?}",
+                    dir.display(),
+                    config.member_kind,
+                    M::KIND
+                ),
+            ));
+        }
+        let members = (0..config.members)
+            .map(|k| M::load_dir(&member_dir(dir, k)))
+            .collect::<Result<Vec<_>>>()?;
+        Ensemble::new(members)
+    }
+}
+
+impl<M: LikelihoodEstimator> LikelihoodEstimator for Ensemble<M> {
+    fn prior(&self) -> &Prior {
+        self.members[0].prior()
+    }
+
+    fn dim_x(&self) -> usize {
+        self.members[0].dim_x()
+    }
+
+    /// `Σ_j ln (1/K) Σ_k exp ℓ_k(θ, x_j)`, one per row θ_r, with ℓ_k member k's
+    /// per-observation log-likelihood (or log-ratio); one member's own value when K = 1.
+    fn log_likelihood(&self, theta: &[f32], obs: &[f32]) -> Result<Vec<f64>> {
+        if let [single] = self.members.as_slice() {
+            return single.log_likelihood(theta, obs);
+        }
+        let rows = theta.len() / self.prior().dim().max(1);
+        let ln_k = (self.members.len() as f64).ln();
+        let mut total = vec![0.0f64; rows];
+        for x_j in obs.chunks_exact(self.dim_x()) {
+            let per_member = self
+                .members
+                .iter()
+                .map(|m| m.log_likelihood(theta, x_j))
+                .collect::<Result<Vec<_>>>()?;
+            for (r, sum) in total.iter_mut().enumerate() {
+                *sum += log_sum_exp(per_member.iter().map(|l| l[r])) - ln_k;
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// `ln Σ exp(v)`, shifted by the largest term; `−∞` when every term is `−∞`.
+fn log_sum_exp(values: impl Iterator<Item = f64> + Clone) -> f64 {
+    let max = values.clone().fold(f64::NEG_INFINITY, f64::max);
+    if max == f64::NEG_INFINITY || max.is_nan() {
+        return max;
+    }
+    max + values.map(|v| (v - max).exp()).sum::<f64>().ln()
+}
+
+impl Ensemble<NpeModel> {
+    /// `num` draws from the mixture `(1/K) Σ_k q_k(θ | x_obs)` inside the prior's
+    /// support, seeded by `seed`: each proposal picks its member uniformly, and draws
+    /// outside the support are rejected from the mixture (not per member, which would
+    /// reweight the members by their acceptance rates). One member draws exactly as
+    /// [`NpeModel::sample`].
+    pub fn sample(&self, obs: &[f32], num: usize, seed: u64) -> Result<NpeDraws> {
+        let op = "Ensemble::sample";
+        if check_rows(op, "the observation", obs, self.dim_x())? != 1 {
+            return Err(Error::invalid(
+                op,
+                "NPE draws directly given exactly one observation [1, dim x]; for n > 1 sample its factorized posterior with samplers::mcmc::sample_estimator",
+            ));
+        }
+        if let [single] = self.members.as_slice() {
+            return single.sample(obs, num, seed);
+        }
+        let d = self.prior().dim();
+        let k = self.members.len() as u32;
+        sample_in_support(op, self.prior(), num, seed, |batch, rng| {
+            let mut counts = vec![0usize; k as usize];
+            for _ in 0..batch {
+                counts[rng.below(k) as usize] += 1;
+            }
+            let mut draws = Vec::with_capacity(batch * d);
+            for (member, &count) in self.members.iter().zip(&counts) {
+                if count > 0 {
+                    draws.extend(member.propose(obs, count, rng)?);
+                }
+            }
+            shuffle_rows(&mut draws, d, rng);
+            Ok(draws)
+        })
+    }
+}
+
+/// Shuffles the rows of a row-major `[_, cols]` buffer, so that the members' draws are
+/// exchangeable when rejection keeps the first accepted ones.
+fn shuffle_rows(data: &mut [f32], cols: usize, rng: &mut PhiloxStream) {
+    let mut order: Vec<usize> = (0..data.len() / cols).collect();
+    rng.shuffle(&mut order);
+    let source = data.to_vec();
+    for (dst, &src) in data.chunks_exact_mut(cols).zip(&order) {
+        dst.copy_from_slice(&source[src * cols..(src + 1) * cols]);
+    }
+}

@@ -1,0 +1,192 @@
+//! Ensembles of NPE, NLE and NRE models: the mixture's log-likelihood per observation,
+//! draws of an NPE ensemble from the mixture of its members, one member behaving exactly
+//! as the model, and ensemble directories round-tripping (and failing with errors that
+//! say what is wrong).
+
+use std::sync::OnceLock;
+
+use amortize::estimators::ensemble::Ensemble;
+use amortize::estimators::nle::{NleModel, NleOptions};
+use amortize::estimators::npe::{NpeModel, NpeOptions};
+use amortize::estimators::nre::NreModel;
+use amortize::rng::{streams, PhiloxStream};
+use amortize::samplers::mcmc::LikelihoodEstimator;
+use amortize::tasks::Task;
+
+const TASK: Task = Task::GaussianLinear;
+
+/// Small, quickly trained flow options: the tests check how members combine, not their
+/// accuracy.
+fn small_flow(seed: u64) -> NleOptions {
+    let mut options = NleOptions {
+        layers: 2,
+        spline: false,
+        width: 16,
+        ..NleOptions::default()
+    };
+    options.train.epochs = 5;
+    options.train.batch_size = 128;
+    options.train.seed = seed;
+    options
+}
+
+/// Two NLE members trained from different seeds on the same pairs.
+fn nle_members() -> &'static [NleModel] {
+    static MEMBERS: OnceLock<Vec<NleModel>> = OnceLock::new();
+    MEMBERS.get_or_init(|| {
+        let (theta, x) = TASK.simulate_dataset(1000, 3);
+        (0..2)
+            .map(|seed| {
+                let options = small_flow(seed);
+                NleModel::train(
+                    &theta,
+                    &x,
+                    TASK.dim_x(),
+                    TASK.prior(),
+                    None,
+                    &options,
+                    |_| {},
+                )
+                .unwrap()
+                .0
+            })
+            .collect()
+    })
+}
+
+/// Two NPE members whose posteriors sit apart: the second is trained on θ + 1 (the
+/// Gaussian prior has unbounded support, so nothing is rejected).
+fn npe_members() -> &'static [NpeModel] {
+    static MEMBERS: OnceLock<Vec<NpeModel>> = OnceLock::new();
+    MEMBERS.get_or_init(|| {
+        let (theta, x) = TASK.simulate_dataset(1000, 4);
+        let shifted: Vec<f32> = theta.iter().map(|t| t + 1.0).collect();
+        [&theta, &shifted]
+            .iter()
+            .enumerate()
+            .map(|(seed, theta)| {
+                let options: NpeOptions = small_flow(seed as u64);
+                NpeModel::train(
+                    theta,
+                    &x,
+                    TASK.dim_x(),
+                    TASK.prior(),
+                    None,
+                    &options,
+                    |_| {},
+                )
+                .unwrap()
+                .0
+            })
+            .collect()
+    })
+}
+
+fn test_theta(rows: usize) -> Vec<f32> {
+    TASK.prior()
+        .sample(&mut PhiloxStream::new(7, streams::TEST, 0), rows)
+}
+
+fn observations(n: usize) -> Vec<f32> {
+    let (_, x) = TASK.simulate_dataset(n, 8);
+    x
+}
+
+#[test]
+fn log_likelihood_is_the_members_mixture_per_observation() {
+    let members = nle_members();
+    let ensemble = Ensemble::new(members.to_vec()).unwrap();
+    let (theta, obs) = (test_theta(6), observations(3));
+    let got = ensemble.log_likelihood(&theta, &obs).unwrap();
+    // Reference: each member's value per observation, mixed in probability space.
+    let mut want = vec![0.0f64; 6];
+    for x_j in obs.chunks_exact(TASK.dim_x()) {
+        let a = members[0].log_likelihood(&theta, x_j).unwrap();
+        let b = members[1].log_likelihood(&theta, x_j).unwrap();
+        for r in 0..6 {
+            want[r] += ((a[r].exp() + b[r].exp()) / 2.0).ln();
+        }
+    }
+    for (g, w) in got.iter().zip(&want) {
+        // f64 throughout; the shifted log-sum-exp and the direct sum differ by rounding.
+        assert!((g - w).abs() < 1e-9 * w.abs().max(1.0), "{g} vs {w}");
+    }
+    // The members differ (else the check above could not tell a mixture from a member).
+    let a = members[0].log_likelihood(&theta, &obs).unwrap();
+    let b = members[1].log_likelihood(&theta, &obs).unwrap();
+    assert!(a.iter().zip(&b).any(|(a, b)| (a - b).abs() > 1e-3));
+}
+
+#[test]
+fn one_member_is_exactly_the_model() {
+    let member = nle_members()[0].clone();
+    let (theta, obs) = (test_theta(5), observations(2));
+    let alone = member.log_likelihood(&theta, &obs).unwrap();
+    let ensemble = Ensemble::new(vec![member]).unwrap();
+    assert_eq!(ensemble.log_likelihood(&theta, &obs).unwrap(), alone);
+
+    let npe = npe_members()[0].clone();
+    let obs = observations(1);
+    let alone = npe.sample(&obs, 50, 9).unwrap().samples;
+    let ensemble = Ensemble::new(vec![npe]).unwrap();
+    assert_eq!(ensemble.sample(&obs, 50, 9).unwrap().samples, alone);
+}
+
+#[test]
+fn npe_ensemble_draws_from_both_members_equally() {
+    let ensemble = Ensemble::new(npe_members().to_vec()).unwrap();
+    let obs = observations(1);
+    let num = 4000;
+    let draws = ensemble.sample(&obs, num, 5).unwrap().samples;
+    let d = TASK.dim_theta();
+    // The members' posteriors are 1 apart in every coordinate and ~0.1 wide
+    // (gaussian_linear's prior sd is 0.1), so the mean of a row's coordinates, minus
+    // the first member's mean, tells which member drew it.
+    let alone = npe_members()[0].sample(&obs, num, 6).unwrap().samples;
+    let row_mean = |r: &[f32]| r.iter().sum::<f32>() / d as f32;
+    let centre = alone.chunks_exact(d).map(row_mean).sum::<f32>() / num as f32;
+    let from_second = draws
+        .chunks_exact(d)
+        .filter(|r| row_mean(r) - centre > 0.5)
+        .count();
+    // Binomial(4000, 1/2): sd 32, so ±200 is > 6 sd; a sampler that ignores a member
+    // gives 0 or 4000.
+    assert!(
+        (from_second as i64 - 2000).abs() < 200,
+        "{from_second} of {num} draws from the second member"
+    );
+    // Draws from the two members are interleaved, not in blocks.
+    let first_half = draws[..num / 2 * d]
+        .chunks_exact(d)
+        .filter(|r| row_mean(r) - centre > 0.5)
+        .count();
+    assert!((first_half as i64 - 1000).abs() < 150, "{first_half}");
+}
+
+#[test]
+fn ensembles_round_trip_through_their_directories() {
+    let dir = std::env::temp_dir().join(format!("amortize-ensemble-{}", std::process::id()));
+    let ensemble = Ensemble::new(nle_members().to_vec()).unwrap();
+    ensemble.save(&dir).unwrap();
+    assert!(dir.join("member-1").join("weights.safetensors").exists());
+    let loaded = Ensemble::<NleModel>::load(&dir).unwrap();
+    let (theta, obs) = (test_theta(4), observations(2));
+    assert_eq!(
+        loaded.log_likelihood(&theta, &obs).unwrap(),
+        ensemble.log_likelihood(&theta, &obs).unwrap()
+    );
+    // The members are NLE models: loading them as NRE says so.
+    let err = Ensemble::<NreModel>::load(&dir).unwrap_err().to_string();
+    assert!(err.contains("\"nle\"") && err.contains("\"nre\""), "{err}");
+    // A member directory gone missing is named in the error.
+    std::fs::remove_dir_all(dir.join("member-1")).unwrap();
+    let err = Ensemble::<NleModel>::load(&dir).unwrap_err().to_string();
+    assert!(err.contains("member-1"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_empty_ensemble_is_an_error() {
+    let err = Ensemble::<NleModel>::new(Vec::new()).unwrap_err();
+    assert!(err.to_string().contains("at least one member"), "{err}");
+}
