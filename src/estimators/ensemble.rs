@@ -12,6 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -109,7 +110,7 @@ impl<M: ModelFile> Ensemble<M> {
     }
 }
 
-impl<M: LikelihoodEstimator> LikelihoodEstimator for Ensemble<M> {
+impl<M: LikelihoodEstimator + Sync> LikelihoodEstimator for Ensemble<M> {
     fn prior(&self) -> &Prior {
         self.members[0].prior()
     }
@@ -128,9 +129,11 @@ impl<M: LikelihoodEstimator> LikelihoodEstimator for Ensemble<M> {
         let ln_k = (self.members.len() as f64).ln();
         let mut total = vec![0.0f64; rows];
         for x_j in obs.chunks_exact(self.dim_x()) {
+            // The members run side by side: an MCMC sweep's batch (one row per chain) is
+            // too small for the ops' own threads.
             let per_member = self
                 .members
-                .iter()
+                .par_iter()
                 .map(|m| m.log_likelihood(theta, x_j))
                 .collect::<Result<Vec<_>>>()?;
             for (r, sum) in total.iter_mut().enumerate() {
