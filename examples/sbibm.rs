@@ -18,7 +18,7 @@ use std::time::Instant;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use amortize::diagnostics::c2st::c2st;
-use amortize::estimators::ensemble::Ensemble;
+use amortize::estimators::ensemble::{Ensemble, EnsembleMember};
 use amortize::estimators::nle::{NleModel, NleOptions};
 use amortize::estimators::npe::{NpeModel, NpeOptions};
 use amortize::estimators::nre::{NreModel, NreOptions};
@@ -79,7 +79,7 @@ fn train(
 
 /// One member as itself (so a single model samples exactly as without an ensemble),
 /// more as their mixture.
-fn boxed<M: LikelihoodEstimator + Clone + 'static>(
+fn boxed<M: EnsembleMember + Clone + 'static>(
     ensemble: Ensemble<M>,
 ) -> Box<dyn LikelihoodEstimator> {
     match ensemble.members() {

@@ -1,4 +1,5 @@
-//! Ensembles of NPE, NLE and NRE models: the mixture's log-likelihood per observation,
+//! Ensembles of NPE, NLE and NRE models: the mixture's log-likelihood per observation
+//! (NPE, NLE) and the geometric mean of ratios (NRE),
 //! draws of an NPE ensemble from the mixture of its members, one member behaving exactly
 //! as the model, and ensemble directories round-tripping (and failing with errors that
 //! say what is wrong).
@@ -8,7 +9,7 @@ use std::sync::OnceLock;
 use amortize::estimators::ensemble::Ensemble;
 use amortize::estimators::nle::{NleModel, NleOptions};
 use amortize::estimators::npe::{NpeModel, NpeOptions};
-use amortize::estimators::nre::NreModel;
+use amortize::estimators::nre::{NreModel, NreOptions};
 use amortize::rng::{streams, PhiloxStream};
 use amortize::samplers::mcmc::LikelihoodEstimator;
 use amortize::tasks::Task;
@@ -82,6 +83,32 @@ fn npe_members() -> &'static [NpeModel] {
     })
 }
 
+/// Two NRE members trained from different seeds on the same pairs.
+fn nre_members() -> Vec<NreModel> {
+    let (theta, x) = TASK.simulate_dataset(1000, 5);
+    (0..2)
+        .map(|seed| {
+            let mut options = NreOptions {
+                width: 16,
+                ..NreOptions::default()
+            };
+            options.train.epochs = 3;
+            options.train.seed = seed;
+            NreModel::train(
+                &theta,
+                &x,
+                TASK.dim_x(),
+                TASK.prior(),
+                None,
+                &options,
+                |_| {},
+            )
+            .unwrap()
+            .0
+        })
+        .collect()
+}
+
 fn test_theta(rows: usize) -> Vec<f32> {
     TASK.prior()
         .sample(&mut PhiloxStream::new(7, streams::TEST, 0), rows)
@@ -114,6 +141,27 @@ fn log_likelihood_is_the_members_mixture_per_observation() {
     // The members differ (else the check above could not tell a mixture from a member).
     let a = members[0].log_likelihood(&theta, &obs).unwrap();
     let b = members[1].log_likelihood(&theta, &obs).unwrap();
+    assert!(a.iter().zip(&b).any(|(a, b)| (a - b).abs() > 1e-3));
+}
+
+#[test]
+fn ratio_classifiers_combine_by_their_geometric_mean() {
+    // Contrastive NRE learns ln r + c_k(x): a mixture would weight members by e^{c_k},
+    // the mean of the logs only shifts every θ by the same constant.
+    let members = nre_members();
+    let ensemble = Ensemble::new(members.clone()).unwrap();
+    let (theta, obs) = (test_theta(6), observations(3));
+    let got = ensemble.log_likelihood(&theta, &obs).unwrap();
+    let a = members[0].log_likelihood(&theta, &obs).unwrap();
+    let b = members[1].log_likelihood(&theta, &obs).unwrap();
+    for r in 0..6 {
+        let want = (a[r] + b[r]) / 2.0;
+        assert!(
+            (got[r] - want).abs() < 1e-9 * want.abs().max(1.0),
+            "{} vs {want}",
+            got[r]
+        );
+    }
     assert!(a.iter().zip(&b).any(|(a, b)| (a - b).abs() > 1e-3));
 }
 

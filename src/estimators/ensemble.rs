@@ -1,14 +1,18 @@
 //! Ensembles: K estimators of one kind trained on the same simulations from different
-//! seeds, combined as the equal-weight mixture of their per-observation densities.
+//! seeds, combined per observation into one density (or ratio).
 //!
-//! For NLE the ensemble likelihood is `ℓ(x | θ) = (1/K) Σ_k q_k(x | θ)`; for NRE the
-//! ensemble ratio is the mean of the members' ratios `r_k(θ, x) = q_k(x | θ) / p(x)`,
-//! the same mixture; for NPE the ensemble posterior is `(1/K) Σ_k q_k(θ | x)`. With n iid
-//! observations the mixture is taken per observation and the logs summed:
-//! `Σ_j ln (1/K) Σ_k ℓ_k(x_j | θ)`. Averaging densities (not log densities) keeps every
-//! member's mass: where one member is too narrow, the others widen the mixture, which is
-//! what makes ensembles better calibrated than their members (Lakshminarayanan et al.
-//! 2017; Hermans et al. 2022 for SBI).
+//! Normalized densities (NPE's q(θ | x), NLE's q(x | θ)) are combined as their
+//! equal-weight mixture: `ℓ(x | θ) = (1/K) Σ_k q_k(x | θ)`, per observation, the logs
+//! summed over n iid observations: `Σ_j ln (1/K) Σ_k ℓ_k(x_j | θ)`. Averaging densities
+//! (not log densities) keeps every member's mass: where one member is too narrow, the
+//! others widen the mixture, which is what makes ensembles better calibrated than their
+//! members (Lakshminarayanan et al. 2017; Hermans et al. 2022 for SBI).
+//!
+//! Contrastive ratio estimators (NRE-B) are not normalized: member k learns
+//! `ln r(θ, x) + c_k(x)` with an arbitrary offset c_k per member and observation, so a
+//! mixture of their ratios would weight each member by `exp c_k(x)`, in effect picking
+//! one. Their ensemble is the geometric mean, `(1/K) Σ_k ln r_k`, in which the offsets
+//! add up to one constant in θ that the posterior does not see.
 
 use std::path::{Path, PathBuf};
 
@@ -16,7 +20,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::estimators::nle::NleModel;
 use crate::estimators::npe::{sample_in_support, NpeDraws, NpeModel};
+use crate::estimators::nre::NreModel;
 use crate::estimators::score_model::check_rows;
 use crate::io::model::{load_config, save_model_dir, ModelFile};
 use crate::priors::Prior;
@@ -110,7 +116,35 @@ impl<M: ModelFile> Ensemble<M> {
     }
 }
 
-impl<M: LikelihoodEstimator + Sync> LikelihoodEstimator for Ensemble<M> {
+/// How an ensemble combines its members' per-observation log-likelihoods ℓ_k.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Combination {
+    /// `ln (1/K) Σ_k exp ℓ_k`: the mixture of normalized densities (NPE, NLE).
+    Mixture,
+    /// `(1/K) Σ_k ℓ_k`: the geometric mean of ratios known up to a per-member offset in x
+    /// (contrastive NRE).
+    GeometricMean,
+}
+
+/// An estimator that can be a member of an [`Ensemble`] sampled by MCMC.
+pub trait EnsembleMember: LikelihoodEstimator + Sync {
+    /// How members of this kind are combined.
+    const COMBINATION: Combination;
+}
+
+impl EnsembleMember for NpeModel {
+    const COMBINATION: Combination = Combination::Mixture;
+}
+
+impl EnsembleMember for NleModel {
+    const COMBINATION: Combination = Combination::Mixture;
+}
+
+impl EnsembleMember for NreModel {
+    const COMBINATION: Combination = Combination::GeometricMean;
+}
+
+impl<M: EnsembleMember> LikelihoodEstimator for Ensemble<M> {
     fn prior(&self) -> &Prior {
         self.members[0].prior()
     }
@@ -119,11 +153,25 @@ impl<M: LikelihoodEstimator + Sync> LikelihoodEstimator for Ensemble<M> {
         self.members[0].dim_x()
     }
 
-    /// `Σ_j ln (1/K) Σ_k exp ℓ_k(θ, x_j)`, one per row θ_r, with ℓ_k member k's
-    /// per-observation log-likelihood (or log-ratio); one member's own value when K = 1.
+    /// One value per row θ_r: `Σ_j ln (1/K) Σ_k exp ℓ_k(θ, x_j)` for a
+    /// [`Combination::Mixture`], `(1/K) Σ_k Σ_j ℓ_k(θ, x_j)` for a
+    /// [`Combination::GeometricMean`], with ℓ_k member k's per-observation
+    /// log-likelihood (or log-ratio); one member's own value when K = 1.
     fn log_likelihood(&self, theta: &[f32], obs: &[f32]) -> Result<Vec<f64>> {
         if let [single] = self.members.as_slice() {
             return single.log_likelihood(theta, obs);
+        }
+        if M::COMBINATION == Combination::GeometricMean {
+            // The mean over members commutes with the sum over observations.
+            let per_member = self
+                .members
+                .par_iter()
+                .map(|m| m.log_likelihood(theta, obs))
+                .collect::<Result<Vec<_>>>()?;
+            let k = self.members.len() as f64;
+            return Ok((0..per_member[0].len())
+                .map(|r| per_member.iter().map(|l| l[r]).sum::<f64>() / k)
+                .collect());
         }
         let rows = theta.len() / self.prior().dim().max(1);
         let ln_k = (self.members.len() as f64).ln();
