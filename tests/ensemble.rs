@@ -13,6 +13,7 @@ use amortize::estimators::nre::{NreModel, NreOptions};
 use amortize::rng::{streams, PhiloxStream};
 use amortize::samplers::mcmc::LikelihoodEstimator;
 use amortize::tasks::Task;
+use amortize::train::TrainReport;
 
 const TASK: Task = Task::GaussianLinear;
 
@@ -31,27 +32,29 @@ fn small_flow(seed: u64) -> NleOptions {
     options
 }
 
+/// Two members trained by `train(seed, θ, x)` with seeds 0 and 1 on the pairs of
+/// simulation seed `data`; the second member's θ moved by `shift` in every coordinate.
+fn two_members<M>(
+    data: u64,
+    shift: f32,
+    train: impl Fn(u64, &[f32], &[f32]) -> amortize::Result<(M, TrainReport)>,
+) -> Vec<M> {
+    let (theta, x) = TASK.simulate_dataset(1000, data);
+    let shifted: Vec<f32> = theta.iter().map(|t| t + shift).collect();
+    [(0, &theta), (1, &shifted)]
+        .into_iter()
+        .map(|(seed, theta)| train(seed, theta, &x).unwrap().0)
+        .collect()
+}
+
 /// Two NLE members trained from different seeds on the same pairs.
 fn nle_members() -> &'static [NleModel] {
     static MEMBERS: OnceLock<Vec<NleModel>> = OnceLock::new();
     MEMBERS.get_or_init(|| {
-        let (theta, x) = TASK.simulate_dataset(1000, 3);
-        (0..2)
-            .map(|seed| {
-                let options = small_flow(seed);
-                NleModel::train(
-                    &theta,
-                    &x,
-                    TASK.dim_x(),
-                    TASK.prior(),
-                    None,
-                    &options,
-                    |_| {},
-                )
-                .unwrap()
-                .0
-            })
-            .collect()
+        two_members(3, 0.0, |seed, theta, x| {
+            let options = small_flow(seed);
+            NleModel::train(theta, x, TASK.dim_x(), TASK.prior(), None, &options, |_| {})
+        })
     })
 }
 
@@ -60,53 +63,24 @@ fn nle_members() -> &'static [NleModel] {
 fn npe_members() -> &'static [NpeModel] {
     static MEMBERS: OnceLock<Vec<NpeModel>> = OnceLock::new();
     MEMBERS.get_or_init(|| {
-        let (theta, x) = TASK.simulate_dataset(1000, 4);
-        let shifted: Vec<f32> = theta.iter().map(|t| t + 1.0).collect();
-        [&theta, &shifted]
-            .iter()
-            .enumerate()
-            .map(|(seed, theta)| {
-                let options: NpeOptions = small_flow(seed as u64);
-                NpeModel::train(
-                    theta,
-                    &x,
-                    TASK.dim_x(),
-                    TASK.prior(),
-                    None,
-                    &options,
-                    |_| {},
-                )
-                .unwrap()
-                .0
-            })
-            .collect()
+        two_members(4, 1.0, |seed, theta, x| {
+            let options: NpeOptions = small_flow(seed);
+            NpeModel::train(theta, x, TASK.dim_x(), TASK.prior(), None, &options, |_| {})
+        })
     })
 }
 
 /// Two NRE members trained from different seeds on the same pairs.
 fn nre_members() -> Vec<NreModel> {
-    let (theta, x) = TASK.simulate_dataset(1000, 5);
-    (0..2)
-        .map(|seed| {
-            let mut options = NreOptions {
-                width: 16,
-                ..NreOptions::default()
-            };
-            options.train.epochs = 3;
-            options.train.seed = seed;
-            NreModel::train(
-                &theta,
-                &x,
-                TASK.dim_x(),
-                TASK.prior(),
-                None,
-                &options,
-                |_| {},
-            )
-            .unwrap()
-            .0
-        })
-        .collect()
+    two_members(5, 0.0, |seed, theta, x| {
+        let mut options = NreOptions {
+            width: 16,
+            ..NreOptions::default()
+        };
+        options.train.epochs = 3;
+        options.train.seed = seed;
+        NreModel::train(theta, x, TASK.dim_x(), TASK.prior(), None, &options, |_| {})
+    })
 }
 
 fn test_theta(rows: usize) -> Vec<f32> {
