@@ -200,6 +200,27 @@ fn ensembles_round_trip_through_their_directories() {
     // The members are NLE models: loading them as NRE says so.
     let err = Ensemble::<NreModel>::load(&dir).unwrap_err().to_string();
     assert!(err.contains("\"nle\"") && err.contains("\"nre\""), "{err}");
+    // A member of another task (another prior and dim x) is refused.
+    let (theta, x) = Task::TwoMoons.simulate_dataset(200, 1);
+    let stranger = NleModel::train(
+        &theta,
+        &x,
+        Task::TwoMoons.dim_x(),
+        Task::TwoMoons.prior(),
+        None,
+        &small_flow(0),
+        |_| {},
+    )
+    .unwrap()
+    .0;
+    let mixed = dir.with_extension("mixed");
+    Ensemble::new(vec![nle_members()[0].clone(), stranger])
+        .unwrap()
+        .save(&mixed)
+        .unwrap();
+    let err = Ensemble::<NleModel>::load(&mixed).unwrap_err().to_string();
+    assert!(err.contains("member 1 has another prior"), "{err}");
+    std::fs::remove_dir_all(&mixed).unwrap();
     // A member directory gone missing is named in the error.
     std::fs::remove_dir_all(dir.join("member-1")).unwrap();
     let err = Ensemble::<NleModel>::load(&dir).unwrap_err().to_string();

@@ -95,8 +95,11 @@ impl<M: ModelFile> Ensemble<M> {
     }
 
     /// Reads an ensemble directory written by [`Ensemble::save`] whose members are of
-    /// `M`'s kind.
-    pub fn load(dir: &Path) -> Result<Self> {
+    /// `M`'s kind and share one prior and observation size.
+    pub fn load(dir: &Path) -> Result<Self>
+    where
+        M: LikelihoodEstimator,
+    {
         let config = EnsembleConfig::load(dir)?;
         if config.member_kind != M::KIND {
             return Err(Error::invalid(
@@ -112,6 +115,18 @@ impl<M: ModelFile> Ensemble<M> {
         let members = (0..config.members)
             .map(|k| M::load_dir(&member_dir(dir, k)))
             .collect::<Result<Vec<_>>>()?;
+        if let Some(k) = members
+            .iter()
+            .position(|m| m.prior() != members[0].prior() || m.dim_x() != members[0].dim_x())
+        {
+            return Err(Error::invalid(
+                "Ensemble::load",
+                format!(
+                    "{}: member {k} has another prior or observation size than member 0",
+                    dir.display()
+                ),
+            ));
+        }
         Ensemble::new(members)
     }
 }

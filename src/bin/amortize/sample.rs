@@ -135,7 +135,10 @@ impl Estimator {
             true => EnsembleConfig::load(dir)?.member_kind,
             false => kind,
         };
-        fn members<M: ModelFile>(dir: &Path, ensemble: bool) -> Result<Box<Ensemble<M>>> {
+        fn members<M: ModelFile + LikelihoodEstimator>(
+            dir: &Path,
+            ensemble: bool,
+        ) -> Result<Box<Ensemble<M>>> {
             Ok(Box::new(match ensemble {
                 true => Ensemble::load(dir)?,
                 false => Ensemble::new(vec![M::load_dir(dir)?])?,
