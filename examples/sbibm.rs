@@ -18,7 +18,7 @@ use std::time::Instant;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use amortize::diagnostics::c2st::c2st;
-use amortize::estimators::ensemble::{Ensemble, EnsembleMember};
+use amortize::estimators::ensemble::Ensemble;
 use amortize::estimators::nle::{NleModel, NleOptions};
 use amortize::estimators::npe::{NpeModel, NpeOptions};
 use amortize::estimators::nre::{NreModel, NreOptions};
@@ -65,8 +65,8 @@ fn train(
     }
     let trained = match estimator {
         "npe" => Trained::Npe(Box::new(train_members!(NpeModel, NpeOptions))),
-        "nle" => Trained::Mcmc(boxed(train_members!(NleModel, NleOptions))),
-        "nre" => Trained::Mcmc(boxed(train_members!(NreModel, NreOptions))),
+        "nle" => Trained::Mcmc(Box::new(train_members!(NleModel, NleOptions))),
+        "nre" => Trained::Mcmc(Box::new(train_members!(NreModel, NreOptions))),
         other => {
             return Err(Error::invalid(
                 "sbibm",
@@ -75,17 +75,6 @@ fn train(
         }
     };
     Ok((trained, reports))
-}
-
-/// One member as itself (so a single model samples exactly as without an ensemble),
-/// more as their mixture.
-fn boxed<M: EnsembleMember + Clone + 'static>(
-    ensemble: Ensemble<M>,
-) -> Box<dyn LikelihoodEstimator> {
-    match ensemble.members() {
-        [single] => Box::new(single.clone()),
-        _ => Box::new(ensemble),
-    }
 }
 
 fn main() -> Result<()> {
@@ -154,10 +143,7 @@ fn main() -> Result<()> {
                 let start = Instant::now();
                 let (samples, note) = match &model {
                     Trained::Npe(m) => {
-                        let d = match m.members() {
-                            [single] => single.sample(obs, DRAWS, k as u64)?,
-                            _ => m.sample(obs, DRAWS, k as u64)?,
-                        };
+                        let d = m.sample(obs, DRAWS, k as u64)?;
                         (d.samples, format!("acceptance {:.3}", d.acceptance_rate))
                     }
                     Trained::Mcmc(m) => {

@@ -74,7 +74,8 @@ pub struct Args {
     #[arg(long)]
     pub ema_decay: Option<f32>,
     /// NPE, NLE and NRE: train this many members (seeds `--seed`, `--seed` + 1, ...) and
-    /// save their ensemble, whose density is the mixture of theirs.
+    /// save their ensemble (the mixture of their densities; NRE: the geometric mean of
+    /// their ratios).
     #[arg(long, default_value_t = 1)]
     pub ensemble: usize,
 }
