@@ -1,12 +1,14 @@
 //! Throughput of the fused CUDA Algorithm 2 sampler (`kernels/sample_diffusion.cu`) on
 //! the gaussian10 network size: dim θ = dim x = 10, width 128, 3 hidden layers per MLP,
-//! T = 400 levels, n = 1 and n = 8 observations, 10⁵ draws per launch (override with
+//! T = 400 levels, n = 1 and n = 8 observations (n = 8 composed both as Geffner et al. and
+//! by GAUSS, with made-up weights), 10⁵ draws per launch (override with
 //! `AMORTIZE_BENCH_DRAWS`). The weights are random (throughput does not depend on them).
 //!
 //! FLOPs per draw = 2 · `ScorePlan::macs_per_step(n)` · (T − 1) network passes: the dense
 //! layers' multiply-adds only (activations, noise and the update are not counted). For
 //! this network that is 2 · (84 480 + 34 048·(n − 1)) · 399 ≈ 67 MFLOP at n = 1 and
-//! ≈ 258 MFLOP at n = 8. The FP32 peak printed beside the achieved rate is estimated
+//! ≈ 258 MFLOP at n = 8. GAUSS adds (n + 1)·d² multiply-adds per pass (900 at n = 8,
+//! 0.7 MFLOP per draw), counted in its row. The FP32 peak printed beside the achieved rate is estimated
 //! from the device's SM count and clock (128 FP32 lanes per SM, 64 on compute 8.0).
 //!
 //! Without a CUDA device (or driver, or NVRTC) it prints why and exits 0.
@@ -19,7 +21,10 @@ use amortize::backend::cuda::CudaBackend;
 use amortize::estimators::score::{NoiseSchedule, ScoreNet, ScoreNetConfig};
 use amortize::rng::{streams, PhiloxStream};
 use amortize::samplers::cuda::{passes_per_draw, sample_cuda, GpuPrior};
-use amortize::samplers::{Algorithm, Corrector, SamplerConfig, ScorePlan};
+use amortize::samplers::gauss::GaussWeights;
+use amortize::samplers::{
+    Algorithm, Corrector, SamplerConfig, ScoreComposition, ScorePlan, Target,
+};
 use amortize::ParamStore;
 use cudarc::driver::sys::CUdevice_attribute;
 
@@ -78,21 +83,29 @@ fn main() {
         seed: 7,
         tile: 64,
     };
-    for n in [1usize, 8] {
+    let d = config.dim_theta;
+    let identity: Vec<f64> = (0..d * d)
+        .map(|e| if e / d == e % d { 1.0 } else { 0.0 })
+        .collect();
+    for (n, gauss) in [(1usize, false), (8, false), (8, true)] {
         let mut x = vec![0.0f32; n * config.dim_x];
         PhiloxStream::new(2, streams::TEST, 0).fill_normal(0.0, 1.0, &mut x);
         let cond = plan.condition(&x, &t).expect("conditioning");
-        let run = |num: usize| {
-            sample_cuda(
-                0,
-                &plan,
-                &cond,
-                &gammas,
-                &GpuPrior::StandardNormal,
-                num,
-                &sampler,
-            )
+        // GAUSS with per-observation covariances I/2 and the prior N(0, I).
+        let half: Vec<f64> = identity.iter().map(|v| v / 2.0).collect();
+        let weights = GaussWeights::new(d, &gammas, &vec![half; n], &vec![0.0; d], &identity)
+            .expect("GAUSS weights");
+        let target = Target {
+            plan: &plan,
+            cond: &cond,
+            gammas: &gammas,
+            prior: &GpuPrior::StandardNormal,
+            composition: match gauss {
+                true => ScoreComposition::Gauss(&weights),
+                false => ScoreComposition::Geffner,
+            },
         };
+        let run = |num: usize| sample_cuda(0, &target, num, &sampler);
         // Warm-up: compiles (or loads) the kernel and touches the weights.
         if let Err(e) = run(64) {
             println!("sample_cuda: failed: {e}");
@@ -102,15 +115,18 @@ fn main() {
         let out = run(draws).expect("sampling");
         let secs = start.elapsed().as_secs_f64();
         assert_eq!(out.len(), draws * config.dim_theta);
-        let flops_per_draw =
-            2.0 * plan.macs_per_step(n) as f64 * passes_per_draw(LEVELS, &sampler) as f64;
+        let gauss_macs = if gauss { (n + 1) * d * d } else { 0 };
+        let flops_per_draw = 2.0
+            * (plan.macs_per_step(n) + gauss_macs) as f64
+            * passes_per_draw(LEVELS, &sampler) as f64;
         let gflops = flops_per_draw * draws as f64 / secs / 1e9;
         let of_peak = peak
             .map(|p| format!(", {:.1}% of FP32 peak", 100.0 * gflops / p))
             .unwrap_or_default();
         println!(
-            "fused Algorithm 2, n = {n}, T = {LEVELS}, {draws} draws: {secs:.3} s, {:.0} samples/s, \
+            "fused Algorithm 2, n = {n}{}, T = {LEVELS}, {draws} draws: {secs:.3} s, {:.0} samples/s, \
              {:.1} MFLOP/draw, {gflops:.0} GFLOP/s{of_peak}",
+            if gauss { " (GAUSS)" } else { "" },
             draws as f64 / secs,
             flops_per_draw / 1e6
         );

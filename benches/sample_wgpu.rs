@@ -18,26 +18,15 @@ use amortize::backend::wgpu::WgpuBackend;
 use amortize::backend::Backend;
 use amortize::estimators::score::{NoiseSchedule, ScoreNet, ScoreNetConfig};
 use amortize::rng::{streams, PhiloxStream};
-use amortize::samplers::wgpu::{passes_per_draw, sample_wgpu, GpuPrior};
+use amortize::samplers::wgpu::{passes_per_draw, GpuPrior};
 use amortize::samplers::{
-    sample, Algorithm, Corrector, LearnedScore, PriorScore, SamplerConfig, ScorePlan,
+    sample_target, Algorithm, Corrector, SamplerConfig, ScoreComposition, ScorePlan, Target,
 };
-use amortize::ParamStore;
+use amortize::{Device, ParamStore};
 
 const LEVELS: usize = 50;
 const DRAWS: usize = 4096;
 const REPEATS: usize = 3;
-
-/// ∇log p(θ) = −θ, what `GpuPrior::StandardNormal` computes.
-struct StandardNormalPrior;
-
-impl PriorScore for StandardNormalPrior {
-    fn prior_score(&self, theta: &[f32], out: &mut [f32]) {
-        for (o, t) in out.iter_mut().zip(theta) {
-            *o = -t;
-        }
-    }
-}
 
 /// The best of `REPEATS` timings of `f`, in seconds.
 fn best_of(mut f: impl FnMut()) -> f64 {
@@ -87,17 +76,15 @@ fn main() {
     let flops_per_draw =
         2.0 * plan.macs_per_step(n) as f64 * passes_per_draw(LEVELS, &sampler) as f64;
 
-    let run_gpu = |num: usize| {
-        sample_wgpu(
-            adapter,
-            &plan,
-            &cond,
-            &gammas,
-            &GpuPrior::StandardNormal,
-            num,
-            &sampler,
-        )
+    let target = Target {
+        plan: &plan,
+        cond: &cond,
+        gammas: &gammas,
+        prior: &GpuPrior::StandardNormal,
+        composition: ScoreComposition::Geffner,
     };
+    let run = |device, num: usize| sample_target(device, &target, num, &sampler, &|_| {});
+    let run_gpu = |num: usize| run(Device::Wgpu(adapter), num);
     // Warm-up: compiles the pipeline.
     if let Err(e) = run_gpu(32) {
         println!("sample_wgpu: failed: {e}");
@@ -108,22 +95,7 @@ fn main() {
         assert_eq!(out.len(), draws * config.dim_theta);
     });
 
-    let score = LearnedScore {
-        plan: &plan,
-        conditioning: cond.clone(),
-        gammas: gammas.clone(),
-    };
-    let run_cpu = |num: usize| {
-        sample(
-            &score,
-            &StandardNormalPrior,
-            &gammas,
-            num,
-            &sampler,
-            &|_| {},
-        )
-        .expect("cpu sampling")
-    };
+    let run_cpu = |num: usize| run(Device::Cpu, num).expect("cpu sampling");
     run_cpu(64);
     let cpu_secs = best_of(|| {
         let out = run_cpu(draws);

@@ -19,6 +19,8 @@
 // Sample `lane` at chain step `step` draws its normals from Philox counter
 // (3, step, lane, b), key = seed: normals 4b..4b+3 from block b (score_sampler.cuh).
 // The mean is computed in double as on the CPU: Σ_j μ_jk = (nθ + (1 − α)Σ_j s_j)/√α.
+// GAUSS (gauss_stride ≠ 0, score_sampler.cuh): Σ_j s_j is GAUSS's composed score and the
+// chain's n is 1 (the host's level tables and init_std say the same).
 //
 // FLOPs per draw (2 per multiply-add, ScorePlan::macs_per_step):
 //   2·[d·W + nbt·W² + W² + n·(nbh·W² + W·d)] per network pass (W = width, nbt = nbh =
@@ -38,7 +40,8 @@ extern "C" __global__ void __launch_bounds__(SAMPLER_THREADS)
                      int d, int w, const float* x_part, int n_obs, const float* t_part,
                      int prior_kind, const float* prior_shift, const float* prior_scale,
                      const double* prior_center, const double* prior_precision,
-                     const float* level_f, const double* level_d, int levels, int num,
+                     const float* level_f, const double* level_d, const float* gauss,
+                     int gauss_stride, int levels, int num,
                      unsigned int seed_lo, unsigned int seed_hi, float init_std,
                      int corrector_steps, int corrector_levels, double corrector_numer) {
     extern __shared__ double sampler_shared[];
@@ -48,16 +51,18 @@ extern "C" __global__ void __launch_bounds__(SAMPLER_THREADS)
     const SamplerSmem sm = sampler_smem(sampler_shared, d, w);
     const uint2 key = philox_key(seed_lo, seed_hi);
     const unsigned int first_lane = blockIdx.x * (unsigned int)SAMPLER_TILE;
-    const double nf = (double)n_obs;
+    // GAUSS composes the n scores into one: the chain is one observation's.
+    const double nf = gauss_stride ? 1.0 : (double)n_obs;
     const int nb = (d + 3) / 4;
 
     sampler_init(sm.theta, d, key, first_lane, init_std);
     unsigned int step = 1;
     for (int k = levels - 1; k >= 1; --k) {
         const float* lf = level_f + 8 * k;
+        const float* gauss_k = sampler_gauss_level(gauss, gauss_stride, k);
         const double* ld = level_d + 8 * k;
-        sampler_evaluate(net, x_part, n_obs, t_part, k, lf[0], prior, lf[1], sm.theta, sm.h,
-                         sm.tp, sm.sum_s, sm.g, sm.slab);
+        sampler_evaluate(net, x_part, n_obs, t_part, k, lf[0], prior, lf[1], gauss_k, sm.theta,
+                         sm.h, sm.tp, sm.sum_s, sm.g, sm.slab);
         const float sigma = lf[2];
         const double sqrt_alpha = ld[0], one_minus_alpha = ld[1], c1 = ld[2], denom = ld[3],
                      var_w = ld[4];
@@ -85,8 +90,8 @@ extern "C" __global__ void __launch_bounds__(SAMPLER_THREADS)
         __syncthreads();
         step += 1;
         if (k <= corrector_levels) {
-            sampler_corrector(net, x_part, n_obs, t_part, k, lf, prior, sm, key, first_lane, num,
-                              corrector_steps, corrector_numer, &step);
+            sampler_corrector(net, x_part, n_obs, t_part, k, lf, prior, gauss_k, sm, key, first_lane,
+                              num, corrector_steps, corrector_numer, &step);
         }
     }
     sampler_store(out, sm.theta, d, first_lane, num);

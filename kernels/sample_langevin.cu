@@ -14,6 +14,8 @@
 // ∇log p(θ) is the prior's score in the sampler's standardized unconstrained space,
 // s ⊙ g(m + s ⊙ θ) with g(u) = −P·(u − c) (Gaussian, log-normal) or 1 − 2σ(u) (uniform
 // box), evaluated where w_k ≠ 0 (n > 1) once per network pass (score_sampler.cuh).
+// GAUSS (gauss_stride ≠ 0, score_sampler.cuh): Σ_j s_ψ is GAUSS's composed score, the
+// chain's n is 1 (w_k = 0, init_std = 1, from the host).
 // Sample `lane` at chain step `step` draws its normals from Philox counter
 // (3, step, lane, b), key = seed: normals 4b..4b+3 from block b (score_sampler.cuh).
 //
@@ -34,7 +36,8 @@ extern "C" __global__ void __launch_bounds__(SAMPLER_THREADS)
                     int d, int w, const float* x_part, int n_obs, const float* t_part,
                     int prior_kind, const float* prior_shift, const float* prior_scale,
                     const double* prior_center, const double* prior_precision,
-                    const float* level_f, const double* level_d, int levels, int num,
+                    const float* level_f, const double* level_d, const float* gauss,
+                    int gauss_stride, int levels, int num,
                     unsigned int seed_lo, unsigned int seed_hi, float init_std,
                     int corrector_steps, int corrector_levels, double corrector_numer,
                     int steps_per_level) {
@@ -51,16 +54,17 @@ extern "C" __global__ void __launch_bounds__(SAMPLER_THREADS)
     unsigned int step = 1;
     for (int k = levels - 1; k >= 1; --k) {
         const float* lf = level_f + 8 * k;
+        const float* gauss_k = sampler_gauss_level(gauss, gauss_stride, k);
         for (int l = 0; l < steps_per_level; ++l) {
-            sampler_evaluate(net, x_part, n_obs, t_part, k, lf[0], prior, lf[1], sm.theta, sm.h,
-                             sm.tp, sm.sum_s, sm.g, sm.slab);
+            sampler_evaluate(net, x_part, n_obs, t_part, k, lf[0], prior, lf[1], gauss_k, sm.theta,
+                             sm.h, sm.tp, sm.sum_s, sm.g, sm.slab);
             sampler_langevin_move(sm.theta, sm.sum_s, sm.g, d, lf[1], key, step, first_lane, 0,
                                   lf[2], lf[3]);
             step += 1;
         }
         if (k <= corrector_levels) {
-            sampler_corrector(net, x_part, n_obs, t_part, k, lf, prior, sm, key, first_lane, num,
-                              corrector_steps, corrector_numer, &step);
+            sampler_corrector(net, x_part, n_obs, t_part, k, lf, prior, gauss_k, sm, key, first_lane,
+                              num, corrector_steps, corrector_numer, &step);
         }
     }
     sampler_store(out, sm.theta, d, first_lane, num);

@@ -42,6 +42,16 @@
 //                                                  through its scaled logit)
 // u in f32, g in double rounded to f32, the product with s in f32, as on the CPU.
 //
+// GAUSS (GaussScore::scores of src/samplers/gauss.rs, Linhart et al. 2024), when the
+// kernel's `gauss_stride` is not 0: the n scores are not summed but combined by level k's
+// weights at gauss + k·gauss_stride (GaussWeights::table: W_k0 … W_k,n−1, M_k row-major
+// d×d each, then c_k),
+//   sum_s := −M_k·(θ − c_k) + Σ_j W_kj·s_ψ(θ, k, x_j)   (the prior part first, then j in
+//                                                         order, each product summed over b
+//                                                         in order, f32 without contraction)
+// each s_ψ(θ, k, x_j) passing through g; the host gives the chain one observation's
+// coefficients and initial draw (w_k = 0, so the prior's score is not added).
+//
 // Per-level tables (index k = level, stride 8), computed on the host exactly as
 // run_tile computes them (so they agree bit for bit):
 //   level_f[8k + 0] = −1/√(1 − γ_k) as f32 (ε̂ → s_ψ), [1] = w_k as f32 with
@@ -246,14 +256,44 @@ __device__ __noinline__ void sampler_prior_score(const SamplerPrior& prior, floa
     __syncthreads();
 }
 
+/// GAUSS, first part (header comment): sum_s[r, a] = −Σ_b M[a, b]·(θ[r, b] − c[b]).
+__device__ __noinline__ void sampler_gauss_prior(const float* m, const float* c, const float* theta,
+                                                 int d, float* sum_s) {
+    for (int idx = threadIdx.x; idx < SAMPLER_TILE * d; idx += SAMPLER_THREADS) {
+        const int r = idx / d;
+        const int a = idx - r * d;
+        float sum = 0.0f;
+        for (int b = 0; b < d; ++b) {
+            sum = __fadd_rn(sum, __fmul_rn(m[a * d + b], __fsub_rn(theta[r * d + b], c[b])));
+        }
+        sum_s[idx] = -sum;
+    }
+    __syncthreads();
+}
+
+/// GAUSS, observation j: sum_s[r, a] += Σ_b W_j[a, b]·s_j[r, b].
+__device__ __noinline__ void sampler_gauss_observation(const float* wj, const float* s_j, int d,
+                                                       float* sum_s) {
+    for (int idx = threadIdx.x; idx < SAMPLER_TILE * d; idx += SAMPLER_THREADS) {
+        const int r = idx / d;
+        const int a = idx - r * d;
+        float sum = 0.0f;
+        for (int b = 0; b < d; ++b) sum = __fadd_rn(sum, __fmul_rn(wj[a * d + b], s_j[r * d + b]));
+        sum_s[idx] = __fadd_rn(sum_s[idx], sum);
+    }
+    __syncthreads();
+}
+
 /// sum_s[r, :] = Σ_j s_ψ(θ_r, level, x_j) = Σ_j scale·ε̂(θ_r, t_level, x_j) for the tile
 /// (ScorePlan::eps_hat, LearnedScore::scores and the Σ_j of TileState::evaluate): the θ
 /// path once per sample, the head's blocks and output once per (sample, observation),
-/// observations summed in order j = 0, 1, …; then g = ∇log p(θ) (sampler_prior_score).
+/// observations summed in order j = 0, 1, …, or combined by GAUSS's weights `gauss` of
+/// this level when it is not null; then g = ∇log p(θ) (sampler_prior_score).
 __device__ __noinline__ void sampler_evaluate(const SamplerNet& net, const float* x_part, int n_obs,
                                  const float* t_part, int level, float scale,
-                                 const SamplerPrior& prior, float w_f, const float* theta,
-                                 float* h, float* tp, float* sum_s, float* g, float* slab) {
+                                 const SamplerPrior& prior, float w_f, const float* gauss,
+                                 const float* theta, float* h, float* tp, float* sum_s, float* g,
+                                 float* slab) {
     const int d = net.d;
     const int w = net.w;
     sampler_dense_any<EPI_SILU>(sampler_w(net, 0), sampler_b(net, 0), d, w, theta, d, h, w,
@@ -266,6 +306,10 @@ __device__ __noinline__ void sampler_evaluate(const SamplerNet& net, const float
                                   w, h, w, tp, w, slab, 0.0f, false);
     const float* tk = t_part + (long long)level * w;
     const int out_layer = net.nbt + net.nbh + 2;
+    if (gauss) {
+        sampler_gauss_prior(gauss + (long long)n_obs * d * d,
+                            gauss + (long long)(n_obs + 1) * d * d, theta, d, sum_s);
+    }
     for (int j = 0; j < n_obs; ++j) {
         const float* xj = x_part + (long long)j * w;
         // Head input: silu((θ part + x part) + t part), in the CPU's order.
@@ -278,8 +322,15 @@ __device__ __noinline__ void sampler_evaluate(const SamplerNet& net, const float
             sampler_dense_any<EPI_RESIDUAL>(sampler_w(net, l), sampler_b(net, l), w, w, h, w, h,
                                             w, slab, 0.0f, false);
         }
-        sampler_dense_any<EPI_SCORE>(sampler_w(net, out_layer), sampler_b(net, out_layer), w, d,
-                                     h, w, sum_s, d, slab, scale, j == 0);
+        if (gauss) {
+            // s_j alone, into g (free until sampler_prior_score below).
+            sampler_dense_any<EPI_SCORE>(sampler_w(net, out_layer), sampler_b(net, out_layer), w,
+                                         d, h, w, g, d, slab, scale, true);
+            sampler_gauss_observation(gauss + (long long)j * d * d, g, d, sum_s);
+        } else {
+            sampler_dense_any<EPI_SCORE>(sampler_w(net, out_layer), sampler_b(net, out_layer), w,
+                                         d, h, w, sum_s, d, slab, scale, j == 0);
+        }
     }
     sampler_prior_score(prior, w_f, theta, d, g);
 }
@@ -419,15 +470,21 @@ __device__ __forceinline__ SamplerSmem sampler_smem(double* base, int d, int w) 
     return s;
 }
 
+/// GAUSS's weights of level k (header comment), or null when `stride` is 0.
+__device__ __forceinline__ const float* sampler_gauss_level(const float* gauss, int stride, int k) {
+    return stride ? gauss + (long long)k * stride : nullptr;
+}
+
 /// The corrector after the predictor at level k (run_tile): `steps` times, evaluate the
 /// score, size the step per lane group, move. Advances `step` by `steps`.
 __device__ void sampler_corrector(const SamplerNet& net, const float* x_part, int n_obs,
                                   const float* t_part, int level, const float* lf,
-                                  const SamplerPrior& prior, const SamplerSmem& sm, uint2 key, unsigned int first_lane,
+                                  const SamplerPrior& prior, const float* gauss,
+                                  const SamplerSmem& sm, uint2 key, unsigned int first_lane,
                                   int num, int steps, double numer, unsigned int* step) {
     for (int c = 0; c < steps; ++c) {
-        sampler_evaluate(net, x_part, n_obs, t_part, level, lf[0], prior, lf[1], sm.theta, sm.h,
-                         sm.tp, sm.sum_s, sm.g, sm.slab);
+        sampler_evaluate(net, x_part, n_obs, t_part, level, lf[0], prior, lf[1], gauss, sm.theta,
+                         sm.h, sm.tp, sm.sum_s, sm.g, sm.slab);
         sampler_corrector_coefficients(sm.sum_s, sm.g, net.d, lf[1], first_lane, num, numer,
                                        sm.norm2, sm.group);
         sampler_langevin_move(sm.theta, sm.sum_s, sm.g, net.d, lf[1], key, *step, first_lane,

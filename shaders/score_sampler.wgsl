@@ -20,6 +20,14 @@
 // with x_part[j] = W_x·e(x_j) + b and t_part[k] = W_t·e(t_k) precomputed by
 // ScorePlan::condition.
 //
+// GAUSS (p.gauss = 1; GaussScore::scores of src/samplers/gauss.rs, Linhart et al. 2024):
+// the n scores are not summed but combined by the level's weights (GaussWeights::table),
+//   Σ_j s_ψ := −M_k·(θ − c_k) + Σ_j W_kj·s_ψ(θ, k, x_j)      (the prior part first, then j
+//                                                              in order, each matrix-vector
+//                                                              product summed over b in order)
+// while each s_ψ(θ, k, x_j) passes through gT; the host then gives the chain one
+// observation's coefficients and initial draw (w_k = 0, so the prior's score is not added).
+//
 // Prior (GpuPrior::tables): θ is the prior's unconstrained u = B⁻¹(θ_prior) standardized,
 // u = m + s ⊙ θ, and, where the prior's weight w_k = (1 − n)(S − k)/S is not 0 (else 0),
 //   ∇log p(θ) = s ⊙ g(u),  g(u) = −P·(u − c)   (p.prior_kind 0: Gaussian prior, log-normal
@@ -66,7 +74,9 @@
 //
 // Bindings: 0 params, 1 net, 2 x_part [n, W], 3 t_part [S + 1, W], 4 level [(S + 1)·8],
 // 5 state [tiles·TILE, d] (read-write: the chain state, and the draws at the end),
-// 6 prior [m (d), s (d), c (d), P (d·d)].
+// 6 prior [m (d), s (d), c (d), P (d·d)], 7 gauss [(S + 1)·GS] with GS = (n + 1)·d² + d:
+// per level W_k0 … W_k,n−1, M_k (row-major d×d each), c_k (one unused float when
+// p.gauss = 0).
 // Barriers are reached in uniform control flow only: every loop bound is a constant or a
 // field of `p`.
 
@@ -100,6 +110,7 @@ struct Params {
     init: u32,
     tiles: u32,
     prior_kind: u32,
+    gauss: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -109,6 +120,7 @@ struct Params {
 @group(0) @binding(4) var<storage, read> level: array<f32>;
 @group(0) @binding(5) var<storage, read_write> state: array<f32>;
 @group(0) @binding(6) var<storage, read> prior: array<f32>;
+@group(0) @binding(7) var<storage, read> gauss: array<f32>;
 
 var<workgroup> hT: array<vec4<f32>, W * Q>;
 var<workgroup> thT: array<vec4<f32>, D * Q>;
@@ -267,10 +279,14 @@ fn theta_path(tid: u32) {
 }
 
 /// sum_s[:, :] = Σ_j scale·ε̂(θ, t_k, x_j) for the tile (ScorePlan::eps_hat,
-/// LearnedScore::scores and the Σ_j of TileState::evaluate), observations in order; then
-/// g = ∇log p(θ) where the prior's weight w_f is not 0.
+/// LearnedScore::scores and the Σ_j of TileState::evaluate), observations in order, or
+/// GAUSS's weighted combination when p.gauss = 1; then g = ∇log p(θ) where the prior's
+/// weight w_f is not 0.
 fn evaluate(k: u32, scale: f32, w_f: f32, tid: u32) {
     theta_path(tid);
+    if (p.gauss != 0u) {
+        gauss_prior(k, tid);
+    }
     let out_layer = square_layer(p.nbt + 1u + p.nbh);
     for (var j = 0u; j < p.n_obs; j++) {
         // Head input act((θ part + x part) + t part), in the CPU's order, from registers.
@@ -301,20 +317,71 @@ fn evaluate(k: u32, scale: f32, w_f: f32, tid: u32) {
                 let b = vec4<f32>(net[out_layer + W * D + o]);
                 let a = acc[c];
                 let i = o * Q;
-                let first = j == 0u;
-                sT[i] = select(sT[i], vec4<f32>(0.0), first) + (a.q0 + b) * scale;
-                sT[i + 1u] = select(sT[i + 1u], vec4<f32>(0.0), first) + (a.q1 + b) * scale;
-                sT[i + 2u] = select(sT[i + 2u], vec4<f32>(0.0), first) + (a.q2 + b) * scale;
-                sT[i + 3u] = select(sT[i + 3u], vec4<f32>(0.0), first) + (a.q3 + b) * scale;
-                sT[i + 4u] = select(sT[i + 4u], vec4<f32>(0.0), first) + (a.q4 + b) * scale;
-                sT[i + 5u] = select(sT[i + 5u], vec4<f32>(0.0), first) + (a.q5 + b) * scale;
-                sT[i + 6u] = select(sT[i + 6u], vec4<f32>(0.0), first) + (a.q6 + b) * scale;
-                sT[i + 7u] = select(sT[i + 7u], vec4<f32>(0.0), first) + (a.q7 + b) * scale;
+                if (p.gauss != 0u) {
+                    // s_j alone, into gT (free until prior_score below).
+                    gT[i] = (a.q0 + b) * scale;
+                    gT[i + 1u] = (a.q1 + b) * scale;
+                    gT[i + 2u] = (a.q2 + b) * scale;
+                    gT[i + 3u] = (a.q3 + b) * scale;
+                    gT[i + 4u] = (a.q4 + b) * scale;
+                    gT[i + 5u] = (a.q5 + b) * scale;
+                    gT[i + 6u] = (a.q6 + b) * scale;
+                    gT[i + 7u] = (a.q7 + b) * scale;
+                } else {
+                    let first = j == 0u;
+                    sT[i] = select(sT[i], vec4<f32>(0.0), first) + (a.q0 + b) * scale;
+                    sT[i + 1u] = select(sT[i + 1u], vec4<f32>(0.0), first) + (a.q1 + b) * scale;
+                    sT[i + 2u] = select(sT[i + 2u], vec4<f32>(0.0), first) + (a.q2 + b) * scale;
+                    sT[i + 3u] = select(sT[i + 3u], vec4<f32>(0.0), first) + (a.q3 + b) * scale;
+                    sT[i + 4u] = select(sT[i + 4u], vec4<f32>(0.0), first) + (a.q4 + b) * scale;
+                    sT[i + 5u] = select(sT[i + 5u], vec4<f32>(0.0), first) + (a.q5 + b) * scale;
+                    sT[i + 6u] = select(sT[i + 6u], vec4<f32>(0.0), first) + (a.q6 + b) * scale;
+                    sT[i + 7u] = select(sT[i + 7u], vec4<f32>(0.0), first) + (a.q7 + b) * scale;
+                }
             }
         }
         workgroupBarrier();
+        if (p.gauss != 0u) {
+            gauss_observation(k, j, tid);
+        }
     }
     prior_score(w_f, tid);
+}
+
+/// Offset in `gauss` of level k's weights (top comment).
+fn gauss_level(k: u32) -> u32 {
+    return k * ((p.n_obs + 1u) * D * D + D);
+}
+
+/// GAUSS, first part: sT[r, a] = −Σ_b M_k[a, b]·(θ[r, b] − c_k[b]).
+fn gauss_prior(k: u32, tid: u32) {
+    let m = gauss_level(k) + p.n_obs * D * D;
+    let c = m + D * D;
+    for (var idx = tid; idx < TILE * D; idx += THREADS) {
+        let r = idx / D;
+        let a = idx % D;
+        var sum = 0.0;
+        for (var b = 0u; b < D; b++) {
+            sum = sum + gauss[m + a * D + b] * (theta_at(r, b) - gauss[c + b]);
+        }
+        sT[a * Q + r / 4u][r % 4u] = -sum;
+    }
+    workgroupBarrier();
+}
+
+/// GAUSS, observation j: sT[r, a] += Σ_b W_kj[a, b]·s_j[r, b], s_j in gT.
+fn gauss_observation(k: u32, j: u32, tid: u32) {
+    let wj = gauss_level(k) + j * D * D;
+    for (var idx = tid; idx < TILE * D; idx += THREADS) {
+        let r = idx / D;
+        let a = idx % D;
+        var sum = 0.0;
+        for (var b = 0u; b < D; b++) {
+            sum = sum + gauss[wj + a * D + b] * prior_at(r, b);
+        }
+        sT[a * Q + r / 4u][r % 4u] = score_at(r, a) + sum;
+    }
+    workgroupBarrier();
 }
 
 /// θ[r, i] of the tile.

@@ -23,8 +23,8 @@ mod common;
 mod sampler_cases;
 
 use amortize::backend::cuda::CudaBackend;
-use amortize::samplers::cuda::{sample_cuda, GpuPrior};
-use amortize::samplers::{Algorithm, SamplerConfig};
+use amortize::samplers::cuda::sample_cuda;
+use amortize::samplers::{Algorithm, SamplerConfig, Target};
 use sampler_cases::{
     assert_rounding_noise_moves_draws_far_less_than, compare, config, cpu_draws, gpu_prior, setup,
     Case, PriorCase, Setup, CORRECTOR, NUM,
@@ -57,6 +57,7 @@ fn wide(n: usize, levels: usize, prior: PriorCase) -> Setup {
         dim_theta: 5,
         width: 48,
         prior,
+        gauss: false,
         config: SamplerConfig::default(),
     })
 }
@@ -66,7 +67,7 @@ fn compare_on_cuda(filter: impl Fn(&SamplerConfig) -> bool) {
     compare(
         TOL,
         |c| filter(&c.config),
-        |s, config| sample_cuda(0, &s.plan, &s.cond, &s.gammas, &s.prior, NUM, config),
+        |target, config| sample_cuda(0, target, NUM, config),
     );
 }
 
@@ -106,16 +107,12 @@ fn cpu_draws_move_far_less_than_the_tolerance_under_rounding_size_weight_noise()
 #[test]
 fn priors_of_another_dimension_are_refused() {
     let s = wide(3, 12, PriorCase::StandardNormal);
-    let err = sample_cuda(
-        0,
-        &s.plan,
-        &s.cond,
-        &s.gammas,
-        &gpu_prior(PriorCase::LogNormal, 3),
-        NUM,
-        &SamplerConfig::default(),
-    )
-    .unwrap_err();
+    let prior = gpu_prior(PriorCase::LogNormal, 3);
+    let target = Target {
+        prior: &prior,
+        ..s.target()
+    };
+    let err = sample_cuda(0, &target, NUM, &SamplerConfig::default()).unwrap_err();
     assert!(err.to_string().contains("dim θ is 5"), "{err}");
 }
 
@@ -124,27 +121,13 @@ fn bad_grids_are_errors() {
     let s = wide(1, 12, PriorCase::StandardNormal);
     let mut gammas = s.gammas.clone();
     gammas.swap(2, 3);
-    assert!(sample_cuda(
-        0,
-        &s.plan,
-        &s.cond,
-        &gammas,
-        &GpuPrior::StandardNormal,
-        NUM,
-        &SamplerConfig::default()
-    )
-    .is_err());
+    let on = |gammas| Target {
+        gammas,
+        ..s.target()
+    };
+    assert!(sample_cuda(0, &on(&gammas), NUM, &SamplerConfig::default()).is_err());
     // A conditioning for another grid.
-    assert!(sample_cuda(
-        0,
-        &s.plan,
-        &s.cond,
-        &s.gammas[..12],
-        &GpuPrior::StandardNormal,
-        NUM,
-        &SamplerConfig::default()
-    )
-    .is_err());
+    assert!(sample_cuda(0, &on(&s.gammas[..12]), NUM, &SamplerConfig::default()).is_err());
 }
 
 #[test]
@@ -154,16 +137,7 @@ fn no_device_is_an_error_not_a_panic() {
         return;
     }
     let s = wide(1, 12, PriorCase::StandardNormal);
-    let err = sample_cuda(
-        0,
-        &s.plan,
-        &s.cond,
-        &s.gammas,
-        &GpuPrior::StandardNormal,
-        NUM,
-        &SamplerConfig::default(),
-    )
-    .unwrap_err();
+    let err = sample_cuda(0, &s.target(), NUM, &SamplerConfig::default()).unwrap_err();
     eprintln!("{err}");
     assert!(err.to_string().contains("cuda:0"), "{err}");
 }

@@ -185,45 +185,72 @@ fn small_box_model() -> ScoreModel {
         .0
 }
 
-#[test]
-fn wgpu_sampling_composes_observations_and_the_prior_like_the_cpu() {
-    if let Err(e) = amortize::backend::wgpu::WgpuBackend::shared(0) {
-        assert!(
-            std::env::var("AMORTIZE_REQUIRE_WGPU").as_deref() != Ok("1"),
-            "no wgpu adapter: {e}"
-        );
-        eprintln!("skipping: {e}");
-        return;
+/// Whether wgpu adapter 0 exists; `false` (after saying why) when it does not and
+/// `AMORTIZE_REQUIRE_WGPU` is not 1.
+fn wgpu_adapter() -> bool {
+    match amortize::backend::wgpu::WgpuBackend::shared(0) {
+        Ok(_) => true,
+        Err(e) => {
+            assert!(
+                std::env::var("AMORTIZE_REQUIRE_WGPU").as_deref() != Ok("1"),
+                "no wgpu adapter: {e}"
+            );
+            eprintln!("skipping: {e}");
+            false
+        }
     }
-    let model = small_box_model();
-    let obs = [0.3f32, 1.0, 0.2, 1.4, 0.4, 1.2];
-    let mut options = options(8, Composition::Geffner);
-    let cpu = model.sample(&obs, 64, &options, &|_| {}).unwrap();
+}
+
+/// The largest |gpu − cpu| / max(1, |cpu|) between `model`'s draws on the CPU and on
+/// wgpu:0 for the same seed, printed with `what`; asserts the draws are finite.
+fn wgpu_against_cpu(model: &ScoreModel, obs: &[f32], composition: Composition, what: &str) -> f32 {
+    let mut options = options(8, composition);
+    let cpu = model.sample(obs, 64, &options, &|_| {}).unwrap();
     options.device = amortize::Device::Wgpu(0);
-    let gpu = model.sample(&obs, 64, &options, &|_| {}).unwrap();
+    let gpu = model.sample(obs, 64, &options, &|_| {}).unwrap();
+    assert!(gpu.iter().all(|v| v.is_finite()), "{what}");
     let err = cpu
         .iter()
         .zip(&gpu)
         .map(|(c, g)| (c - g).abs() / c.abs().max(1.0))
         .fold(0.0f32, f32::max);
-    eprintln!("n = 3, box prior, wgpu:0 against the CPU: max relative error {err:.3e}");
-    assert!(err < 1e-3, "{err}");
-    assert!(gpu
-        .chunks_exact(2)
-        .all(|t| (-1.0..=1.0).contains(&t[0]) && (0.0..=5.0).contains(&t[1])));
+    eprintln!("{what}, wgpu:0 against the CPU: max relative error {err:.3e}");
+    err
 }
 
 #[test]
-fn gauss_on_a_gpu_is_an_error_that_names_the_alternatives() {
-    let model = small_model_untrained();
-    let mut options = options(8, Composition::Gauss { pilot_draws: 10 });
-    options.device = amortize::Device::Wgpu(0);
-    let err = model
-        .sample(&observations(2), 10, &options, &|_| {})
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("--compose geffner") && err.contains("--device cpu"),
-        "{err}"
-    );
+fn wgpu_sampling_composes_observations_and_the_prior_like_the_cpu() {
+    if !wgpu_adapter() {
+        return;
+    }
+    let model = small_box_model();
+    let obs = [0.3f32, 1.0, 0.2, 1.4, 0.4, 1.2];
+    let err = wgpu_against_cpu(&model, &obs, Composition::Geffner, "n = 3, box prior");
+    assert!(err < 1e-3, "{err}");
+}
+
+#[test]
+fn wgpu_sampling_composes_by_gauss_like_the_cpu() {
+    if !wgpu_adapter() {
+        return;
+    }
+    // GAUSS's pilot runs go to the device too, so its weights come from covariances of
+    // f32-rounded pilot draws: far below the pilots' sampling error, the same tolerance
+    // as Geffner et al.'s composition holds.
+    let model = small_model();
+    let obs = observations(2);
+    let composition = Composition::Gauss { pilot_draws: 200 };
+    let err = wgpu_against_cpu(&model, &obs, composition, "gaussian10, n = 2, GAUSS");
+    assert!(err < 1e-3, "{err}");
+    // The comparison can fail: Geffner et al.'s composition gives other draws.
+    let mut options = options(8, Composition::Geffner);
+    let geffner = model.sample(&obs, 64, &options, &|_| {}).unwrap();
+    options.composition = composition;
+    let gauss = model.sample(&obs, 64, &options, &|_| {}).unwrap();
+    let moved = geffner
+        .iter()
+        .zip(&gauss)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(moved > 0.1, "{moved}");
 }

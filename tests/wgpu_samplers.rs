@@ -26,10 +26,12 @@ mod sampler_cases;
 
 use amortize::backend::wgpu::WgpuBackend;
 use amortize::samplers::wgpu::{sample_wgpu, sample_wgpu_with, GpuPrior, WgpuSamplerOptions};
-use amortize::samplers::{Algorithm, Conditioning, Corrector, SamplerConfig};
+use amortize::samplers::{
+    Algorithm, Conditioning, Corrector, SamplerConfig, ScoreComposition, Target,
+};
 use sampler_cases::{
-    assert_rounding_noise_moves_draws_far_less_than, compare, config, gpu_prior, setup, Case,
-    PriorCase, Setup, CORRECTOR, NUM,
+    assert_rounding_noise_moves_draws_far_less_than, compare, config, gauss_weights, gpu_prior,
+    setup, Case, PriorCase, Setup, CORRECTOR, NUM,
 };
 
 /// Elementwise tolerance relative to max(1, |cpu|) (module docs).
@@ -63,6 +65,7 @@ fn small(n: usize, levels: usize, prior: PriorCase) -> Setup {
         dim_theta: 3,
         width: 16,
         prior,
+        gauss: false,
         config: SamplerConfig::default(),
     })
 }
@@ -72,7 +75,7 @@ fn compare_on(adapter: usize, filter: impl Fn(&SamplerConfig) -> bool) {
     compare(
         TOL,
         |c| filter(&c.config),
-        |s, config| sample_wgpu(adapter, &s.plan, &s.cond, &s.gammas, &s.prior, NUM, config),
+        |target, config| sample_wgpu(adapter, target, NUM, config),
     );
 }
 
@@ -107,7 +110,7 @@ fn split_dispatches_give_the_same_draws_bit_for_bit() {
                 adapter: a,
                 levels_per_dispatch,
             };
-            sample_wgpu_with(&options, &s.plan, &s.cond, &s.gammas, &s.prior, 40, &config).unwrap()
+            sample_wgpu_with(&options, &s.target(), 40, &config).unwrap()
         };
         let whole = run(0);
         assert_eq!(whole.len(), 40 * 3);
@@ -129,7 +132,13 @@ fn errors_not_panics() {
     let s = small(1, 8, PriorCase::StandardNormal);
     let c = config(Algorithm::Diffusion, Corrector::NONE);
     let run = |prior: &GpuPrior, gammas: &[f64], cond: &Conditioning, c: &SamplerConfig| {
-        sample_wgpu(0, &s.plan, cond, gammas, prior, 10, c)
+        let target = Target {
+            cond,
+            gammas,
+            prior,
+            ..s.target()
+        };
+        sample_wgpu(0, &target, 10, c)
     };
     // A prior of dimension 5 for a network with dim θ 3.
     let e = run(&gpu_prior(PriorCase::Box, 5), &s.gammas, &s.cond, &c).unwrap_err();
@@ -151,17 +160,19 @@ fn errors_not_panics() {
     let lazy = config(Algorithm::Langevin { steps_per_level: 0 }, Corrector::NONE);
     let e = run(&GpuPrior::StandardNormal, &s.gammas, &s.cond, &lazy).unwrap_err();
     assert!(e.to_string().contains("at least one step"), "{e}");
+    // GAUSS weights made for 2 observations, given 1.
+    let weights = gauss_weights(3, 2, &s.gammas);
+    let target = Target {
+        composition: ScoreComposition::Gauss(&weights),
+        ..s.target()
+    };
+    let e = sample_wgpu(0, &target, 10, &c).unwrap_err();
+    assert!(
+        e.to_string().contains("GAUSS weights for 2 observations"),
+        "{e}"
+    );
     // A missing adapter is an error too, never a CPU fallback.
-    let e = sample_wgpu(
-        usize::MAX,
-        &s.plan,
-        &s.cond,
-        &s.gammas,
-        &GpuPrior::StandardNormal,
-        10,
-        &c,
-    )
-    .unwrap_err();
+    let e = sample_wgpu(usize::MAX, &s.target(), 10, &c).unwrap_err();
     assert!(e.to_string().contains("wgpu"), "{e}");
 }
 

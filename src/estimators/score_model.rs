@@ -14,9 +14,11 @@ use crate::estimators::score::{dsm_loss, NoiseSchedule, ScoreNet, ScoreNetConfig
 use crate::optim::AdamConfig;
 use crate::priors::Prior;
 use crate::rng::{streams, PhiloxStream};
-use crate::samplers::gauss::{covariance, GaussScore};
+use crate::samplers::gauss::{covariance, GaussWeights};
 use crate::samplers::gpu::GpuPrior;
-use crate::samplers::{self, LearnedScore, SamplerConfig, ScorePlan, StandardizedPrior};
+use crate::samplers::{
+    sample_target, SamplerConfig, ScoreComposition, ScorePlan, StandardizedPrior, Target,
+};
 use crate::tensor::Device;
 use crate::train::{fit, EpochReport, TrainConfig, TrainReport};
 
@@ -286,100 +288,67 @@ impl ScoreModel {
         let mut x = obs.to_vec();
         c.x_standardization.apply(&mut x);
         let (t, gammas) = c.schedule.grid(options.levels);
-        let score = LearnedScore {
-            plan,
-            conditioning: plan.condition(&x, &t)?,
-            gammas: gammas.clone(),
-        };
-        let prior = StandardizedPrior {
+        let prior = GpuPrior::Standardized(StandardizedPrior {
             prior: c.prior.clone(),
             standardization: c.theta_standardization.clone(),
-        };
-        if options.device != Device::Cpu {
-            if n > 1 && matches!(options.composition, Composition::Gauss { .. }) {
-                return Err(Error::Device {
-                    device: options.device.to_string(),
-                    msg: "the fused GPU samplers compose n > 1 observations by Geffner et al.'s algorithms only, not GAUSS (its per-observation pilot statistics are CPU-only); use --compose geffner, or --device cpu".into(),
-                });
-            }
-            return self.sample_on_gpu(plan, &score, GpuPrior::Standardized(prior), num, options);
-        }
-        let mut draws = match options.composition {
+        });
+        // GAUSS's weights, from pilot runs of each observation alone on the same device.
+        let weights = match options.composition {
             Composition::Gauss { pilot_draws } if n > 1 => {
+                let d = c.network.dim_theta;
                 let covs = (0..n)
                     .map(|j| {
-                        let single = LearnedScore {
-                            plan,
-                            conditioning: plan.condition(
-                                &x[j * c.network.dim_x..(j + 1) * c.network.dim_x],
-                                &t,
-                            )?,
-                            gammas: gammas.clone(),
-                        };
+                        let dx = c.network.dim_x;
+                        let single = plan.condition(&x[j * dx..(j + 1) * dx], &t)?;
                         let pilot_config = SamplerConfig {
                             seed: options.sampler.seed ^ PILOT_SEED.wrapping_mul(j as u64 + 1),
                             ..options.sampler
                         };
-                        let pilot = samplers::sample(
-                            &single,
-                            &prior,
-                            &gammas,
+                        let pilot = sample_target(
+                            options.device,
+                            &Target {
+                                plan,
+                                cond: &single,
+                                gammas: &gammas,
+                                prior: &prior,
+                                composition: ScoreComposition::Geffner,
+                            },
                             pilot_draws,
                             &pilot_config,
                             &|_| {},
                         )?;
-                        Ok(covariance(&pilot, c.network.dim_theta))
+                        Ok(covariance(&pilot, d))
                     })
                     .collect::<Result<Vec<_>>>()?;
                 let (prior_mean, prior_cov) = self.standardized_prior_moments()?;
-                let composed = GaussScore::new(&score, &gammas, &covs, &prior_mean, &prior_cov)?;
-                samplers::sample(&composed, &prior, &gammas, num, &options.sampler, progress)?
+                Some(GaussWeights::new(
+                    d,
+                    &gammas,
+                    &covs,
+                    &prior_mean,
+                    &prior_cov,
+                )?)
             }
-            _ => samplers::sample(&score, &prior, &gammas, num, &options.sampler, progress)?,
+            _ => None,
         };
-        c.theta_standardization.invert(&mut draws);
-        c.prior.from_unconstrained_in_place(&mut draws)?;
-        Ok(draws)
-    }
-
-    /// The fused GPU samplers: Geffner et al.'s composition of n ≥ 1 observations with
-    /// the model's prior score in the network's space (the same draws as the CPU sampler
-    /// with [`Composition::Geffner`], up to f32 rounding).
-    fn sample_on_gpu(
-        &self,
-        plan: &ScorePlan,
-        score: &LearnedScore,
-        prior: GpuPrior,
-        num: usize,
-        options: &SamplingOptions,
-    ) -> Result<Vec<f32>> {
-        let mut draws = match options.device {
-            Device::Cuda(ordinal) => samplers::cuda::sample_cuda(
-                ordinal,
-                plan,
-                &score.conditioning,
-                &score.gammas,
-                &prior,
-                num,
-                &options.sampler,
-            )?,
-            Device::Wgpu(adapter) => samplers::wgpu::sample_wgpu(
-                adapter,
-                plan,
-                &score.conditioning,
-                &score.gammas,
-                &prior,
-                num,
-                &options.sampler,
-            )?,
-            Device::Cpu => {
-                return Err(Error::invalid(
-                    "sample",
-                    "the CPU has no fused sampler; it samples through samplers::sample",
-                ))
-            }
+        let composition = match &weights {
+            Some(w) => ScoreComposition::Gauss(w),
+            None => ScoreComposition::Geffner,
         };
-        let c = &self.config;
+        let cond = plan.condition(&x, &t)?;
+        let mut draws = sample_target(
+            options.device,
+            &Target {
+                plan,
+                cond: &cond,
+                gammas: &gammas,
+                prior: &prior,
+                composition,
+            },
+            num,
+            &options.sampler,
+            progress,
+        )?;
         c.theta_standardization.invert(&mut draws);
         c.prior.from_unconstrained_in_place(&mut draws)?;
         Ok(draws)

@@ -19,6 +19,13 @@
 //! * **n observations.** Per network pass the θ path runs once per sample and the head
 //!   once per (sample, observation), with each observation's precomputed
 //!   `Conditioning::x_part` row; the scores are summed in observation order as on the CPU.
+//! * **GAUSS.** With [`ScoreComposition::Gauss`] the kernel combines the n scores by the
+//!   level's weights ([`super::gauss::GaussWeights::table`], uploaded once per call)
+//!   instead of summing them, in [`super::gauss::GaussScore`]'s order, and the host runs
+//!   the chain with one observation's coefficients and initial draw: the composed score of
+//!   Linhart et al. at d² multiply-adds per sample, observation and pass on top of Geffner
+//!   et al.'s. The pilot runs that estimate the weights' covariances are ordinary n = 1
+//!   calls of this sampler ([`crate::estimators::ScoreModel::sample`]).
 //! * **Prior.** The kernels evaluate ∇log p(θ) themselves, once per pass where its weight
 //!   (1 − n)(S − k)/S is not 0, from the [`GpuPrior`]'s tables ([`GpuPrior::tables`]: the
 //!   Gaussian, log-normal and uniform box priors through their bijections and the
@@ -33,7 +40,8 @@ use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
 pub use super::gpu::{passes_per_draw, GpuPrior, MAX_WIDTH};
-use super::{Algorithm, Conditioning, SamplerConfig, ScorePlan};
+pub use super::target::{ScoreComposition, Target};
+use super::{Algorithm, SamplerConfig};
 use crate::backend::cuda::CudaBackend;
 use crate::error::{Error, Result};
 
@@ -111,27 +119,33 @@ fn level_tables(gammas: &[f64], n: usize, algorithm: Algorithm) -> (Vec<f32>, Ve
     (lf, ld)
 }
 
-/// Draws `num` samples `[num, dim θ]` of the composed posterior on the grid `gammas`
-/// (γ_0 = 1 > … > γ_S = 0) on CUDA device `ordinal`, one launch for all chains: the same
-/// draws as [`super::sample`] with `LearnedScore { plan, conditioning: cond, gammas }`
-/// and a prior whose score is `prior`, up to f32 rounding (module docs).
+/// Draws `num` samples `[num, dim θ]` of the composed posterior `target` on CUDA device
+/// `ordinal`, one launch for all chains: the same draws as [`super::sample`] with
+/// `LearnedScore { plan, conditioning: cond, gammas }` (wrapped in a
+/// [`super::gauss::GaussScore`] for [`ScoreComposition::Gauss`]) and a prior whose score is
+/// `prior`, up to f32 rounding (module docs).
 ///
 /// Errors (never panics, never falls back to the CPU) when there is no driver, no device
-/// `ordinal`, no NVRTC to compile the kernels, a prior of another dimension than θ,
-/// sizes past [`MAX_WIDTH`] or the device's shared memory,
-/// or the CPU sampler's own input errors.
+/// `ordinal`, no NVRTC to compile the kernels, a prior of another dimension than θ, GAUSS
+/// weights for other observations or another grid, sizes past [`MAX_WIDTH`] or the
+/// device's shared memory, or the CPU sampler's own input errors.
 pub fn sample_cuda(
     ordinal: usize,
-    plan: &ScorePlan,
-    cond: &Conditioning,
-    gammas: &[f64],
-    prior: &GpuPrior,
+    target: &Target,
     num: usize,
     config: &SamplerConfig,
 ) -> Result<Vec<f32>> {
     let op = "sample_cuda";
-    super::gpu::validate(op, plan, cond, gammas, prior, config)?;
+    super::gpu::validate(op, target, config)?;
+    let Target {
+        plan,
+        cond,
+        gammas,
+        prior,
+        composition,
+    } = *target;
     let (d, w, n) = (plan.config.dim_theta, plan.config.width, cond.observations);
+    let chain_n = composition.chain_observations(n);
     let levels = gammas.len() - 1;
     to_i32(num * d, "draws × dim θ")?;
     let gpu = CudaBackend::shared(ordinal)?;
@@ -175,7 +189,14 @@ pub fn sample_cuda(
         .into_iter()
         .map(|o| to_i32(o, "parameter offset"))
         .collect::<Result<Vec<i32>>>()?;
-    let (level_f, level_d) = level_tables(gammas, n, config.algorithm);
+    let (level_f, level_d) = level_tables(gammas, chain_n, config.algorithm);
+    // GAUSS's weights and their stride per level, or one unused float and stride 0.
+    let (gauss, gauss_stride) = match composition {
+        ScoreComposition::Geffner => (vec![0.0f32], 0),
+        ScoreComposition::Gauss(weights) => (weights.table(), weights.level_stride()),
+    };
+    let gauss_stride = to_i32(gauss_stride, "GAUSS weights per level")?;
+    to_i32(gauss.len(), "GAUSS weights")?;
     let prior = prior.tables(d);
     let up = |e| gpu.err(&format!("{op}: upload"), e);
     let params_d = stream.clone_htod(&params).map_err(up)?;
@@ -188,6 +209,7 @@ pub fn sample_cuda(
     let prior_scale = stream.clone_htod(&prior.scale).map_err(up)?;
     let prior_center = stream.clone_htod(&prior.center).map_err(up)?;
     let prior_precision = stream.clone_htod(&prior.precision).map_err(up)?;
+    let gauss_d = stream.clone_htod(&gauss).map_err(up)?;
     let prior_kind = prior.kind as i32;
     // NaN, so that a draw the kernel fails to write cannot pass for a sample.
     let out = stream.clone_htod(&vec![f32::NAN; num * d]).map_err(up)?;
@@ -202,7 +224,7 @@ pub fn sample_cuda(
     let levels_i = to_i32(levels, "levels")?;
     let num_i = to_i32(num, "draws")?;
     let (seed_lo, seed_hi) = (config.seed as u32, (config.seed >> 32) as u32);
-    let init_std = (1.0 / n as f64).sqrt() as f32;
+    let init_std = (1.0 / chain_n as f64).sqrt() as f32;
     let corrector_steps = to_i32(config.corrector.steps, "corrector steps")?;
     let corrector_levels = config.corrector.levels.min(levels) as i32;
     let snr2 = (config.corrector.snr as f64).powi(2);
@@ -236,6 +258,8 @@ pub fn sample_cuda(
         .arg(&prior_precision)
         .arg(&level_f_d)
         .arg(&level_d_d)
+        .arg(&gauss_d)
+        .arg(&gauss_stride)
         .arg(&levels_i)
         .arg(&num_i)
         .arg(&seed_lo)
@@ -252,7 +276,8 @@ pub fn sample_cuda(
     // layer table gpu::pack_weights built for nbt/nbh blocks of these sizes; x_part is [n, w],
     // t_part [levels + 1, w] (validated), the prior's shift, scale and center d entries and
     // its precision d·d (GpuPrior::tables, dimension validated), the level tables
-    // (levels + 1)·8 entries; the
+    // (levels + 1)·8 entries, `gauss` (levels + 1)·gauss_stride floats when gauss_stride is
+    // not 0 (GaussWeights::table, its observations, dimension and grid validated); the
     // dynamic shared memory is the size sampler_smem_floats computes, opted in above.
     unsafe { l.launch(cfg) }.map_err(|e| gpu.err(entry, e))?;
     let draws = stream

@@ -36,11 +36,23 @@ struct LevelWeights {
     prior_center: Vec<f32>,
 }
 
+/// GAUSS's per-level weights for n observations on one grid: what turns the n
+/// per-observation scores s_j at level k into the composed score
+/// `s(θ, k) = −M_k·(θ − c_k) + Σ_j W_{kj}·s_j` (module docs: W_{kj} = Λ⁻¹Σ_{t,j}⁻¹,
+/// M_k = Λ⁻¹(1 − n)Σ_{λ,t}⁻¹(γΣ_λ + (1 − γ)I)⁻¹, c_k = √γ_k μ_λ). The CPU applies them in
+/// [`GaussScore`], the fused GPU samplers from [`GaussWeights::table`].
+#[derive(Clone, Debug)]
+pub struct GaussWeights {
+    dim: usize,
+    observations: usize,
+    levels: Vec<LevelWeights>,
+}
+
 /// The composed score of n observations by GAUSS, seen by the samplers as a single
 /// observation's score.
 pub struct GaussScore<'a, S: ComposableScore> {
     inner: &'a S,
-    levels: Vec<LevelWeights>,
+    weights: &'a GaussWeights,
 }
 
 /// Smallest eigenvalue allowed in an estimated precision: keeps Λ invertible when
@@ -98,23 +110,22 @@ pub fn covariance(samples: &[f32], d: usize) -> Vec<f64> {
     cov
 }
 
-impl<'a, S: ComposableScore> GaussScore<'a, S> {
-    /// Precomputes the weights of every level of `gammas` from the per-observation
-    /// posterior covariances `posterior_covs` (n row-major d×d) and the prior's mean and
-    /// covariance, all in the sampler's space.
+impl GaussWeights {
+    /// Precomputes the weights of every level of `gammas` for dim θ `d` from the
+    /// per-observation posterior covariances `posterior_covs` (n row-major d×d, n ≥ 1) and
+    /// the prior's mean and covariance, all in the sampler's space.
     pub fn new(
-        inner: &'a S,
+        d: usize,
         gammas: &[f64],
         posterior_covs: &[Vec<f64>],
         prior_mean: &[f64],
         prior_cov: &[f64],
     ) -> Result<Self> {
-        let d = inner.dim();
-        let n = inner.observations();
-        if posterior_covs.len() != n || posterior_covs.iter().any(|c| c.len() != d * d) {
+        let n = posterior_covs.len();
+        if n == 0 || posterior_covs.iter().any(|c| c.len() != d * d) {
             return Err(Error::invalid(
                 "gauss",
-                format!("needs {n} covariances of {d}×{d}"),
+                format!("needs one or more covariances of {d}×{d}, got {n}"),
             ));
         }
         if prior_mean.len() != d || prior_cov.len() != d * d {
@@ -176,7 +187,63 @@ impl<'a, S: ComposableScore> GaussScore<'a, S> {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(GaussScore { inner, levels })
+        Ok(GaussWeights {
+            dim: d,
+            observations: n,
+            levels,
+        })
+    }
+
+    /// dim θ.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// n, the observations composed.
+    pub fn observations(&self) -> usize {
+        self.observations
+    }
+
+    /// Levels of the grid plus one (`gammas.len()`).
+    pub fn grid_len(&self) -> usize {
+        self.levels.len()
+    }
+
+    /// Floats per level in [`GaussWeights::table`]: (n + 1)·d² + d.
+    pub fn level_stride(&self) -> usize {
+        (self.observations + 1) * self.dim * self.dim + self.dim
+    }
+
+    /// The weights as the fused GPU samplers read them: per level k (stride
+    /// [`GaussWeights::level_stride`]) W_{k0}, …, W_{k,n−1}, M_k (row-major d×d each), then c_k.
+    pub fn table(&self) -> Vec<f32> {
+        let mut t = Vec::with_capacity(self.levels.len() * self.level_stride());
+        for l in &self.levels {
+            l.observation.iter().for_each(|w| t.extend_from_slice(w));
+            t.extend_from_slice(&l.prior);
+            t.extend_from_slice(&l.prior_center);
+        }
+        t
+    }
+}
+
+impl<'a, S: ComposableScore> GaussScore<'a, S> {
+    /// The composed score of `inner`'s observations with `weights` (computed for as many
+    /// observations, the same dim θ and the sampler's grid).
+    pub fn new(inner: &'a S, weights: &'a GaussWeights) -> Result<Self> {
+        if weights.dim != inner.dim() || weights.observations != inner.observations() {
+            return Err(Error::invalid(
+                "gauss",
+                format!(
+                    "weights for {} observations of dim {} given a score of {} observations of dim {}",
+                    weights.observations,
+                    weights.dim,
+                    inner.observations(),
+                    inner.dim()
+                ),
+            ));
+        }
+        Ok(GaussScore { inner, weights })
     }
 }
 
@@ -209,7 +276,7 @@ impl<S: ComposableScore> ComposableScore for GaussScore<'_, S> {
         let rows = theta.len() / d;
         self.inner
             .scores(level, theta, &mut scratch.inner, &mut scratch.scores);
-        let w = &self.levels[level];
+        let w = &self.weights.levels[level];
         for r in 0..rows {
             let th = &theta[r * d..(r + 1) * d];
             let o = &mut out[r * d..(r + 1) * d];

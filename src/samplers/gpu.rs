@@ -2,10 +2,8 @@
 //! evaluate and the tables it becomes, the number of network passes per draw, and the
 //! checks of their inputs.
 
-use super::{
-    validate_chain, Algorithm, Conditioning, PriorScore, SamplerConfig, ScorePlan,
-    StandardizedPrior,
-};
+use super::target::{ScoreComposition, Target};
+use super::{validate_chain, Algorithm, PriorScore, SamplerConfig, ScorePlan, StandardizedPrior};
 use crate::error::{Error, Result};
 use crate::priors::Prior;
 
@@ -148,16 +146,17 @@ pub fn passes_per_draw(levels: usize, config: &SamplerConfig) -> usize {
 }
 
 /// Checks the inputs of a fused GPU sampler (`op` names it): the chain (as
-/// [`validate_chain`]), the prior's dimension, the network's size and the conditioning's shapes, and
-/// that the chain's steps fit the Philox step word.
-pub fn validate(
-    op: &'static str,
-    plan: &ScorePlan,
-    cond: &Conditioning,
-    gammas: &[f64],
-    prior: &GpuPrior,
-    config: &SamplerConfig,
-) -> Result<()> {
+/// [`validate_chain`]), the prior's dimension, the network's size and the conditioning's
+/// shapes, GAUSS weights made for these observations and this grid, and that the chain's
+/// steps fit the Philox step word.
+pub fn validate(op: &'static str, target: &Target, config: &SamplerConfig) -> Result<()> {
+    let Target {
+        plan,
+        cond,
+        gammas,
+        prior,
+        composition,
+    } = *target;
     validate_chain(op, gammas, cond.observations, config)?;
     let levels = gammas.len() - 1;
     let (d, w) = (plan.config.dim_theta, plan.config.width);
@@ -188,6 +187,24 @@ pub fn validate(
                 gammas.len()
             ),
         ));
+    }
+    if let ScoreComposition::Gauss(weights) = composition {
+        if weights.dim() != d
+            || weights.observations() != cond.observations
+            || weights.grid_len() != gammas.len()
+        {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "GAUSS weights for {} observations of dim {} on {} γ's, given {} observations of dim θ {d} on {} γ's",
+                    weights.observations(),
+                    weights.dim(),
+                    weights.grid_len(),
+                    cond.observations,
+                    gammas.len()
+                ),
+            ));
+        }
     }
     let steps = 1 + passes_per_draw(levels, config) as u64;
     if steps > u32::MAX as u64 {

@@ -37,6 +37,7 @@ pub mod gauss;
 pub mod gpu;
 pub mod mcmc;
 pub mod score_plan;
+pub mod target;
 pub mod wgpu;
 
 use rayon::prelude::*;
@@ -46,6 +47,7 @@ use crate::estimators::score_model::Standardization;
 use crate::priors::Prior;
 use crate::rng::{streams, PhiloxStream};
 pub use score_plan::{Conditioning, Dense, ScorePlan, Workspace};
+pub use target::{sample_target, ScoreComposition, Target};
 
 /// Per-observation scores s_ψ(θ, k, x_j) for a tile of samples.
 pub trait ComposableScore: Sync {

@@ -58,6 +58,20 @@
 //!   output stays in registers) and the head once per (sample, observation), with each
 //!   observation's precomputed `Conditioning::x_part` row; the scores are summed in
 //!   observation order as on the CPU.
+//! * **GAUSS.** With [`ScoreComposition::Gauss`] the shader combines the n scores by the
+//!   level's weights ([`super::gauss::GaussWeights::table`], uploaded once per call)
+//!   instead of summing them, in [`super::gauss::GaussScore`]'s order, and the host runs
+//!   the chain with one observation's coefficients and initial draw: the composed score of
+//!   Linhart et al. at d² multiply-adds per sample, observation and pass on top of Geffner
+//!   et al.'s. The pilot runs that estimate the weights' covariances are ordinary n = 1
+//!   calls of this sampler ([`crate::estimators::ScoreModel::sample`]).
+//! * **GAUSS.** With [`ScoreComposition::Gauss`] the shader combines the n scores by the
+//!   level's weights ([`super::gauss::GaussWeights::table`], uploaded once per call)
+//!   instead of summing them, in [`super::gauss::GaussScore`]'s order, and the host runs
+//!   the chain with one observation's coefficients and initial draw: the composed score of
+//!   Linhart et al. at d² multiply-adds per sample, observation and pass on top of Geffner
+//!   et al.'s. The pilot runs that estimate the weights' covariances are ordinary n = 1
+//!   calls of this sampler ([`crate::estimators::ScoreModel::sample`]).
 //! * **Prior.** The shaders evaluate ∇log p(θ) themselves, once per pass where its weight
 //!   (1 − n)(S − k)/S is not 0, from the [`GpuPrior`]'s tables ([`GpuPrior::tables`]: the
 //!   Gaussian, log-normal and uniform box priors through their bijections and the
@@ -77,7 +91,8 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use wgpu::util::DeviceExt;
 
 pub use super::gpu::{passes_per_draw, GpuPrior, MAX_WIDTH};
-use super::{Algorithm, Conditioning, SamplerConfig, ScorePlan, CORRECTOR_GROUP};
+pub use super::target::{ScoreComposition, Target};
+use super::{Algorithm, SamplerConfig, CORRECTOR_GROUP};
 use crate::backend::wgpu::WgpuBackend;
 use crate::error::{Error, Result};
 use crate::tensor::Device;
@@ -87,7 +102,7 @@ pub const WGPU_TILE: usize = CORRECTOR_GROUP;
 /// Entries per level in the level table.
 const LEVEL_STRIDE: usize = 8;
 /// Words of the uniform parameter block (`Params` in the shader).
-const PARAM_WORDS: usize = 17;
+const PARAM_WORDS: usize = 18;
 
 const OP: &str = "sample_wgpu";
 
@@ -268,6 +283,7 @@ fn pipeline(gpu: &WgpuBackend, key: PipelineKey) -> Result<Arc<SamplerPipeline>>
         storage(4, true),
         storage(5, false),
         storage(6, true),
+        storage(7, true),
     ];
     let layout = device.create_bind_group_layout(&::wgpu::BindGroupLayoutDescriptor {
         label: Some(entry),
@@ -297,21 +313,19 @@ fn pipeline(gpu: &WgpuBackend, key: PipelineKey) -> Result<Arc<SamplerPipeline>>
     Ok(p)
 }
 
-/// Draws `num` samples `[num, dim θ]` of the composed posterior on the grid `gammas`
-/// (γ_0 = 1 > … > γ_S = 0) on wgpu adapter `adapter`, the whole chain in one dispatch: the
-/// same draws as [`super::sample`] with `LearnedScore { plan, conditioning: cond, gammas }`
-/// and a prior whose score is `prior`, up to f32 rounding (module docs).
+/// Draws `num` samples `[num, dim θ]` of the composed posterior `target` on wgpu adapter
+/// `adapter`, the whole chain in one dispatch: the same draws as [`super::sample`] with
+/// `LearnedScore { plan, conditioning: cond, gammas }` (wrapped in a
+/// [`super::gauss::GaussScore`] for [`ScoreComposition::Gauss`]) and a prior whose score is
+/// `prior`, up to f32 rounding (module docs).
 ///
 /// Errors (never panics, never falls back to the CPU) when there is no adapter `adapter`,
-/// a prior of another dimension than θ, sizes past [`MAX_WIDTH`] or the
-/// adapter's workgroup memory, a shader or device error, or the CPU sampler's own input
-/// errors.
+/// a prior of another dimension than θ, GAUSS weights for other observations or another
+/// grid, sizes past [`MAX_WIDTH`] or the adapter's workgroup memory, a shader or device
+/// error, or the CPU sampler's own input errors.
 pub fn sample_wgpu(
     adapter: usize,
-    plan: &ScorePlan,
-    cond: &Conditioning,
-    gammas: &[f64],
-    prior: &GpuPrior,
+    target: &Target,
     num: usize,
     config: &SamplerConfig,
 ) -> Result<Vec<f32>> {
@@ -319,23 +333,28 @@ pub fn sample_wgpu(
         adapter,
         ..Default::default()
     };
-    sample_wgpu_with(&options, plan, cond, gammas, prior, num, config)
+    sample_wgpu_with(&options, target, num, config)
 }
 
 /// [`sample_wgpu`] with the adapter and the split of the chain into dispatches given by
 /// `options` (the draws do not depend on the split).
 pub fn sample_wgpu_with(
     options: &WgpuSamplerOptions,
-    plan: &ScorePlan,
-    cond: &Conditioning,
-    gammas: &[f64],
-    prior: &GpuPrior,
+    target: &Target,
     num: usize,
     config: &SamplerConfig,
 ) -> Result<Vec<f32>> {
-    super::gpu::validate(OP, plan, cond, gammas, prior, config)?;
+    super::gpu::validate(OP, target, config)?;
+    let Target {
+        plan,
+        cond,
+        gammas,
+        prior,
+        composition,
+    } = *target;
     let adapter = options.adapter;
     let (d, w, n) = (plan.config.dim_theta, plan.config.width, cond.observations);
+    let chain_n = composition.chain_observations(n);
     let levels = gammas.len() - 1;
     let gpu = WgpuBackend::shared(adapter)?;
     if num == 0 {
@@ -377,7 +396,12 @@ pub fn sample_wgpu_with(
     to_u32(tiles * WGPU_TILE, "lanes")?;
     let state_bytes = (tiles * WGPU_TILE * d * 4) as u64;
     let (net, _) = super::gpu::pack_weights(OP, plan)?;
-    let table = level_table(gammas, n, config.algorithm);
+    let table = level_table(gammas, chain_n, config.algorithm);
+    // Binding 7: GAUSS's weights, or one unused float.
+    let gauss_table = match composition {
+        ScoreComposition::Geffner => vec![0.0f32],
+        ScoreComposition::Gauss(weights) => weights.table(),
+    };
     let prior = prior.tables(d);
     // [m, s, c, P] (binding 6).
     let prior_table: Vec<f32> = prior
@@ -402,6 +426,7 @@ pub fn sample_wgpu_with(
         ("the time conditioning", cond.t_part.len() as u64 * 4),
         ("the observation conditioning", cond.x_part.len() as u64 * 4),
         ("the prior", prior_table.len() as u64 * 4),
+        ("the GAUSS weights", gauss_table.len() as u64 * 4),
     ] {
         if bytes > max_binding {
             return Err(device_err(
@@ -448,7 +473,7 @@ pub fn sample_wgpu_with(
             num_u32,
             config.seed as u32,
             (config.seed >> 32) as u32,
-            ((1.0 / n as f64).sqrt() as f32).to_bits(),
+            ((1.0 / chain_n as f64).sqrt() as f32).to_bits(),
             to_u32(config.corrector.steps, "corrector steps")?,
             config.corrector.levels.min(levels) as u32,
             ((2.0 * snr2 * d as f64) as f32).to_bits(),
@@ -459,6 +484,7 @@ pub fn sample_wgpu_with(
             u32::from(c == 0),
             tiles_u32,
             prior.kind,
+            u32::from(matches!(composition, ScoreComposition::Gauss(_))),
         ];
         uniforms[c * stride..c * stride + PARAM_WORDS * 4]
             .copy_from_slice(bytemuck::cast_slice(&words));
@@ -481,6 +507,11 @@ pub fn sample_wgpu_with(
     let t_buf = init("sampler t part", bytemuck::cast_slice(&cond.t_part), read);
     let level_buf = init("sampler levels", bytemuck::cast_slice(&table), read);
     let prior_buf = init("sampler prior", bytemuck::cast_slice(&prior_table), read);
+    let gauss_buf = init(
+        "sampler GAUSS weights",
+        bytemuck::cast_slice(&gauss_table),
+        read,
+    );
     // NaN, so that a draw the shader fails to write cannot pass for a sample.
     let poison = vec![f32::NAN; tiles * WGPU_TILE * d];
     let state_buf = init(
@@ -540,6 +571,10 @@ pub fn sample_wgpu_with(
                 ::wgpu::BindGroupEntry {
                     binding: 6,
                     resource: prior_buf.as_entire_binding(),
+                },
+                ::wgpu::BindGroupEntry {
+                    binding: 7,
+                    resource: gauss_buf.as_entire_binding(),
                 },
             ],
         });

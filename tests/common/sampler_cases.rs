@@ -10,18 +10,24 @@
 //! near the prior's own spread in u (as a trained model's are): the prior term of the
 //! composed score then moves θ by O(1) like the network's, not explosively. They enter
 //! only for n > 1 (their weight (1 − n)(S − k)/S is 0 at n = 1), so their cases use n = 3.
+//!
+//! The GAUSS cases compose n = 3 observations with fixed, made-up weights
+//! ([`gauss_weights`]: correlated per-observation and prior covariances, a prior mean off
+//! 0), so they test the samplers' arithmetic of the composition, not how good the weights
+//! are.
 #![allow(dead_code)]
 
 use amortize::estimators::score::{NoiseSchedule, ScoreNet, ScoreNetConfig};
 use amortize::estimators::Standardization;
 use amortize::priors::Prior;
 use amortize::rng::{streams, PhiloxStream};
+use amortize::samplers::gauss::GaussWeights;
 use amortize::samplers::gpu::GpuPrior;
 use amortize::samplers::{
-    sample, Algorithm, Conditioning, Corrector, LearnedScore, SamplerConfig, ScorePlan,
-    StandardizedPrior,
+    sample_target, Algorithm, Conditioning, Corrector, SamplerConfig, ScoreComposition, ScorePlan,
+    StandardizedPrior, Target,
 };
-use amortize::{ParamStore, Result};
+use amortize::{Device, ParamStore, Result};
 
 use crate::common::max_rel_err;
 
@@ -113,6 +119,8 @@ pub struct Case {
     pub width: usize,
     /// The prior.
     pub prior: PriorCase,
+    /// GAUSS composition with [`gauss_weights`] (else Geffner et al.'s).
+    pub gauss: bool,
     /// Algorithm, corrector, seed.
     pub config: SamplerConfig,
 }
@@ -143,8 +151,9 @@ pub fn cases() -> Vec<Case> {
     let diffusion = |c| config(Algorithm::Diffusion, c);
     let langevin = |c| config(Algorithm::Langevin { steps_per_level: 3 }, c);
     let case = |name, n, levels, (dim_theta, width), prior, config| Case {
-        name, n, levels, dim_theta, width, prior, config,
+        name, n, levels, dim_theta, width, prior, gauss: false, config,
     };
+    let gauss = |c: Case| Case { gauss: true, ..c };
     let (small, wide) = ((3, 16), (5, 48));
     use PriorCase::*;
     vec![
@@ -160,6 +169,9 @@ pub fn cases() -> Vec<Case> {
         case("langevin n=3 corrector", 3, 6, small, StandardNormal, langevin(CORRECTOR)),
         case("langevin n=3 box", 3, 6, small, Box, langevin(CORRECTOR)),
         case("langevin n=3 log-normal", 3, 6, small, LogNormal, langevin(Corrector::NONE)),
+        gauss(case("diffusion n=3 gauss", 3, 20, small, StandardNormal, diffusion(Corrector::NONE))),
+        gauss(case("diffusion n=3 gauss width 48", 3, 20, wide, StandardNormal, diffusion(CORRECTOR))),
+        gauss(case("langevin n=3 gauss", 3, 6, small, StandardNormal, langevin(CORRECTOR))),
     ]
 }
 
@@ -173,6 +185,47 @@ pub struct Setup {
     pub gammas: Vec<f64>,
     /// The prior.
     pub prior: GpuPrior,
+    /// GAUSS's weights for a GAUSS case.
+    pub gauss: Option<GaussWeights>,
+}
+
+impl Setup {
+    /// What the samplers draw from.
+    pub fn target(&self) -> Target<'_> {
+        Target {
+            plan: &self.plan,
+            cond: &self.cond,
+            gammas: &self.gammas,
+            prior: &self.prior,
+            composition: match &self.gauss {
+                Some(w) => ScoreComposition::Gauss(w),
+                None => ScoreComposition::Geffner,
+            },
+        }
+    }
+}
+
+/// Made-up GAUSS weights for `n` observations of dim θ `d` on the grid `gammas`
+/// (module docs): observation j's covariance has variances 0.2 + 0.1·(i + j) and
+/// correlation 0.2 between neighbours, the prior's N(0.3, 1.5·I + 0.2 off the diagonal).
+pub fn gauss_weights(d: usize, n: usize, gammas: &[f64]) -> GaussWeights {
+    let banded = |diag: &dyn Fn(usize) -> f64, off: f64| -> Vec<f64> {
+        (0..d * d)
+            .map(|e| {
+                let (i, k) = (e / d, e % d);
+                match i.abs_diff(k) {
+                    0 => diag(i),
+                    1 => off * (diag(i) * diag(k)).sqrt(),
+                    _ => 0.0,
+                }
+            })
+            .collect()
+    };
+    let covs: Vec<Vec<f64>> = (0..n)
+        .map(|j| banded(&|i| 0.2 + 0.1 * (i + j) as f64, 0.2))
+        .collect();
+    let prior_cov = banded(&|_| 1.5, 0.2 / 1.5);
+    GaussWeights::new(d, gammas, &covs, &vec![0.3; d], &prior_cov).unwrap()
 }
 
 /// The setup of `case`: a random network (seeded), `case.n` random observations.
@@ -187,22 +240,22 @@ pub fn setup(case: &Case) -> Setup {
     let (t, gammas) = NoiseSchedule { levels: 400 }.grid(case.levels);
     let cond = plan.condition(&x, &t).unwrap();
     let prior = gpu_prior(case.prior, case.dim_theta);
+    let gauss = case
+        .gauss
+        .then(|| gauss_weights(case.dim_theta, case.n, &gammas));
     Setup {
         plan,
         cond,
         gammas,
         prior,
+        gauss,
     }
 }
 
 /// The CPU sampler's [`NUM`] draws for `s` with the network `plan`.
 pub fn cpu_draws(s: &Setup, plan: &ScorePlan, config: &SamplerConfig) -> Vec<f32> {
-    let score = LearnedScore {
-        plan,
-        conditioning: s.cond.clone(),
-        gammas: s.gammas.clone(),
-    };
-    sample(&score, &s.prior, &s.gammas, NUM, config, &|_| {}).unwrap()
+    let target = Target { plan, ..s.target() };
+    sample_target(Device::Cpu, &target, NUM, config, &|_| {}).unwrap()
 }
 
 /// Asserts every GPU draw is written (not the NaN the output starts as) and within `tol`
@@ -223,12 +276,13 @@ pub fn check(what: &str, gpu: &[f32], cpu: &[f32], tol: f32) -> f32 {
 }
 
 /// Runs the cases that pass `filter` on a backend (`gpu` draws [`NUM`] samples) and checks
-/// each against the CPU within `tol`. For a prior other than N(0, I) it first checks that
-/// the test can tell: the CPU draws with N(0, I) instead differ by more than 10·`tol`.
+/// each against the CPU within `tol`. For a prior other than N(0, I), and for GAUSS, it
+/// first checks that the test can tell: the CPU draws with N(0, I), or with Geffner et
+/// al.'s composition, instead differ by more than 10·`tol`.
 pub fn compare(
     tol: f32,
     filter: impl Fn(&Case) -> bool,
-    gpu: impl Fn(&Setup, &SamplerConfig) -> Result<Vec<f32>>,
+    gpu: impl Fn(&Target, &SamplerConfig) -> Result<Vec<f32>>,
 ) {
     for case in cases().iter().filter(|c| filter(c)) {
         let s = setup(case);
@@ -245,7 +299,19 @@ pub fn compare(
                 case.name
             );
         }
-        let got = gpu(&s, &case.config).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        if case.gauss {
+            let other = Setup {
+                gauss: None,
+                ..setup(case)
+            };
+            let moved = max_rel_err(&cpu_draws(&other, &s.plan, &case.config), &want);
+            assert!(
+                moved > 10.0 * tol,
+                "{}: GAUSS moves the draws by only {moved}",
+                case.name
+            );
+        }
+        let got = gpu(&s.target(), &case.config).unwrap_or_else(|e| panic!("{}: {e}", case.name));
         check(case.name, &got, &want, tol);
     }
 }

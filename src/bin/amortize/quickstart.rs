@@ -8,7 +8,7 @@ use amortize::diagnostics::c2st::c2st;
 use amortize::estimators::{Composition, SamplingOptions, ScoreModel};
 use amortize::rng::{streams, PhiloxStream};
 use amortize::tasks::Task;
-use amortize::{Device, Result};
+use amortize::Result;
 
 use crate::progress;
 use crate::sample::SamplerArgs;
@@ -82,6 +82,7 @@ pub fn run(args: &Args) -> Result<()> {
     let observations = task.simulate(&true_theta.repeat(8), &mut rng)?;
     let plan = model.plan()?;
     let options = args.sampler.options()?;
+    println!("sampling on {}", options.device);
     println!(
         "{:>2} {:>7} {:>9} {:>7} {:>10}",
         "n", "levels", "compose", "C2ST", "samples/s"
@@ -110,16 +111,9 @@ pub fn run(args: &Args) -> Result<()> {
         };
         for &levels in grids {
             for &composition in compositions {
-                // The fused GPU samplers compose n > 1 observations the paper's way only;
-                // GAUSS runs on the CPU (the device column says where each row ran).
-                let device = match composition {
-                    Composition::Gauss { .. } if n > 1 => Device::Cpu,
-                    _ => options.device,
-                };
                 let opts = SamplingOptions {
                     levels,
                     composition,
-                    device,
                     ..options
                 };
                 let start = Instant::now();
@@ -131,7 +125,7 @@ pub fn run(args: &Args) -> Result<()> {
                     Composition::Gauss { .. } => "gauss",
                 };
                 let name = if n == 1 { "-" } else { name };
-                println!("{n:>2} {levels:>7} {name:>9} {accuracy:>7.3} {rate:>10.0} {device:>7}");
+                println!("{n:>2} {levels:>7} {name:>9} {accuracy:>7.3} {rate:>10.0}");
             }
         }
     }

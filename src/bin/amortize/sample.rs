@@ -42,8 +42,7 @@ pub struct SamplerArgs {
     /// Seed of the sampler's noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Where to sample: cpu, cuda:N or wgpu:N (fused samplers; n > 1 observations on a
-    /// GPU need `--compose geffner`).
+    /// Where to sample: cpu, cuda:N or wgpu:N (the fused samplers, both compositions).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// NLE and NRE: parallel MCMC chains.
