@@ -19,6 +19,15 @@
 //! is exactly ∇log p_t(θ | x_1, …, x_n), so the reference distribution is N(0, I) and the
 //! ordinary reverse step applies. Σ_j comes from a pilot run of the single-observation
 //! sampler (exact for n = 1), μ_λ and Σ_λ from the prior.
+//!
+//! Estimated covariances need one guard. When everything is Gaussian, Σ_j⁻¹ − Σ_λ⁻¹ is
+//! observation j's likelihood precision, positive semi-definite, so the tall precision
+//! P* = Σ_λ⁻¹ + Σ_j (Σ_j⁻¹ − Σ_λ⁻¹) is at least the prior's. A pilot run broader than the
+//! prior in some direction (a poorly trained network, a prior poorly described by its
+//! moments) breaks that, P* can turn indefinite and Λ_t⁻¹ explodes at the last levels. So
+//! each Σ_j⁻¹ enters as Σ_λ⁻¹ + [Σ_j⁻¹ − Σ_λ⁻¹]₊, its likelihood part projected onto the
+//! positive semi-definite matrices (negative eigenvalues set to 0): nothing changes where
+//! the Gaussian picture holds, and P* ≥ Σ_λ⁻¹ always.
 
 use nalgebra::{DMatrix, DVector};
 
@@ -55,8 +64,8 @@ pub struct GaussScore<'a, S: ComposableScore> {
     weights: &'a GaussWeights,
 }
 
-/// Smallest eigenvalue allowed in an estimated precision: keeps Λ invertible when
-/// noisy covariance estimates make Σ_j Σ_j⁻¹ + (1 − n)Σ_λ⁻¹ indefinite.
+/// Added to the diagonal of an estimated covariance before it is inverted, so that a
+/// degenerate pilot run (e.g. every draw equal in one direction) still has a precision.
 const MIN_EIGENVALUE: f64 = 1e-6;
 
 fn symmetric_inverse(m: &DMatrix<f64>, what: &str) -> Result<DMatrix<f64>> {
@@ -137,24 +146,23 @@ impl GaussWeights {
         let identity = DMatrix::<f64>::identity(d, d);
         let prior_cov = DMatrix::from_row_slice(d, d, prior_cov);
         let prior_precision = symmetric_inverse(&prior_cov, "the prior covariance")?;
+        // Σ_λ⁻¹ + [Σ_j⁻¹ − Σ_λ⁻¹]₊ (module docs).
         let precisions = posterior_covs
             .iter()
             .map(|c| {
-                symmetric_inverse(
+                let p = symmetric_inverse(
                     &(DMatrix::from_row_slice(d, d, c) + &identity * MIN_EIGENVALUE),
                     "a posterior covariance",
-                )
+                )?;
+                Ok(&prior_precision + clip_eigenvalues(&(p - &prior_precision), 0.0))
             })
             .collect::<Result<Vec<_>>>()?;
         let nf = n as f64;
-        // P* = Σ_j Σ_j⁻¹ + (1 − n)Σ_λ⁻¹, the tall posterior's precision, made definite.
-        let tall = clip_eigenvalues(
-            &(precisions
-                .iter()
-                .fold(DMatrix::zeros(d, d), |acc, p| acc + p)
-                + &prior_precision * (1.0 - nf)),
-            MIN_EIGENVALUE,
-        );
+        // P* = Σ_j Σ_j⁻¹ + (1 − n)Σ_λ⁻¹, the tall posterior's precision, ≥ Σ_λ⁻¹.
+        let tall = precisions
+            .iter()
+            .fold(DMatrix::zeros(d, d), |acc, p| acc + p)
+            + &prior_precision * (1.0 - nf);
         let levels = gammas
             .iter()
             .map(|&g| {
@@ -291,6 +299,91 @@ impl<S: ComposableScore> ComposableScore for GaussScore<'_, S> {
                 }
                 o[a] = acc;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scaled_identity(d: usize, v: f64) -> Vec<f64> {
+        (0..d * d)
+            .map(|e| if e / d == e % d { v } else { 0.0 })
+            .collect()
+    }
+
+    /// The level-k block of the table as (W_0 … W_{n−1}, M, c).
+    fn level(w: &GaussWeights, k: usize) -> (Vec<Vec<f32>>, Vec<f32>, Vec<f32>) {
+        let (d, n) = (w.dim(), w.observations());
+        let stride = w.level_stride();
+        let block = w.table()[k * stride..(k + 1) * stride].to_vec();
+        let obs = block[..n * d * d]
+            .chunks(d * d)
+            .map(<[f32]>::to_vec)
+            .collect();
+        let m = block[n * d * d..(n + 1) * d * d].to_vec();
+        (obs, m, block[(n + 1) * d * d..].to_vec())
+    }
+
+    #[test]
+    fn gaussian_case_matches_the_closed_form() {
+        // Prior N(μ, I), per-observation posteriors N(·, I/2) (likelihood precision I):
+        // P* = 1 + n = 4 for n = 3; at level γ, c = γ/(1 − γ):
+        // W_j = (2 + c)/(4 + c)·I, M = (1 − n)(1 + c)/((4 + c)(γ + 1 − γ))·I, c_k = √γ μ.
+        // Tolerance 2e-5: MIN_EIGENVALUE on each covariance's diagonal moves each P_j by
+        // 4e-6, P* by 1.2e-5.
+        let (d, n) = (2, 3);
+        let gammas = [1.0, 0.6, 0.2, 0.0];
+        let w = GaussWeights::new(
+            d,
+            &gammas,
+            &vec![scaled_identity(d, 0.5); n],
+            &[0.5, -1.0],
+            &scaled_identity(d, 1.0),
+        )
+        .unwrap();
+        for (k, &g) in gammas.iter().enumerate().take(3).skip(1) {
+            let c = g / (1.0 - g);
+            let (obs, m, center) = level(&w, k);
+            for wj in obs {
+                assert!((wj[0] as f64 - (2.0 + c) / (4.0 + c)).abs() < 2e-5);
+                assert!((wj[3] as f64 - (2.0 + c) / (4.0 + c)).abs() < 2e-5);
+                assert!(wj[1].abs() < 1e-7 && wj[2].abs() < 1e-7);
+            }
+            assert!(
+                (m[0] as f64 - (-2.0) * (1.0 + c) / (4.0 + c)).abs() < 2e-5,
+                "{m:?}"
+            );
+            assert!((center[1] as f64 + g.sqrt()).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn pilots_broader_than_the_prior_do_not_blow_up_the_weights() {
+        // Every pilot covariance 4·I against the prior's I: the likelihood parts
+        // 1/4 − 1 < 0 project to 0, so P* = I, W_j = I and M = (1 − n)·I at every level.
+        // Unprojected, P* = 3/4 − 2 < 0 would make Λ_t singular near c_t = 5/4 and its
+        // inverse explode (W of order 10⁶ at the last levels).
+        let (d, n) = (2, 3);
+        let gammas: Vec<f64> = (0..=20).map(|k| 1.0 - k as f64 / 20.0).collect();
+        let w = GaussWeights::new(
+            d,
+            &gammas,
+            &vec![scaled_identity(d, 4.0); n],
+            &[0.0, 0.0],
+            &scaled_identity(d, 1.0),
+        )
+        .unwrap();
+        for k in 1..20 {
+            let (obs, m, _) = level(&w, k);
+            for wj in obs {
+                assert!(
+                    (wj[0] - 1.0).abs() < 1e-5 && wj[1].abs() < 1e-6,
+                    "level {k}: {wj:?}"
+                );
+            }
+            assert!((m[0] - (1.0 - n as f32)).abs() < 1e-5, "level {k}: {m:?}");
         }
     }
 }
