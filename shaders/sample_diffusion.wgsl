@@ -46,33 +46,39 @@ fn sample_diffusion(
     let tile = wid.y * nwg.x + wid.x;
     let first_lane = tile * TILE;
     load_or_init(tile, first_lane, tid);
-    var step = p.step0;
+    var first_step = p.step0;
     for (var k = p.k_hi; k >= p.k_lo; k--) {
-        let lf = 8u * k;
-        let w_f = level[lf + 1u];
-        evaluate(k, level[lf], w_f, tid);
-        let sigma = level[lf + 2u];
-        let c_theta = level[lf + 3u];
-        let c_score = level[lf + 4u];
-        let c_prior = level[lf + 5u];
-        for (var idx = tid; idx < TILE * NB; idx += THREADS) {
-            let r = idx / NB;
-            let b = idx % NB;
-            let z = noise4(step, first_lane + r, b);
-            for (var e = 0u; e < 4u; e++) {
-                let i = 4u * b + e;
-                if (i < D) {
-                    let th = theta_at(r, i);
-                    let mean = c_theta * th + c_score * score_at(r, i) + c_prior * prior_at(r, i);
-                    set_theta(r, i, mean + sigma * z[e]);
+        let count = level_steps(k, 1u);
+        let range = level_range(first_step, count);
+        for (var sub = range.x; sub < range.y; sub++) {
+            let step = first_step + sub;
+            if (sub > 0u) {
+                corrector_step(k, first_lane, step, tid);
+                continue;
+            }
+            let lf = 8u * k;
+            let w_f = level[lf + 1u];
+            evaluate(k, level[lf], w_f, tid);
+            let sigma = level[lf + 2u];
+            let c_theta = level[lf + 3u];
+            let c_score = level[lf + 4u];
+            let c_prior = level[lf + 5u];
+            for (var idx = tid; idx < TILE * NB; idx += THREADS) {
+                let r = idx / NB;
+                let b = idx % NB;
+                let z = noise4(step, first_lane + r, b);
+                for (var e = 0u; e < 4u; e++) {
+                    let i = 4u * b + e;
+                    if (i < D) {
+                        let th = theta_at(r, i);
+                        let mean = c_theta * th + c_score * score_at(r, i) + c_prior * prior_at(r, i);
+                        set_theta(r, i, mean + sigma * z[e]);
+                    }
                 }
             }
+            workgroupBarrier();
         }
-        workgroupBarrier();
-        step += 1u;
-        if (k <= p.corrector_levels) {
-            step = corrector(k, first_lane, step, tid);
-        }
+        first_step += count;
     }
     store_state(tile, tid);
 }

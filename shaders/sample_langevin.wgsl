@@ -37,21 +37,22 @@ fn sample_langevin(
     let tile = wid.y * nwg.x + wid.x;
     let first_lane = tile * TILE;
     load_or_init(tile, first_lane, tid);
-    var step = p.step0;
+    var first_step = p.step0;
     for (var k = p.k_hi; k >= p.k_lo; k--) {
-        let lf = 8u * k;
-        let scale = level[lf];
-        let w_f = level[lf + 1u];
-        let half_delta = level[lf + 2u];
-        let sqrt_delta = level[lf + 3u];
-        for (var l = 0u; l < p.steps_per_level; l++) {
-            evaluate(k, scale, w_f, tid);
-            langevin_move(w_f, step, first_lane, false, half_delta, sqrt_delta, tid);
-            step += 1u;
+        let count = level_steps(k, p.steps_per_level);
+        let range = level_range(first_step, count);
+        for (var sub = range.x; sub < range.y; sub++) {
+            let step = first_step + sub;
+            if (sub >= p.steps_per_level) {
+                corrector_step(k, first_lane, step, tid);
+                continue;
+            }
+            let lf = 8u * k;
+            let w_f = level[lf + 1u];
+            evaluate(k, level[lf], w_f, tid);
+            langevin_move(w_f, step, first_lane, false, level[lf + 2u], level[lf + 3u], tid);
         }
-        if (k <= p.corrector_levels) {
-            step = corrector(k, first_lane, step, tid);
-        }
+        first_step += count;
     }
     store_state(tile, tid);
 }

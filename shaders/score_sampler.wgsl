@@ -69,8 +69,12 @@
 //
 // The chain may be split into several dispatches of consecutive levels (the host's
 // `levels_per_dispatch`): `state` holds every sample's θ between them (`p.init` = 1 on the
-// first dispatch, which draws θ ~ N(0, I/n) instead of loading it), `p.step0` is the chain
-// step at which this dispatch starts, levels p.k_hi down to p.k_lo run.
+// first dispatch, which draws θ ~ N(0, I/n) instead of loading it). A dispatch runs the
+// chain steps p.step_lo .. p.step_hi − 1 (global step numbers), which lie in levels p.k_hi
+// down to p.k_lo; p.step0 is the number of the first step of level p.k_hi. A level's steps
+// are its predictor steps (1 for Algorithm 2, L for Algorithm 1), then its corrector steps,
+// and a dispatch may start or end inside a level (level_range). On lavapipe this is what
+// keeps each dispatch under llvmpipe's loop limiter (src/samplers/wgpu.rs, "Dispatches").
 //
 // Bindings: 0 params, 1 net, 2 x_part [n, W], 3 t_part [S + 1, W], 4 level [(S + 1)·8],
 // 5 state [tiles·TILE, d] (read-write: the chain state, and the draws at the end),
@@ -107,6 +111,8 @@ struct Params {
     k_hi: u32,
     k_lo: u32,
     step0: u32,
+    step_lo: u32,
+    step_hi: u32,
     init: u32,
     tiles: u32,
     prior_kind: u32,
@@ -525,17 +531,24 @@ fn corrector_coefficients(w_f: f32, first_lane: u32, tid: u32) {
     workgroupBarrier();
 }
 
-/// The corrector after the predictor at level k (run_tile): p.corrector_steps times,
-/// evaluate, size the step, move. Returns the next chain step.
-fn corrector(k: u32, first_lane: u32, step_in: u32, tid: u32) -> u32 {
-    var step = step_in;
-    let scale = level[8u * k];
+/// Chain steps of level k: `predictor` steps, then the corrector's where k is corrected.
+fn level_steps(k: u32, predictor: u32) -> u32 {
+    return predictor + select(0u, p.corrector_steps, k <= p.corrector_levels);
+}
+
+/// The part of level k's steps this dispatch runs, as (first, end) indices within the level
+/// (top comment): the level's steps are numbers first_step .. first_step + count − 1.
+fn level_range(first_step: u32, count: u32) -> vec2<u32> {
+    let lo = max(p.step_lo, first_step);
+    let hi = min(p.step_hi, first_step + count);
+    return vec2<u32>(lo - first_step, max(hi, lo) - first_step);
+}
+
+/// One corrector step at level k (run_tile): evaluate, size the step, move, with the
+/// normals of chain step `step`.
+fn corrector_step(k: u32, first_lane: u32, step: u32, tid: u32) {
     let w_f = level[8u * k + 1u];
-    for (var c = 0u; c < p.corrector_steps; c++) {
-        evaluate(k, scale, w_f, tid);
-        corrector_coefficients(w_f, first_lane, tid);
-        langevin_move(w_f, step, first_lane, true, 0.0, 0.0, tid);
-        step += 1u;
-    }
-    return step;
+    evaluate(k, level[8u * k], w_f, tid);
+    corrector_coefficients(w_f, first_lane, tid);
+    langevin_move(w_f, step, first_lane, true, 0.0, 0.0, tid);
 }

@@ -30,8 +30,8 @@ use amortize::samplers::{
     Algorithm, Conditioning, Corrector, SamplerConfig, ScoreComposition, Target,
 };
 use sampler_cases::{
-    assert_rounding_noise_moves_draws_far_less_than, compare, config, gauss_weights, gpu_prior,
-    setup, Case, PriorCase, Setup, CORRECTOR, NUM,
+    assert_rounding_noise_moves_draws_far_less_than, check, compare, config, cpu_draws,
+    gauss_weights, gpu_prior, setup, Case, PriorCase, Setup, CORRECTOR, NUM,
 };
 
 /// Elementwise tolerance relative to max(1, |cpu|) (module docs).
@@ -124,6 +124,53 @@ fn split_dispatches_give_the_same_draws_bit_for_bit() {
                 config.algorithm
             );
         }
+    }
+}
+
+#[test]
+fn chains_past_llvmpipes_loop_limit_match_the_cpu() {
+    // On lavapipe an invocation's loops stop after 65 535 iterations in all; these chains
+    // run more (about 3.7k per step at width 64 with 8 invocations of 8 columns, 19 steps;
+    // L = 50 Langevin steps per level), so the host cuts them into several dispatches.
+    // Before it did, their draws came back as NaN (the tile's store loop cut short) or
+    // off by O(1). On a GPU they run as one dispatch.
+    let Some(a) = adapter("chains_past_llvmpipes_loop_limit_match_the_cpu") else {
+        return;
+    };
+    let long = |dim_theta, width, levels, config| Case {
+        name: "long",
+        n: 1,
+        levels,
+        dim_theta,
+        width,
+        prior: PriorCase::StandardNormal,
+        gauss: false,
+        config,
+    };
+    for (name, case) in [
+        (
+            "diffusion, width 64, 20 levels",
+            long(3, 64, 20, config(Algorithm::Diffusion, Corrector::NONE)),
+        ),
+        (
+            "langevin L = 50, 6 levels, corrector",
+            long(
+                3,
+                16,
+                6,
+                config(
+                    Algorithm::Langevin {
+                        steps_per_level: 50,
+                    },
+                    CORRECTOR,
+                ),
+            ),
+        ),
+    ] {
+        let s = setup(&case);
+        let want = cpu_draws(&s, &s.plan, &case.config);
+        let got = sample_wgpu(a, &s.target(), NUM, &case.config).unwrap();
+        check(name, &got, &want, TOL);
     }
 }
 

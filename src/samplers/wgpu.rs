@@ -102,7 +102,14 @@ pub const WGPU_TILE: usize = CORRECTOR_GROUP;
 /// Entries per level in the level table.
 const LEVEL_STRIDE: usize = 8;
 /// Words of the uniform parameter block (`Params` in the shader).
-const PARAM_WORDS: usize = 18;
+const PARAM_WORDS: usize = 20;
+
+/// llvmpipe's loop limiter (`LP_MAX_TGSI_LOOP_ITERATIONS` in Mesa's gallivm): an
+/// invocation's loops, all of them together, end after this many iterations, silently
+/// (module docs, "Dispatches").
+const LLVMPIPE_LOOP_LIMIT: usize = 65_535;
+/// What one dispatch may spend of [`LLVMPIPE_LOOP_LIMIT`] by [`loop_iterations`]'s count.
+const LLVMPIPE_LOOP_BUDGET: usize = 50_000;
 
 const OP: &str = "sample_wgpu";
 
@@ -178,6 +185,118 @@ fn level_table(gammas: &[f64], n: usize, algorithm: Algorithm) -> Vec<f32> {
         }
     }
     table
+}
+
+/// An upper bound on the loop iterations one invocation of the sampler shader runs for
+/// one chain step (a network pass and its move), `(per step, per dispatch)`, the second
+/// for loading and storing the tile. Every loop is counted as if llvmpipe kept it (it
+/// unrolls the short ones, so the true count is lower): a dense layer of `k_in` inputs is
+/// k_in·(1 + COLS) (its k loop and the column loop inside) plus 2·COLS (zeroing and
+/// epilogue), the per-element loops over the tile ⌈32·d/THREADS⌉·(1 + d) (the prior's
+/// and GAUSS's matrix-vector products included).
+fn loop_iterations(
+    plan_sizes: (usize, usize, usize, usize),
+    n: usize,
+    gauss: bool,
+    (threads, cols): (usize, usize),
+) -> (usize, usize) {
+    let (d, w, nbt, nbh) = plan_sizes;
+    let dense = |k_in: usize| k_in * (1 + cols) + 2 * cols;
+    let per_element = (WGPU_TILE * d).div_ceil(threads) * (1 + d);
+    let noise = (WGPU_TILE * d.div_ceil(4)).div_ceil(threads) * 5;
+    let theta_path = dense(d) + (nbt + 1) * dense(w) + cols;
+    let head = 1 + cols + (nbh + 1) * dense(w) + cols + if gauss { per_element } else { 0 };
+    let evaluate = theta_path + n * head + per_element * (1 + usize::from(gauss));
+    // The move (noise), the corrector's ‖s‖² and serial group mean, the level loops.
+    let step = evaluate + noise + WGPU_TILE.div_ceil(threads) * (1 + d) + WGPU_TILE + 4;
+    (step, noise + per_element)
+}
+
+/// The workgroup shape and the most chain steps per dispatch on adapter type `cpu`:
+/// [`workgroup_shape`], and on a CPU adapter, where llvmpipe's loop limiter applies, more
+/// invocations of fewer columns each until a step fits [`LLVMPIPE_LOOP_BUDGET`] (an
+/// error when even `max_threads` do not).
+fn shape_and_steps(
+    plan_sizes: (usize, usize, usize, usize),
+    n: usize,
+    gauss: bool,
+    cpu: bool,
+    max_threads: usize,
+) -> Result<((usize, usize), usize)> {
+    let (d, w, _, _) = plan_sizes;
+    let mut shape = workgroup_shape(d, w, cpu);
+    if !cpu {
+        return Ok((shape, usize::MAX));
+    }
+    loop {
+        let (step, fixed) = loop_iterations(plan_sizes, n, gauss, shape);
+        if step + fixed <= LLVMPIPE_LOOP_BUDGET {
+            return Ok((shape, (LLVMPIPE_LOOP_BUDGET - fixed) / step));
+        }
+        let threads = 2 * shape.0;
+        if threads > max_threads || shape.1 == 1 {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "one chain step of width {w}, dim θ {d} and {n} observations runs about {} loop iterations per invocation, more than llvmpipe's limit of {LLVMPIPE_LOOP_LIMIT} allows a dispatch",
+                    step + fixed
+                ),
+            ));
+        }
+        shape = (threads, w.max(d).div_ceil(threads));
+    }
+}
+
+/// One dispatch's share of the chain: steps `step_lo .. step_hi` (global numbers), which
+/// lie in levels `k_hi` down to `k_lo`; `level_step0` numbers the first step of `k_hi`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Chunk {
+    k_hi: usize,
+    k_lo: usize,
+    level_step0: usize,
+    step_lo: usize,
+    step_hi: usize,
+}
+
+/// The chain of `levels` levels cut into dispatches of at most `levels_per_dispatch`
+/// levels (0: no limit) and at most `steps_per_dispatch` steps.
+fn chunks(
+    levels: usize,
+    config: &SamplerConfig,
+    levels_per_dispatch: usize,
+    steps_per_dispatch: usize,
+) -> Vec<Chunk> {
+    let mut out = Vec::new();
+    let mut current: Option<Chunk> = None;
+    let mut first = 1;
+    for k in (1..levels).rev() {
+        let count = steps_at_level(k, config);
+        for step in first..first + count {
+            let full = current.is_some_and(|c| {
+                step - c.step_lo >= steps_per_dispatch
+                    || (step == first
+                        && levels_per_dispatch > 0
+                        && c.k_hi - k >= levels_per_dispatch)
+            });
+            if full || current.is_none() {
+                out.extend(current.take());
+                current = Some(Chunk {
+                    k_hi: k,
+                    k_lo: k,
+                    level_step0: first,
+                    step_lo: step,
+                    step_hi: step,
+                });
+            }
+            if let Some(c) = current.as_mut() {
+                c.k_lo = k;
+                c.step_hi = step + 1;
+            }
+        }
+        first += count;
+    }
+    out.extend(current);
+    out
 }
 
 /// Chain steps taken at level `k` (predictor steps, then the corrector's).
@@ -362,10 +481,12 @@ pub fn sample_wgpu_with(
     }
     let limits = gpu.limits().clone();
     let cpu = gpu.device_type() == ::wgpu::DeviceType::Cpu;
-    let (threads, cols) = workgroup_shape(d, w, cpu);
     let max_threads = limits
         .max_compute_invocations_per_workgroup
         .min(limits.max_compute_workgroup_size_x) as usize;
+    let gauss = matches!(composition, ScoreComposition::Gauss(_));
+    let sizes = (d, w, plan.theta_blocks.len(), plan.head_blocks.len());
+    let ((threads, cols), steps_per_dispatch) = shape_and_steps(sizes, n, gauss, cpu, max_threads)?;
     if threads > max_threads {
         return Err(device_err(
             adapter,
@@ -438,23 +559,12 @@ pub fn sample_wgpu_with(
         }
     }
 
-    // The chunks of levels, each one dispatch: (k_hi, k_lo, first chain step).
-    let per = if options.levels_per_dispatch == 0 {
-        levels
-    } else {
-        options.levels_per_dispatch
-    };
-    let mut chunks = Vec::new();
-    let mut step = 1usize;
-    let mut k_hi = levels - 1;
-    while k_hi >= 1 {
-        let k_lo = (k_hi + 1).saturating_sub(per).max(1);
-        chunks.push((k_hi, k_lo, step));
-        step += (k_lo..=k_hi)
-            .map(|k| steps_at_level(k, config))
-            .sum::<usize>();
-        k_hi = k_lo - 1;
-    }
+    let chunks = chunks(
+        levels,
+        config,
+        options.levels_per_dispatch,
+        steps_per_dispatch,
+    );
 
     // Each chunk's parameters at an offset the adapter's uniform alignment allows.
     let stride =
@@ -465,7 +575,7 @@ pub fn sample_wgpu_with(
         Algorithm::Langevin { steps_per_level } => to_u32(steps_per_level, "steps per level")?,
     };
     let snr2 = (config.corrector.snr as f64).powi(2);
-    for (c, &(k_hi, k_lo, step0)) in chunks.iter().enumerate() {
+    for (c, chunk) in chunks.iter().enumerate() {
         let words: [u32; PARAM_WORDS] = [
             to_u32(plan.theta_blocks.len(), "θ blocks")?,
             to_u32(plan.head_blocks.len(), "head blocks")?,
@@ -478,13 +588,15 @@ pub fn sample_wgpu_with(
             config.corrector.levels.min(levels) as u32,
             ((2.0 * snr2 * d as f64) as f32).to_bits(),
             steps_per_level,
-            k_hi as u32,
-            k_lo as u32,
-            step0 as u32,
+            chunk.k_hi as u32,
+            chunk.k_lo as u32,
+            chunk.level_step0 as u32,
+            chunk.step_lo as u32,
+            chunk.step_hi as u32,
             u32::from(c == 0),
             tiles_u32,
             prior.kind,
-            u32::from(matches!(composition, ScoreComposition::Gauss(_))),
+            u32::from(gauss),
         ];
         uniforms[c * stride..c * stride + PARAM_WORDS * 4]
             .copy_from_slice(bytemuck::cast_slice(&words));
@@ -643,6 +755,74 @@ mod tests {
                 assert!(threads * (cols - 1) < w.max(d));
             }
         }
+    }
+
+    #[test]
+    fn chunks_cover_the_chain_in_order_within_both_limits() {
+        let mut config = SamplerConfig {
+            algorithm: Algorithm::Langevin { steps_per_level: 3 },
+            ..Default::default()
+        };
+        config.corrector.steps = 2;
+        config.corrector.levels = 4;
+        // Levels 9 … 1: 3 steps each, 5 at levels 4 … 1: 35 steps, numbered 1 … 35.
+        for (per_level, per_step) in [(0, usize::MAX), (2, usize::MAX), (0, 4), (3, 7), (1, 1)] {
+            let cut = chunks(10, &config, per_level, per_step);
+            assert_eq!(cut[0].step_lo, 1);
+            assert_eq!(cut.last().unwrap().step_hi, 36);
+            assert_eq!(cut.last().unwrap().k_lo, 1);
+            for (a, b) in cut.iter().zip(&cut[1..]) {
+                assert_eq!(a.step_hi, b.step_lo, "{per_level} {per_step}");
+            }
+            for c in &cut {
+                assert!(c.step_hi - c.step_lo <= per_step);
+                assert!(per_level == 0 || c.k_hi - c.k_lo < per_level);
+                // level_step0 numbers level k_hi's first step.
+                let first: usize = 1
+                    + (c.k_hi + 1..10)
+                        .map(|k| steps_at_level(k, &config))
+                        .sum::<usize>();
+                assert_eq!(c.level_step0, first);
+                assert!(c.step_lo >= first && c.step_lo < first + steps_at_level(c.k_hi, &config));
+            }
+        }
+        assert_eq!(chunks(10, &config, 0, usize::MAX).len(), 1);
+        assert_eq!(chunks(10, &config, 0, 4).len(), 9);
+    }
+
+    #[test]
+    fn cpu_adapters_fit_each_dispatch_under_the_loop_limit() {
+        // gaussian10's network: width 64 (8 invocations of 8 columns) and 128 (more
+        // invocations once a step would not fit); n = 8 with GAUSS.
+        for (w, n, gauss) in [
+            (64, 1, false),
+            (128, 1, false),
+            (128, 8, true),
+            (256, 8, true),
+        ] {
+            let sizes = (10, w, 2, 2);
+            let (shape, steps) = shape_and_steps(sizes, n, gauss, true, 256).unwrap();
+            let (step, fixed) = loop_iterations(sizes, n, gauss, shape);
+            assert!(
+                steps >= 1 && steps * step + fixed <= LLVMPIPE_LOOP_BUDGET,
+                "{w} {n}"
+            );
+            assert!(shape.0 * shape.1 >= w && shape.0 * (shape.1 - 1) < w);
+        }
+        assert_eq!(
+            shape_and_steps((10, 64, 2, 2), 1, false, true, 256)
+                .unwrap()
+                .0,
+            (8, 8)
+        );
+        // GPUs: one dispatch, the GPU shape.
+        assert_eq!(
+            shape_and_steps((10, 64, 2, 2), 1, false, false, 256).unwrap(),
+            ((64, 1), usize::MAX)
+        );
+        // A step that cannot fit even with one column per invocation is an error.
+        let e = shape_and_steps((10, 256, 2, 40), 8, false, true, 64).unwrap_err();
+        assert!(e.to_string().contains("llvmpipe"), "{e}");
     }
 
     #[test]
