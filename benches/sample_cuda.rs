@@ -115,6 +115,10 @@ fn main() {
         let out = run(draws).expect("sampling");
         let secs = start.elapsed().as_secs_f64();
         assert_eq!(out.len(), draws * config.dim_theta);
+        assert!(
+            out.iter().all(|v| v.is_finite()),
+            "non-finite draws: the timing would be of a broken chain"
+        );
         let gauss_macs = if gauss { (n + 1) * d * d } else { 0 };
         let flops_per_draw = 2.0
             * (plan.macs_per_step(n) + gauss_macs) as f64

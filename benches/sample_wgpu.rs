@@ -90,17 +90,31 @@ fn main() {
         println!("sample_wgpu: failed: {e}");
         std::process::exit(1);
     }
+    let mut gpu_draws = Vec::new();
     let gpu_secs = best_of(|| {
-        let out = run_gpu(draws).expect("sampling");
-        assert_eq!(out.len(), draws * config.dim_theta);
+        gpu_draws = run_gpu(draws).expect("sampling");
+        assert_eq!(gpu_draws.len(), draws * config.dim_theta);
     });
 
     let run_cpu = |num: usize| run(Device::Cpu, num).expect("cpu sampling");
     run_cpu(64);
+    let mut cpu_draws = Vec::new();
     let cpu_secs = best_of(|| {
-        let out = run_cpu(draws);
-        assert_eq!(out.len(), draws * config.dim_theta);
+        cpu_draws = run_cpu(draws);
+        assert_eq!(cpu_draws.len(), draws * config.dim_theta);
     });
+    // A timing of wrong draws is no timing: both samplers draw the same chains.
+    assert!(
+        gpu_draws.iter().all(|v| v.is_finite()),
+        "non-finite fused draws"
+    );
+    let err = gpu_draws
+        .iter()
+        .zip(&cpu_draws)
+        .map(|(g, c)| (g - c).abs() / c.abs().max(1.0))
+        .fold(0.0f32, f32::max);
+    println!("largest |fused − CPU| / max(1, |CPU|) over the draws: {err:.2e}");
+    assert!(err < 1e-3, "the fused draws differ from the CPU's by {err}");
 
     let report = |what: &str, secs: f64| {
         println!(

@@ -45,12 +45,20 @@
 //!   invocations, as the staging loads were). The shader is specialized per (width, dim θ,
 //!   invocations, columns per invocation) by rewriting its `const` lines; pipelines are
 //!   compiled once per adapter and specialization and cached for the process.
-//! * **Dispatches.** By default the whole chain runs in one dispatch
-//!   ([`WgpuSamplerOptions::levels_per_dispatch`] = 0): lavapipe and compute-only GPUs
-//!   have no watchdog. A GPU that also drives a display may kill a long dispatch (e.g. the
-//!   2 s TDR of Windows); there, set `levels_per_dispatch` to run the chain in chunks of
-//!   that many levels, each its own dispatch and submission, θ kept in a storage buffer
-//!   between them. The draws are the same bit for bit either way.
+//! * **Dispatches.** On a GPU the whole chain runs in one dispatch by default
+//!   ([`WgpuSamplerOptions::levels_per_dispatch`] = 0): compute-only GPUs have no
+//!   watchdog. A GPU that also drives a display may kill a long dispatch (e.g. the 2 s TDR
+//!   of Windows); there, set `levels_per_dispatch` to run the chain in chunks of that many
+//!   levels, each its own dispatch and submission, θ kept in a storage buffer between
+//!   them. On a CPU adapter the chain is always cut: llvmpipe (Mesa's gallivm, under
+//!   lavapipe) ends an invocation's loops after 65 535 iterations counted over all of them
+//!   together (`LLVMPIPE_LOOP_LIMIT`, Mesa's `LP_MAX_TGSI_LOOP_ITERATIONS`), silently, so a
+//!   longer chain came back wrong (measured: width 64 from 20 levels on, width 16 at 400
+//!   levels, Langevin with L = 50). Each dispatch there runs at most as many chain steps as
+//!   fit `LLVMPIPE_LOOP_BUDGET` by an upper-bound count of the shader's loops, starting
+//!   and ending inside a level if it must, and wider networks get more invocations of
+//!   fewer columns until one step fits. The draws are the same bit for bit however the
+//!   chain is cut.
 //! * **Buffers.** One call creates its buffers once (weights, conditioning, level table,
 //!   uniform slots, state, read-back) and nothing inside the chain; the draws are read back
 //!   once at the end.
@@ -77,10 +85,9 @@
 //!   Gaussian, log-normal and uniform box priors through their bijections and the
 //!   standardization, as [`super::StandardizedPrior`] on the CPU, but in f32).
 //! * **Speed on lavapipe.** `benches/sample_wgpu.rs` (d = 10, width 64, n = 1, S = 50,
-//!   4096 draws, 2 shared cores): about 850 samples/s against the CPU sampler's 5 700, a
-//!   ratio of ≈ 0.15 (it was ≈ 0.03, 86 samples/s, with one column per invocation and the
-//!   weights staged through workgroup memory). The rest of the gap is llvmpipe's per-lane
-//!   loads of the activations; the shader path is for GPUs, lavapipe is for parity.
+//!   4096 draws, 2 cores): about 590 samples/s against the CPU sampler's 12 000, a ratio
+//!   of ≈ 0.05 (`benches/RESULTS.md`). What costs is llvmpipe's per-lane loads of the
+//!   activations; the shader path is for GPUs, lavapipe is for parity.
 //!
 //! No adapter, a shader the driver rejects or a device error is an error, never a CPU
 //! fallback.
