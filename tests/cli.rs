@@ -1,6 +1,10 @@
 //! The command line on bad input: a clear error, a failing exit status, and no output
 //! file left behind.
 
+mod common;
+
+use common::wgpu_adapter_or_skip;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -333,22 +337,6 @@ fn ensembles_train_sample_and_evaluate_from_the_command_line() {
     assert!(!ok && err.contains("at least 1"), "{err}");
     assert!(!model.exists());
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-/// Whether wgpu adapter 0 exists; without one, prints why the test is skipped (lavapipe
-/// in CI, where `AMORTIZE_REQUIRE_WGPU=1` makes a missing adapter a failure).
-fn wgpu_adapter_or_skip() -> bool {
-    match amortize::backend::for_device(amortize::Device::Wgpu(0)) {
-        Ok(_) => true,
-        Err(e) => {
-            assert!(
-                std::env::var("AMORTIZE_REQUIRE_WGPU").as_deref() != Ok("1"),
-                "no wgpu adapter: {e}"
-            );
-            eprintln!("skipping: {e}");
-            false
-        }
-    }
 }
 
 #[test]

@@ -1,5 +1,10 @@
 //! The score estimator end to end on the CPU: training reaches a stated C2ST, models
-//! survive a save/load round trip bit for bit, and bad input is an error.
+//! survive a save/load round trip bit for bit, bad input is an error, and sampling on wgpu
+//! (both compositions) gives the CPU's draws.
+
+mod common;
+
+use common::wgpu_adapter_or_skip;
 
 use amortize::diagnostics::c2st::c2st;
 use amortize::estimators::{Composition, SamplingOptions, ScoreModel, ScoreTrainOptions};
@@ -185,22 +190,6 @@ fn small_box_model() -> ScoreModel {
         .0
 }
 
-/// Whether wgpu adapter 0 exists; `false` (after saying why) when it does not and
-/// `AMORTIZE_REQUIRE_WGPU` is not 1.
-fn wgpu_adapter() -> bool {
-    match amortize::backend::wgpu::WgpuBackend::shared(0) {
-        Ok(_) => true,
-        Err(e) => {
-            assert!(
-                std::env::var("AMORTIZE_REQUIRE_WGPU").as_deref() != Ok("1"),
-                "no wgpu adapter: {e}"
-            );
-            eprintln!("skipping: {e}");
-            false
-        }
-    }
-}
-
 /// The largest |gpu − cpu| / max(1, |cpu|) between `model`'s draws on the CPU and on
 /// wgpu:0 for the same seed, printed with `what`; asserts the draws are finite.
 fn wgpu_against_cpu(model: &ScoreModel, obs: &[f32], composition: Composition, what: &str) -> f32 {
@@ -220,7 +209,7 @@ fn wgpu_against_cpu(model: &ScoreModel, obs: &[f32], composition: Composition, w
 
 #[test]
 fn wgpu_sampling_composes_observations_and_the_prior_like_the_cpu() {
-    if !wgpu_adapter() {
+    if !wgpu_adapter_or_skip() {
         return;
     }
     let model = small_box_model();
@@ -231,7 +220,7 @@ fn wgpu_sampling_composes_observations_and_the_prior_like_the_cpu() {
 
 #[test]
 fn wgpu_sampling_composes_by_gauss_like_the_cpu() {
-    if !wgpu_adapter() {
+    if !wgpu_adapter_or_skip() {
         return;
     }
     // GAUSS's pilot runs go to the device too, so its weights come from covariances of

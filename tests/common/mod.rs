@@ -161,3 +161,19 @@ pub fn masked_softmax_case(batch: usize, queries: usize, keys: usize, seed: u64)
         Tensor::from_vec(mask, &[batch, keys]).unwrap(),
     ]
 }
+
+/// Whether wgpu adapter 0 exists; without one, prints why the test is skipped (lavapipe
+/// in CI, where `AMORTIZE_REQUIRE_WGPU=1` makes a missing adapter a failure).
+pub fn wgpu_adapter_or_skip() -> bool {
+    match amortize::backend::for_device(amortize::Device::Wgpu(0)) {
+        Ok(_) => true,
+        Err(e) => {
+            assert!(
+                std::env::var("AMORTIZE_REQUIRE_WGPU").as_deref() != Ok("1"),
+                "no wgpu adapter: {e}"
+            );
+            eprintln!("skipping: {e}");
+            false
+        }
+    }
+}
