@@ -415,8 +415,8 @@ pub struct SamplingOptions {
     pub levels: usize,
     /// Algorithm, corrector, seed, tile.
     pub sampler: SamplerConfig,
-    /// How n > 1 observations are composed (on a GPU device only [`Composition::Geffner`]
-    /// composes n > 1; GAUSS there is an error).
+    /// How n > 1 observations are composed (either composition on any device; GAUSS's
+    /// pilot runs go to the same device).
     pub composition: Composition,
     /// Where to sample: the CPU, or a GPU's fused sampler.
     pub device: Device,
