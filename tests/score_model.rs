@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::wgpu_adapter_or_skip;
+use common::{max_rel_err, wgpu_adapter_or_skip};
 
 use amortize::diagnostics::c2st::c2st;
 use amortize::estimators::{Composition, SamplingOptions, ScoreModel, ScoreTrainOptions};
@@ -198,11 +198,7 @@ fn wgpu_against_cpu(model: &ScoreModel, obs: &[f32], composition: Composition, w
     options.device = amortize::Device::Wgpu(0);
     let gpu = model.sample(obs, 64, &options, &|_| {}).unwrap();
     assert!(gpu.iter().all(|v| v.is_finite()), "{what}");
-    let err = cpu
-        .iter()
-        .zip(&gpu)
-        .map(|(c, g)| (c - g).abs() / c.abs().max(1.0))
-        .fold(0.0f32, f32::max);
+    let err = max_rel_err(&gpu, &cpu);
     eprintln!("{what}, wgpu:0 against the CPU: max relative error {err:.3e}");
     err
 }
