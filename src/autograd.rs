@@ -1,7 +1,7 @@
 //! The autodiff tape (contract 5).
 //!
 //! A [`Tape`] is a `Vec` of nodes in the order the ops ran; a [`Var`] is an index into
-//! it. Each node keeps its value and an [`Op`] that names its inputs and whatever its
+//! it. Each node keeps its value and an `Op` that names its inputs and whatever its
 //! backward needs. [`Tape::backward`] walks the nodes in reverse, calls the same
 //! backend's backward ops, and sums the gradients of inputs used more than once.
 //! Parameters live outside the tape, in a named [`ParamStore`] whose names are the keys

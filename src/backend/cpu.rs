@@ -33,7 +33,7 @@ const MATMUL_PARALLEL_WORK: usize = 1 << 20;
 // ---------------------------------------------------------------------------------------
 
 /// C = op(A)·op(B) for `dims.batch` independent products, row-major, per `layout`
-/// (see [`MatLayout`]): C[b,i,j] = Σ_p A'[b,i,p]·B'[b,p,j].
+/// (see [`MatLayout`]): `C[b,i,j] = Σ_p A'[b,i,p]·B'[b,p,j]`.
 ///
 /// Each task is one block of rows of C handed to `matrixmultiply::sgemm` (the GEMM
 /// behind nalgebra, with run-time AVX/FMA dispatch) through strides, so the transposed
@@ -118,7 +118,7 @@ fn for_chunks(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
     }
 }
 
-/// out[i] = a[i] ∘ b[i mod b.len()]: `b` is either a's size or one row of length
+/// `out[i] = a[i] ∘ b[i mod b.len()]`: `b` is either a's size or one row of length
 /// `b.len()` broadcast over all rows.
 pub fn binary(op: BinaryOp, a: &[f32], b: &[f32], out: &mut [f32]) {
     // One loop per op: a match or a modulo per element would keep the loop from
@@ -209,7 +209,7 @@ pub fn concat(parts: &[(&[f32], usize)], rows: usize, out: &mut [f32]) {
     }
 }
 
-/// The inverse of [`concat`]: outs[q][r, :] = x[r, offset_q .. offset_q + width_q].
+/// The inverse of [`concat()`]: `outs[q][r, :] = x[r, offset_q .. offset_q + width_q]`.
 pub fn split(x: &[f32], rows: usize, outs: &mut [(&mut [f32], usize)]) {
     let total: usize = outs.iter().map(|p| p.1).sum();
     for r in 0..rows {
@@ -233,7 +233,7 @@ fn divisor(how: Reduction, count: usize) -> f64 {
     }
 }
 
-/// out[j] = Σ_r x[r, j] (÷ rows for a mean), summed over r in order.
+/// `out[j] = Σ_r x[r, j]` (÷ rows for a mean), summed over r in order.
 pub fn reduce_rows(x: &[f32], rows: usize, cols: usize, how: Reduction, out: &mut [f32]) {
     if cols == 0 {
         return;
@@ -250,7 +250,7 @@ pub fn reduce_rows(x: &[f32], rows: usize, cols: usize, how: Reduction, out: &mu
     }
 }
 
-/// dx[r, j] = dy[j] (÷ rows for a mean).
+/// `dx[r, j] = dy[j]` (÷ rows for a mean).
 pub fn reduce_rows_backward(dy: &[f32], rows: usize, how: Reduction, dx: &mut [f32]) {
     let cols = dy.len();
     let s = (1.0 / divisor(how, rows)) as f32;
@@ -261,7 +261,7 @@ pub fn reduce_rows_backward(dy: &[f32], rows: usize, how: Reduction, dx: &mut [f
     });
 }
 
-/// out[r] = Σ_j x[r, j] (÷ cols for a mean).
+/// `out[r] = Σ_j x[r, j]` (÷ cols for a mean).
 pub fn reduce_features(x: &[f32], cols: usize, how: Reduction, out: &mut [f32]) {
     let d = divisor(how, cols);
     for_rows(out, 1, cols, |r, o| {
@@ -270,7 +270,7 @@ pub fn reduce_features(x: &[f32], cols: usize, how: Reduction, out: &mut [f32]) 
     });
 }
 
-/// dx[r, j] = dy[r] (÷ cols for a mean).
+/// `dx[r, j] = dy[r]` (÷ cols for a mean).
 pub fn reduce_features_backward(dy: &[f32], cols: usize, how: Reduction, dx: &mut [f32]) {
     let s = (1.0 / divisor(how, cols)) as f32;
     for_rows(dx, cols, cols, |r, o| o.fill(dy[r] * s));
@@ -360,14 +360,14 @@ pub fn log_softmax_backward(y: &[f32], dy: &[f32], cols: usize, dx: &mut [f32]) 
     });
 }
 
-/// out[r] = log Σ_j exp(x[r, j]), max-subtracted.
+/// `out[r] = log Σ_j exp(x[r, j])`, max-subtracted.
 pub fn logsumexp(x: &[f32], cols: usize, out: &mut [f32]) {
     for_rows(out, 1, cols, |r, o| {
         o[0] = row_logsumexp(&x[r * cols..(r + 1) * cols]) as f32;
     });
 }
 
-/// dx[r, j] = dy[r]·exp(x[r, j] − lse[r]).
+/// `dx[r, j] = dy[r]·exp(x[r, j] − lse[r])`.
 pub fn logsumexp_backward(x: &[f32], lse: &[f32], dy: &[f32], cols: usize, dx: &mut [f32]) {
     for_rows(dx, cols, cols, |r, out| {
         let row = &x[r * cols..(r + 1) * cols];
@@ -571,7 +571,7 @@ pub fn masked_softmax(
 // gather, loss, optimizer
 // ---------------------------------------------------------------------------------------
 
-/// out[i, :] = x[indices[i], :] for rows of width `row`.
+/// `out[i, :] = x[indices[i], :]` for rows of width `row`.
 pub fn gather_rows(x: &[f32], indices: &[u32], row: usize, out: &mut [f32]) {
     if row == 0 {
         return;
@@ -582,7 +582,7 @@ pub fn gather_rows(x: &[f32], indices: &[u32], row: usize, out: &mut [f32]) {
     }
 }
 
-/// dx = 0, then dx[indices[i], :] += dy[i, :] for i in order (repeated indices add up).
+/// dx = 0, then `dx[indices[i], :] += dy[i, :]` for i in order (repeated indices add up).
 pub fn gather_rows_backward(dy: &[f32], indices: &[u32], row: usize, dx: &mut [f32]) {
     dx.fill(0.0);
     if row == 0 {
@@ -596,7 +596,7 @@ pub fn gather_rows_backward(dy: &[f32], indices: &[u32], row: usize, dx: &mut [f
     }
 }
 
-/// mean_i (p[i] − t[i])².
+/// `mean_i (p[i] − t[i])²`.
 pub fn mse(p: &[f32], t: &[f32]) -> f32 {
     let s: f64 = p
         .iter()
@@ -606,7 +606,7 @@ pub fn mse(p: &[f32], t: &[f32]) -> f32 {
     (s / p.len() as f64) as f32
 }
 
-/// dp[i] = 2·(p[i] − t[i])·dy / N.
+/// `dp[i] = 2·(p[i] − t[i])·dy / N`.
 pub fn mse_backward(p: &[f32], t: &[f32], dy: f32, dp: &mut [f32]) {
     let s = 2.0 * dy / p.len() as f32;
     for_chunks(dp, |start, chunk| {

@@ -16,7 +16,7 @@ use crate::error::Result;
 use crate::tensor::{Device, Tensor};
 
 /// Which operands of a matrix product are transposed. Shapes are row-major:
-/// `NN`: C[m,n] = A[m,k]·B[k,n]; `NT`: C[m,n] = A[m,k]·B[n,k]ᵀ; `TN`: C[m,n] = A[k,m]ᵀ·B[k,n].
+/// `NN`: `C[m,n] = A[m,k]·B[k,n]`; `NT`: `C[m,n] = A[m,k]·B[n,k]ᵀ`; `TN`: `C[m,n] = A[k,m]ᵀ·B[k,n]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MatLayout {
     /// C = A·B.
@@ -304,10 +304,10 @@ pub trait Backend: Send + Sync {
     fn logsumexp(&self, x: &Tensor) -> Result<Tensor>;
     /// dx = dy·exp(x − lse).
     fn logsumexp_backward(&self, x: &Tensor, lse: &Tensor, dy: &Tensor) -> Result<Tensor>;
-    /// Σ_s mask[b,s]·x[b,s,f] over the set axis of `[batch, set, feat]` (÷ Σ_s mask for a
+    /// `Σ_s mask[b,s]·x[b,s,f]` over the set axis of `[batch, set, feat]` (÷ Σ_s mask for a
     /// mean; a set whose mask sums to 0 gives 0).
     fn masked_set_reduce(&self, x: &Tensor, mask: &Tensor, how: Reduction) -> Result<Tensor>;
-    /// dx[b,s,f] = dy[b,f]·mask[b,s] (÷ Σ_s mask for a mean).
+    /// `dx[b,s,f] = dy[b,f]·mask[b,s]` (÷ Σ_s mask for a mean).
     fn masked_set_reduce_backward(
         &self,
         dy: &Tensor,
@@ -322,7 +322,7 @@ pub trait Backend: Send + Sync {
     fn masked_softmax(&self, x: &Tensor, mask: &Tensor, causal: bool) -> Result<Tensor>;
     /// Rows of x (along axis 0) picked by index; indices are in range.
     fn gather_rows(&self, x: &Tensor, indices: &[u32]) -> Result<Tensor>;
-    /// dx[indices[i]] += dy[i] into zeros of `out_shape`, summing in index order (deterministic).
+    /// `dx[indices[i]] += dy[i]` into zeros of `out_shape`, summing in index order (deterministic).
     fn gather_rows_backward(
         &self,
         dy: &Tensor,

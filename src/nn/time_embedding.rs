@@ -1,5 +1,5 @@
 //! The sinusoidal embedding of Vaswani et al. (2017), used for diffusion time:
-//! e(t)[2i] = sin(t·ω_i), e(t)[2i+1] = cos(t·ω_i), ω_i = 10000^(−2i/dim).
+//! `e(t)[2i] = sin(t·ω_i)`, `e(t)[2i+1] = cos(t·ω_i)`, `ω_i = 10000^(−2i/dim)`.
 //! It has no parameters, so samplers compute it once per noise level (contract 4).
 
 use crate::error::{Error, Result};

@@ -1,5 +1,5 @@
 //! The fused CUDA samplers (contract 4): Algorithms 1 and 2, the optional corrector
-//! included, for a [`ScorePlan`], each as one kernel launch that runs every sample's whole
+//! included, for a [`ScorePlan`](super::ScorePlan), each as one kernel launch that runs every sample's whole
 //! chain: `kernels/sample_diffusion.cu` and `kernels/sample_langevin.cu` (shared code in
 //! `kernels/score_sampler.cuh`, whose top comment gives the block shape, the shared-memory
 //! layout and the tables this file uploads).

@@ -1,5 +1,5 @@
 //! The fused WGSL samplers (contract 4): Algorithms 1 and 2, the optional corrector
-//! included, for a [`ScorePlan`], each as one compute dispatch that runs every sample's
+//! included, for a [`ScorePlan`](super::ScorePlan), each as one compute dispatch that runs every sample's
 //! whole chain: `shaders/sample_diffusion.wgsl` and `shaders/sample_langevin.wgsl`, each
 //! compiled after `shaders/philox.wgsl` and `shaders/score_sampler.wgsl` (the shared network, noise and corrector,
 //! whose top comment gives the workgroup shape, the workgroup-memory layout and the tables
