@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::autograd::ParamStore;
 use crate::error::{Error, Result};
-use crate::estimators::score::{dsm_loss, NoiseSchedule, ScoreNet, ScoreNetConfig};
+use crate::estimators::score::{dsm_loss, LevelDraw, NoiseSchedule, ScoreNet, ScoreNetConfig};
 use crate::optim::AdamConfig;
 use crate::priors::Prior;
 use crate::rng::{streams, PhiloxStream};
@@ -108,6 +108,8 @@ pub struct ScoreTrainOptions {
     pub width: usize,
     /// Noise levels T.
     pub levels: usize,
+    /// How training draws the levels (default t = T·u², [`LevelDraw`]).
+    pub level_draw: LevelDraw,
     /// Minibatch loop settings (epochs, batch size, validation split, Adam, seed, ...).
     pub train: TrainConfig,
     /// Where the training ops run; the trained weights come back to the CPU.
@@ -119,6 +121,7 @@ impl Default for ScoreTrainOptions {
         ScoreTrainOptions {
             width: 128,
             levels: 400,
+            level_draw: LevelDraw::default(),
             train: TrainConfig {
                 epochs: 300,
                 batch_size: 256,
@@ -189,6 +192,7 @@ impl ScoreModel {
     ) -> Result<(ScoreModel, TrainReport)> {
         let op = "ScoreModel::train";
         let dim_theta = prior.dim();
+        options.level_draw.validate(op)?;
         let rows = check_rows(op, "theta", theta, dim_theta)?;
         let x_rows = check_rows(op, "x", x, dim_x)?;
         if rows != x_rows {
@@ -213,6 +217,7 @@ impl ScoreModel {
         let net = ScoreNet::new(&mut store, network, &mut rng)?;
         let mut store = move_store(&store, options.device)?;
         let seed = options.train.seed;
+        let level_draw = options.level_draw;
         let mut calls = 0u32;
         let report = fit(
             &mut store,
@@ -226,7 +231,9 @@ impl ScoreModel {
                 } else {
                     u32::MAX
                 };
-                dsm_loss(tape, store, &net, &schedule, &u, &xs, batch, seed, step)
+                dsm_loss(
+                    tape, store, &net, &schedule, level_draw, &u, &xs, batch, seed, step,
+                )
             },
             on_epoch,
         )?;

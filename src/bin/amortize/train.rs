@@ -8,6 +8,7 @@ use amortize::estimators::flow_model::FlowOptions;
 use amortize::estimators::nle::NleModel;
 use amortize::estimators::npe::NpeModel;
 use amortize::estimators::nre::{NreModel, NreOptions};
+use amortize::estimators::score::LevelDraw;
 use amortize::estimators::{ScoreModel, ScoreTrainOptions};
 use amortize::io::model::ModelFile;
 use amortize::io::npy::read_npy_matrix;
@@ -68,6 +69,10 @@ pub struct Args {
     /// Noise levels T of the schedule.
     #[arg(long, default_value_t = 400)]
     pub levels: usize,
+    /// Score estimator: training draws its levels as t = T·u^p, u ~ U(0, 1]; p = 1 is
+    /// Geffner et al.'s uniform t, larger p trains more on the low-noise levels.
+    #[arg(long, default_value_t = LevelDraw::default().power)]
+    pub level_power: f32,
     /// Decay of the exponential moving average of the weights that is validated and
     /// saved (0 turns the average off). Default: 0.999 for the score estimator, off for
     /// NPE, NLE and NRE (whose early stopping comes before a slow average settles).
@@ -89,6 +94,9 @@ impl Args {
         let mut options = ScoreTrainOptions {
             width: self.width,
             levels: self.levels,
+            level_draw: LevelDraw {
+                power: self.level_power,
+            },
             device: self.device.parse()?,
             ..ScoreTrainOptions::default()
         };
