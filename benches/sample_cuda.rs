@@ -81,7 +81,7 @@ fn main() {
         algorithm: Algorithm::Diffusion,
         corrector: Corrector::NONE,
         seed: 7,
-        tile: 64,
+        ..SamplerConfig::default()
     };
     let d = config.dim_theta;
     let identity: Vec<f64> = (0..d * d)

@@ -67,7 +67,7 @@ fn main() {
         algorithm: Algorithm::Diffusion,
         corrector: Corrector::NONE,
         seed: 7,
-        tile: 64,
+        ..SamplerConfig::default()
     };
     let n = 1;
     let mut x = vec![0.0f32; n * config.dim_x];

@@ -22,7 +22,8 @@ of ``--levels`` levels S of the model's cosine schedule. It is the same computat
 * grid t_k = k·T/S (f32), γ_k = γ(t_k), α_k = γ_k/γ_{k−1}; θ̃ ~ N(0, I/n); for
   k = S−1 … 1: s_j = −ε̂(θ̃, t_k, x_j)/√(1 − γ_k), σ_k² = (1 − α_k)/(n − α_k(n − 1)),
   μ_k = (Σ_j (θ̃ + (1 − α_k)s_j)/√α_k − (n − 1)√α_k θ̃)/(n − α_k(n − 1))
-        + σ_k² (1 − n)(S − k)/S ∇log p(θ̃),  θ̃ ← μ_k + σ_k z;
+        + σ_k² (1 − n)(S − k)/S ∇log p(θ̃),  θ̃ ← μ_k + σ_k z, with σ_1 = 0 (the last
+  step returns its mean: ``SamplerConfig::denoise_last``, our default);
 * ∇log p(θ̃) = s ⊙ ∇_u log p_u(m + s ⊙ θ̃) (Gaussian: −P(u − c); log-normal: −(u − μ)/σ²;
   uniform box: 1 − 2 sigmoid(u)); the draws are mapped back by θ = B(m + s ⊙ θ̃).
 
@@ -319,7 +320,8 @@ def algorithm2_coefficients(gammas, n):
     """Per level k, the update θ̃ ← a_k θ̃ + b_k Σ_j ε̂_j + c_k ∇log p(θ̃) + σ_k z.
 
     Returns four f32 arrays ``[S + 1]`` (entries 0 and S unused): a_k, b_k (with the
-    score's −1/√(1 − γ_k)), c_k = σ_k²(1 − n)(S − k)/S and σ_k; computed in f64.
+    score's −1/√(1 − γ_k)), c_k = σ_k²(1 − n)(S − k)/S and σ_k (0 at k = 1, as our
+    sampler's default ``denoise_last``); computed in f64.
     """
     levels = len(gammas) - 1
     table = np.zeros((4, levels + 1))
@@ -331,7 +333,7 @@ def algorithm2_coefficients(gammas, n):
         table[0, k] = (n / sqrt_alpha - (n - 1) * sqrt_alpha) / denom
         table[1, k] = -(1.0 - alpha) / (sqrt_alpha * denom * math.sqrt(1.0 - gammas[k]))
         table[2, k] = var * (1 - n) * (levels - k) / levels
-        table[3, k] = math.sqrt(var)
+        table[3, k] = 0.0 if k == 1 else math.sqrt(var)
     return table.astype(np.float32)
 
 

@@ -108,9 +108,11 @@ fn moments(samples: &[f32]) -> ([f64; D], [f64; D], f64) {
 
 /// The exact mean and variance, per dimension, of what `algorithm` (without corrector)
 /// outputs with the exact score: every step is affine in θ plus Gaussian noise, so the
-/// moments propagate in closed form. This is Geffner et al.'s math written a second way.
+/// moments propagate in closed form. This is Geffner et al.'s math written a second way
+/// (with `denoise_last`, Algorithm 2's last step adds no noise).
 fn algorithm_moments(
     algorithm: Algorithm,
+    denoise_last: bool,
     gammas: &[f64],
     obs: &[[f64; D]],
 ) -> ([f64; D], [f64; D]) {
@@ -136,7 +138,12 @@ fn algorithm_moments(
                         - step_var * w;
                     let b = (1.0 - alpha) * lam * g.sqrt() * m_sum / (alpha.sqrt() * denom);
                     mean[i] = c * mean[i] + b;
-                    var[i] = c * c * var[i] + step_var;
+                    let noise_var = if k == 1 && denoise_last {
+                        0.0
+                    } else {
+                        step_var
+                    };
+                    var[i] = c * c * var[i] + noise_var;
                 }
                 Algorithm::Langevin { steps_per_level } => {
                     let delta = 0.05 * (1.0 - alpha) / alpha.sqrt();
@@ -196,6 +203,7 @@ fn check_moments(
 
 fn draw(
     algorithm: Algorithm,
+    denoise_last: bool,
     corrector: Corrector,
     n: usize,
     levels: usize,
@@ -209,6 +217,7 @@ fn draw(
         corrector,
         seed: 11,
         tile: 64,
+        denoise_last,
     };
     let samples = sample(&score, &StandardNormalPrior, &gammas, num, &config, &|_| {}).unwrap();
     (samples, obs, gammas)
@@ -216,15 +225,46 @@ fn draw(
 
 /// Our draws follow the exact output distribution of Geffner et al.'s algorithm.
 fn check_algorithm(algorithm: Algorithm, n: usize, levels: usize, num: usize) {
-    let (samples, obs, gammas) = draw(algorithm, Corrector::NONE, n, levels, num);
-    let (mean, var) = algorithm_moments(algorithm, &gammas, &obs);
-    check_moments(&format!("{algorithm:?} n={n}"), &samples, &mean, &var, 0.0);
+    check_algorithm_with(algorithm, true, n, levels, num);
+}
+
+fn check_algorithm_with(
+    algorithm: Algorithm,
+    denoise_last: bool,
+    n: usize,
+    levels: usize,
+    num: usize,
+) {
+    let (samples, obs, gammas) = draw(algorithm, denoise_last, Corrector::NONE, n, levels, num);
+    let (mean, var) = algorithm_moments(algorithm, denoise_last, &gammas, &obs);
+    let label = format!("{algorithm:?} denoise_last={denoise_last} n={n} levels={levels}");
+    check_moments(&label, &samples, &mean, &var, 0.0);
 }
 
 #[test]
 fn diffusion_follows_algorithm_2_exactly_for_one_and_four_observations() {
     check_algorithm(Algorithm::Diffusion, 1, 400, 4000);
     check_algorithm(Algorithm::Diffusion, 4, 400, 4000);
+    check_algorithm_with(Algorithm::Diffusion, false, 4, 400, 4000);
+}
+
+#[test]
+fn the_last_diffusion_step_adds_noise_only_when_asked() {
+    // On a 4-level grid σ_1² is a large share of the output variance, so the two exact
+    // output laws differ by far more than check_moments' 5-standard-error tolerance (the
+    // assertion below makes sure): drawing with the wrong one fails.
+    let gammas = NoiseSchedule { levels: 400 }.grid(4).1;
+    let obs = observations(1);
+    let (_, denoised) = algorithm_moments(Algorithm::Diffusion, true, &gammas, &obs);
+    let (_, noisy) = algorithm_moments(Algorithm::Diffusion, false, &gammas, &obs);
+    let tolerance = 5.0 * (2.0f64 / 4000.0).sqrt();
+    assert!(
+        noisy[0] / denoised[0] - 1.0 > 3.0 * tolerance,
+        "{noisy:?} vs {denoised:?}"
+    );
+    for denoise_last in [true, false] {
+        check_algorithm_with(Algorithm::Diffusion, denoise_last, 1, 4, 4000);
+    }
 }
 
 #[test]
@@ -253,7 +293,7 @@ fn algorithm_2_alone_is_biased_at_four_observations() {
     // posterior variance at n = 4 (module docs of `samplers`).
     let gammas = NoiseSchedule { levels: 400 }.grid(400).1;
     let obs = observations(4);
-    let (_, var) = algorithm_moments(Algorithm::Diffusion, &gammas, &obs);
+    let (_, var) = algorithm_moments(Algorithm::Diffusion, false, &gammas, &obs);
     let (_, true_var) = analytic_posterior(&obs);
     assert!(var[0] / true_var[0] < 0.7, "{} vs {}", var[0], true_var[0]);
 }
@@ -269,7 +309,7 @@ fn diffusion_with_corrector_reproduces_the_analytic_posterior() {
         snr: 0.16,
     };
     for n in [1, 4] {
-        let (samples, obs, _) = draw(Algorithm::Diffusion, corrector, n, 400, 4000);
+        let (samples, obs, _) = draw(Algorithm::Diffusion, true, corrector, n, 400, 4000);
         let (mean, var) = analytic_posterior(&obs);
         check_moments(
             &format!("diffusion+corrector n={n}"),

@@ -227,6 +227,7 @@ impl ScoreNet {
 /// One training minibatch of denoising score matching: for each row r of `batch`, a
 /// level t ∈ (0, T] drawn by `levels` and noise ε ~ N(0, I) from Philox counter (DATA, `step`, r, ·),
 /// then θ_t = √γ_t θ₀ + √(1 − γ_t) ε. Returns (θ_t, e(t), ε) as row-major buffers.
+#[allow(clippy::too_many_arguments)]
 pub fn noisy_batch(
     theta: &[f32],
     dim_theta: usize,

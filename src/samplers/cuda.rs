@@ -84,7 +84,7 @@ fn to_i32(v: usize, what: &str) -> Result<i32> {
 
 /// The per-level tables of the header (`level_f`, `level_d`), computed with `run_tile`'s
 /// own expressions so both sides use the same constants bit for bit.
-fn level_tables(gammas: &[f64], n: usize, algorithm: Algorithm) -> (Vec<f32>, Vec<f64>) {
+fn level_tables(gammas: &[f64], n: usize, config: &SamplerConfig) -> (Vec<f32>, Vec<f64>) {
     let levels = gammas.len() - 1;
     let nf = n as f64;
     let mut lf = vec![0.0f32; (levels + 1) * LEVEL_STRIDE];
@@ -97,12 +97,12 @@ fn level_tables(gammas: &[f64], n: usize, algorithm: Algorithm) -> (Vec<f32>, Ve
         f[0] = -1.0 / (1.0 - gammas[k]).sqrt() as f32;
         f[1] = w as f32;
         let dd = &mut ld[k * LEVEL_STRIDE..(k + 1) * LEVEL_STRIDE];
-        match algorithm {
+        match config.algorithm {
             Algorithm::Diffusion => {
                 let denom = nf - alpha * (nf - 1.0);
                 let var = (1.0 - alpha) / denom;
                 let sqrt_alpha = alpha.sqrt();
-                f[2] = var.sqrt() as f32;
+                f[2] = config.diffusion_noise_std(k, var);
                 dd[0] = sqrt_alpha;
                 dd[1] = 1.0 - alpha;
                 dd[2] = (nf - 1.0) * sqrt_alpha;
@@ -189,7 +189,7 @@ pub fn sample_cuda(
         .into_iter()
         .map(|o| to_i32(o, "parameter offset"))
         .collect::<Result<Vec<i32>>>()?;
-    let (level_f, level_d) = level_tables(gammas, chain_n, config.algorithm);
+    let (level_f, level_d) = level_tables(gammas, chain_n, config);
     // GAUSS's weights and their stride per level, or one unused float and stride 0.
     let (gauss, gauss_stride) = match composition {
         ScoreComposition::Geffner => (vec![0.0f32], 0),

@@ -13,6 +13,13 @@
 //!   μ_k = (Σ_j μ_jk − (n − 1)√α_k θ)/(n − α_k(n − 1)) + σ_k²(1 − n)(S − k)/S · ∇log p(θ),
 //!   θ ~ N(μ_k, σ_k² I).
 //!
+//! Algorithm 2's last step (k = 1) adds noise σ_1 z to a draw that should be noise-free:
+//! σ_1² = β_1 is the forward variance of level 1, while the reverse kernel's variance at
+//! k = 1 is β̃_1 = β_1(1 − γ_0)/(1 − γ_1) = 0 (Ho et al. 2020 return μ_1 there). By
+//! default ([`SamplerConfig::denoise_last`]) we return μ_1 too: with σ_1 = 0.011 (400
+//! levels) or 0.025 (100) in standardized units, the extra noise widens posteriors as
+//! narrow as gaussian_mixture's spike (C2ST 0.01–0.02 worse, `benches/RESULTS.md`).
+//!
 //! Both algorithms are biased for n > 1 even with the exact score: the composed
 //! bridging densities are not the marginals of one diffusion, so a reverse step built
 //! from them does not carry one into the next. On gaussian10 with the exact score and
@@ -206,6 +213,22 @@ pub struct SamplerConfig {
     pub seed: u64,
     /// Samples per tile (one rayon task runs one tile's whole chain).
     pub tile: usize,
+    /// Algorithm 2 returns the last step's mean μ_1 without adding σ_1 z (module docs);
+    /// `false` is Geffner et al.'s Algorithm 2 to the letter. Algorithm 1 ignores it.
+    pub denoise_last: bool,
+}
+
+impl SamplerConfig {
+    /// σ_k of Algorithm 2's step at level `k` with step variance `var` = σ_k²: 0 at
+    /// k = 1 when [`SamplerConfig::denoise_last`]. The CPU and the GPU level tables all
+    /// take it from here, so they agree bit for bit.
+    pub(crate) fn diffusion_noise_std(&self, k: usize, var: f64) -> f32 {
+        if k == 1 && self.denoise_last {
+            0.0
+        } else {
+            var.sqrt() as f32
+        }
+    }
 }
 
 impl Default for SamplerConfig {
@@ -215,6 +238,7 @@ impl Default for SamplerConfig {
             corrector: Corrector::NONE,
             seed: 0,
             tile: 64,
+            denoise_last: true,
         }
     }
 }
@@ -392,7 +416,7 @@ fn run_tile<S: ComposableScore, P: PriorScore>(
                 st.evaluate(score, prior, k, w as f32, theta);
                 let denom = nf - alpha * (nf - 1.0);
                 let var = (1.0 - alpha) / denom;
-                let (sqrt_alpha, sigma) = (alpha.sqrt(), var.sqrt() as f32);
+                let (sqrt_alpha, sigma) = (alpha.sqrt(), config.diffusion_noise_std(k, var));
                 for (r, row) in theta.chunks_exact_mut(d).enumerate() {
                     noise(config.seed, step, lane(r), &mut st.z);
                     let (sum_s, prior_g) = (

@@ -161,7 +161,7 @@ fn to_u32(v: usize, what: &str) -> Result<u32> {
 }
 
 /// The per-level table of the shader (stride 8), from `run_tile`'s own expressions.
-fn level_table(gammas: &[f64], n: usize, algorithm: Algorithm) -> Vec<f32> {
+fn level_table(gammas: &[f64], n: usize, config: &SamplerConfig) -> Vec<f32> {
     let levels = gammas.len() - 1;
     let nf = n as f64;
     let mut table = vec![0.0f32; (levels + 1) * LEVEL_STRIDE];
@@ -172,12 +172,12 @@ fn level_table(gammas: &[f64], n: usize, algorithm: Algorithm) -> Vec<f32> {
         // LearnedScore::scores: s_ψ = ε̂ · (−1/√(1 − γ_k)), the division in f32.
         f[0] = -1.0 / (1.0 - gammas[k]).sqrt() as f32;
         f[1] = w as f32;
-        match algorithm {
+        match config.algorithm {
             Algorithm::Diffusion => {
                 let denom = nf - alpha * (nf - 1.0);
                 let var = (1.0 - alpha) / denom;
                 let sqrt_alpha = alpha.sqrt();
-                f[2] = var.sqrt() as f32;
+                f[2] = config.diffusion_noise_std(k, var);
                 // μ = θ/√α + (1 − α)/(√α·denom)·Σ_j s_j + σ²w·∇log p: run_tile's mean with
                 // (n − (n − 1)α)/denom = 1.
                 f[3] = (1.0 / sqrt_alpha) as f32;
@@ -524,7 +524,7 @@ pub fn sample_wgpu_with(
     to_u32(tiles * WGPU_TILE, "lanes")?;
     let state_bytes = (tiles * WGPU_TILE * d * 4) as u64;
     let (net, _) = super::gpu::pack_weights(OP, plan)?;
-    let table = level_table(gammas, chain_n, config.algorithm);
+    let table = level_table(gammas, chain_n, config);
     // Binding 7: GAUSS's weights, or one unused float.
     let gauss_table = match composition {
         ScoreComposition::Geffner => vec![0.0f32],

@@ -139,6 +139,7 @@ pub fn config(algorithm: Algorithm, corrector: Corrector) -> SamplerConfig {
         corrector,
         seed: 0x5EED_0000_0000_0017,
         tile: 32,
+        denoise_last: true,
     }
 }
 
@@ -154,11 +155,13 @@ pub fn cases() -> Vec<Case> {
         name, n, levels, dim_theta, width, prior, gauss: false, config,
     };
     let gauss = |c: Case| Case { gauss: true, ..c };
+    let noisy_last = |c: Case| Case { config: SamplerConfig { denoise_last: false, ..c.config }, ..c };
     let (small, wide) = ((3, 16), (5, 48));
     use PriorCase::*;
     vec![
         case("diffusion n=1", 1, 20, small, StandardNormal, diffusion(Corrector::NONE)),
         case("diffusion n=3", 3, 20, small, StandardNormal, diffusion(Corrector::NONE)),
+        noisy_last(case("diffusion n=3 noisy last step", 3, 20, small, StandardNormal, diffusion(Corrector::NONE))),
         case("diffusion n=1 corrector", 1, 20, small, StandardNormal, diffusion(CORRECTOR)),
         case("diffusion n=3 corrector", 3, 20, small, StandardNormal, diffusion(CORRECTOR)),
         case("diffusion n=3 width 48", 3, 20, wide, StandardNormal, diffusion(CORRECTOR)),

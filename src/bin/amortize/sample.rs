@@ -34,6 +34,10 @@ pub struct SamplerArgs {
     /// How many of the last levels get corrector steps.
     #[arg(long, default_value_t = 10)]
     pub corrector_levels: usize,
+    /// Diffusion: add σ_1 z at the last step, as Geffner et al.'s Algorithm 2 is written
+    /// (by default the last step returns its mean, as Ho et al.'s sampler does).
+    #[arg(long)]
+    pub noisy_last_step: bool,
     /// How n > 1 observations are composed: `gauss` (Linhart et al. 2024: exact for
     /// Gaussian posteriors, pilot runs of 1000 draws per observation) or `geffner`
     /// (the paper's composition as written, biased for n > 1).
@@ -73,6 +77,7 @@ impl SamplerArgs {
                     ..Corrector::NONE
                 },
                 seed: self.seed,
+                denoise_last: !self.noisy_last_step,
                 ..SamplerConfig::default()
             },
             composition: self.compose.parse::<Composition>()?,
