@@ -18,7 +18,8 @@
 //! k = 1 is β̃_1 = β_1(1 − γ_0)/(1 − γ_1) = 0 (Ho et al. 2020 return μ_1 there). By
 //! default ([`SamplerConfig::denoise_last`]) we return μ_1 too: with σ_1 = 0.011 (400
 //! levels) or 0.025 (100) in standardized units, the extra noise widens posteriors as
-//! narrow as gaussian_mixture's spike (C2ST 0.01–0.02 worse, `benches/RESULTS.md`).
+//! narrow as gaussian_mixture's spike and two_moons' crescents (mean C2ST 0.013 worse on
+//! both at 400 levels, `benches/RESULTS.md`).
 //!
 //! Both algorithms are biased for n > 1 even with the exact score: the composed
 //! bridging densities are not the marginals of one diffusion, so a reverse step built
