@@ -23,7 +23,7 @@ use std::sync::Arc;
 use amortize::backend::wgpu::WgpuBackend;
 use amortize::backend::{Backend, MatLayout, Reduction, UnaryOp};
 use amortize::rng::{streams, PhiloxStream};
-use amortize::{Device, Tensor};
+use amortize::{ops, Device, Tensor};
 use common::{max_rel_err, randn, spline_case};
 use op_cases::{check, cpu, randn_scaled, up, ELEMENTWISE, REDUCTION};
 
@@ -156,7 +156,6 @@ fn reductions_are_deterministic() {
 #[test]
 fn ops_on_wgpu_tensors_match_the_cpu_through_the_device_api() {
     let Some(g) = gpu() else { return };
-    use amortize::ops;
     let device = Device::Wgpu(g.index());
     assert_eq!(
         amortize::backend::for_device(device).unwrap().device(),
@@ -225,4 +224,49 @@ fn rq_spline_gradients_through_the_tape_match_the_cpu() {
             );
         }
     }
+}
+
+#[test]
+fn ops_past_llvmpipes_loop_limit_are_errors_not_wrong_numbers() {
+    // llvmpipe ends an invocation's loops after 65 535 iterations and returns whatever
+    // was computed by then: before the check, matmul TN with k = 400 000 came back with
+    // relative errors of 5 and reduce_rows over 1.2M rows with 1.8. On a CPU adapter
+    // these sizes must be errors; on a GPU they must be right. k = 50 000 (about 53 000
+    // counted iterations) is under the limit everywhere and must stay right.
+    let Some(g) = gpu() else { return };
+    let on_llvmpipe = g.describe().contains("Cpu");
+    // `past`: the size is past the limit, so llvmpipe must refuse it.
+    let check = |what: &str, past: bool, want: Vec<f32>, got: amortize::Result<Tensor>| {
+        if past && on_llvmpipe {
+            let e = got
+                .err()
+                .unwrap_or_else(|| panic!("{what}: llvmpipe ran it"));
+            assert!(e.to_string().contains("llvmpipe"), "{what}: {e}");
+        } else {
+            let err = max_rel_err(&got.unwrap().to_vec().unwrap(), &want);
+            assert!(err < 1e-4, "{what}: max rel err {err}");
+        }
+    };
+    for (k, past) in [(50_000, false), (400_000, true)] {
+        let (a, b) = (randn(&[k, 4], 1), randn(&[k, 4], 2));
+        let want = ops::matmul(&a, &b, MatLayout::TN)
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        let (ga, gb) = (up(&*g, &a), up(&*g, &b));
+        check(
+            &format!("matmul TN k = {k}"),
+            past,
+            want,
+            ops::matmul(&ga, &gb, MatLayout::TN),
+        );
+    }
+    let rows = 1_200_000;
+    let x = randn(&[rows, 2], 3);
+    let want = ops::reduce_rows(&x, Reduction::Sum)
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    let got = ops::reduce_rows(&up(&*g, &x), Reduction::Sum);
+    check("reduce_rows over 1.2M rows", true, want, got);
 }

@@ -48,6 +48,11 @@ const POOL_RETAIN_BYTES: u64 = 1 << 30;
 const WG: u64 = 256;
 /// The output tile of the matmul kernel is TILE × TILE.
 const MATMUL_TILE: u64 = 64;
+/// llvmpipe's loop limiter (`LP_MAX_TGSI_LOOP_ITERATIONS` in Mesa's gallivm): on a CPU
+/// adapter an invocation's loops, all of them together, end after this many iterations,
+/// silently. Ops check their loop counts against it ([`WgpuBackend::check_loops`]); the
+/// fused samplers cut their chains to stay under it.
+pub(crate) const LLVMPIPE_LOOP_LIMIT: usize = 65_535;
 /// The f32 bit pattern written into fresh outputs in poison mode (a quiet NaN).
 const POISON_BITS: u32 = 0x7FC0_0000;
 
@@ -428,6 +433,19 @@ impl WgpuBackend {
     /// the adapter's workgroup storage limit.
     pub fn matmul_tile(&self) -> (u32, u32, u32) {
         (MATMUL_TILE as u32, MATMUL_TILE as u32, self.matmul_bk)
+    }
+
+    /// Refuses a dispatch whose invocations would loop more than llvmpipe allows.
+    /// `iterations` bounds the loop iterations of one invocation, all loops together
+    /// (short constant loops counted as if not unrolled); `what` names the size that
+    /// drives it. GPUs have no such limit.
+    fn check_loops(&self, op: &'static str, iterations: usize, what: String) -> Result<()> {
+        if self.info.device_type == wgpu::DeviceType::Cpu && iterations > LLVMPIPE_LOOP_LIMIT {
+            return Err(self.err(format!(
+                "{op}: {what} takes one invocation through about {iterations} loop iterations, past llvmpipe's limit of {LLVMPIPE_LOOP_LIMIT}, where it would end the loops early and return wrong numbers; use the CPU backend for inputs this large"
+            )));
+        }
+        Ok(())
     }
 
     fn err(&self, msg: impl Into<String>) -> Error {
@@ -895,6 +913,12 @@ impl WgpuBackend {
 
     // ---- shared op bodies -------------------------------------------------------------
 
+    /// [`WgpuBackend::check_loops`] for a kernel whose 256 threads share a row of `cols`:
+    /// at most four passes over the row and two 8-step tree reductions.
+    fn check_row_loops(&self, op: &'static str, cols: usize) -> Result<()> {
+        self.check_loops(op, 4 * cols.div_ceil(256) + 16, format!("rows of {cols}"))
+    }
+
     /// An op with one workgroup per row of `rows` (the softmax family, layer norm).
     fn row_grid(&self, rows: usize) -> Result<[u32; 3]> {
         self.grid(rows as u64)
@@ -908,6 +932,7 @@ impl WgpuBackend {
     fn row_op(&self, k: Kernel, x: &Tensor, name: &'static str) -> Result<Tensor> {
         let xb = self.buf(x, name)?;
         let (rows, cols) = (x.rows(), x.cols());
+        self.check_row_loops(name, cols)?;
         let out = self.alloc(x.numel())?;
         self.dispatch(
             k,
@@ -941,6 +966,7 @@ impl WgpuBackend {
     ) -> Result<Tensor> {
         let (yb, dyb) = (self.buf(y, name)?, self.buf(dy, name)?);
         let (rows, cols, n) = (y.rows(), y.cols(), y.numel());
+        self.check_row_loops(name, cols)?;
         let out = self.alloc(n)?;
         self.dispatch(
             k,
@@ -1050,6 +1076,10 @@ impl Backend for WgpuBackend {
                 "matmul: grid {grid:?} of 64×64 tiles exceeds the adapter's {max} workgroups per dimension"
             )));
         }
+        // Per slab of BK: the staging loop and the BK multiply-adds; then the 4×4 store.
+        let bk = self.matmul_bk as usize;
+        let per_slab = (16 * bk).div_ceil(256) + bk;
+        self.check_loops("matmul", k.div_ceil(bk) * per_slab + 20, format!("k = {k}"))?;
         let params = [m, k, n, a_row, a_col, m * k, b_row, b_col, k * n].map(|v| v as u32);
         self.dispatch(
             K_MATMUL,
@@ -1176,6 +1206,8 @@ impl Backend for WgpuBackend {
     fn reduce_rows(&self, x: &Tensor, how: Reduction) -> Result<Tensor> {
         let xb = self.buf(x, "reduce_rows")?;
         let (rows, cols) = (x.rows(), x.cols());
+        // 16 threads share a column: rows/16 each, then a 4-step tree.
+        self.check_loops("reduce_rows", rows.div_ceil(16) + 4, format!("{rows} rows"))?;
         let out = self.alloc(cols)?;
         let div = divisor(how, rows) as f32;
         self.dispatch(
@@ -1211,6 +1243,7 @@ impl Backend for WgpuBackend {
     fn reduce_features(&self, x: &Tensor, how: Reduction) -> Result<Tensor> {
         let xb = self.buf(x, "reduce_features")?;
         let (rows, cols) = (x.rows(), x.cols());
+        self.check_row_loops("reduce_features", cols)?;
         let shape = &x.shape()[..x.rank().saturating_sub(1)];
         let out = self.alloc(rows)?;
         let div = divisor(how, cols) as f32;
@@ -1269,6 +1302,7 @@ impl Backend for WgpuBackend {
         let op = "layer_norm";
         let (xb, gb, bb) = (self.buf(x, op)?, self.buf(gamma, op)?, self.buf(beta, op)?);
         let (rows, cols, n) = (x.rows(), x.cols(), x.numel());
+        self.check_row_loops(op, cols)?;
         let (y, mean, rstd) = (self.alloc(n)?, self.alloc(rows)?, self.alloc(rows)?);
         self.dispatch(
             K_LAYER_NORM,
@@ -1302,6 +1336,9 @@ impl Backend for WgpuBackend {
         let (xb, gb) = (self.buf(x, op)?, self.buf(gamma, op)?);
         let (mb, rb, dyb) = (self.buf(mean, op)?, self.buf(rstd, op)?, self.buf(dy, op)?);
         let (rows, cols, n) = (x.rows(), x.cols(), x.numel());
+        self.check_row_loops(op, cols)?;
+        // dγ, dβ: 16 threads share a column, rows/16 each, then two 4-step trees.
+        self.check_loops(op, rows.div_ceil(16) + 8, format!("{rows} rows"))?;
         let inputs = [
             Bind::of(xb, n),
             Bind::of(gb, cols),
@@ -1334,6 +1371,7 @@ impl Backend for WgpuBackend {
     fn logsumexp(&self, x: &Tensor) -> Result<Tensor> {
         let xb = self.buf(x, "logsumexp")?;
         let (rows, cols) = (x.rows(), x.cols());
+        self.check_row_loops("logsumexp", cols)?;
         let shape = &x.shape()[..x.rank().saturating_sub(1)];
         let out = self.alloc(rows)?;
         self.dispatch(
@@ -1368,6 +1406,7 @@ impl Backend for WgpuBackend {
         let op = "masked_set_reduce";
         let (xb, mb) = (self.buf(x, op)?, self.buf(mask, op)?);
         let (batch, set, feat) = (x.shape()[0], x.shape()[1], x.shape()[2]);
+        self.check_loops(op, set, format!("sets of {set}"))?;
         let n = batch * feat;
         let out = self.alloc(n)?;
         let mean = u32::from(how == Reduction::Mean);
@@ -1394,6 +1433,7 @@ impl Backend for WgpuBackend {
         let op = "masked_set_reduce_backward";
         let (dyb, mb) = (self.buf(dy, op)?, self.buf(mask, op)?);
         let (batch, feat) = (dy.shape()[0], dy.shape()[1]);
+        self.check_loops(op, set_size, format!("sets of {set_size}"))?;
         let n = batch * set_size * feat;
         let out = self.alloc(n)?;
         let mean = u32::from(how == Reduction::Mean);
@@ -1414,6 +1454,7 @@ impl Backend for WgpuBackend {
         let op = "masked_softmax";
         let (xb, mb) = (self.buf(x, op)?, self.buf(mask, op)?);
         let (rows, queries, keys) = (x.rows(), x.shape()[1], x.shape()[2]);
+        self.check_row_loops(op, keys)?;
         let out = self.alloc(x.numel())?;
         self.dispatch(
             K_MASKED_SOFTMAX,
@@ -1463,6 +1504,12 @@ impl Backend for WgpuBackend {
         for &d in indices {
             offsets[d as usize + 1] += 1;
         }
+        let most = offsets.iter().copied().max().unwrap_or(0) as usize;
+        self.check_loops(
+            "gather_rows_backward",
+            most,
+            format!("a row gathered {most} times"),
+        )?;
         for d in 0..out_rows {
             offsets[d + 1] += offsets[d];
         }

@@ -100,7 +100,7 @@ use wgpu::util::DeviceExt;
 pub use super::gpu::{passes_per_draw, GpuPrior, MAX_WIDTH};
 pub use super::target::{ScoreComposition, Target};
 use super::{Algorithm, SamplerConfig, CORRECTOR_GROUP};
-use crate::backend::wgpu::WgpuBackend;
+use crate::backend::wgpu::{WgpuBackend, LLVMPIPE_LOOP_LIMIT};
 use crate::error::{Error, Result};
 use crate::tensor::Device;
 
@@ -111,10 +111,6 @@ const LEVEL_STRIDE: usize = 8;
 /// Words of the uniform parameter block (`Params` in the shader).
 const PARAM_WORDS: usize = 20;
 
-/// llvmpipe's loop limiter (`LP_MAX_TGSI_LOOP_ITERATIONS` in Mesa's gallivm): an
-/// invocation's loops, all of them together, end after this many iterations, silently
-/// (module docs, "Dispatches").
-const LLVMPIPE_LOOP_LIMIT: usize = 65_535;
 /// What one dispatch may spend of [`LLVMPIPE_LOOP_LIMIT`] by [`loop_iterations`]'s count.
 const LLVMPIPE_LOOP_BUDGET: usize = 50_000;
 
