@@ -340,6 +340,19 @@ fn ensembles_train_sample_and_evaluate_from_the_command_line() {
 }
 
 #[test]
+fn training_options_out_of_range_are_errors_and_write_nothing() {
+    let dir = scratch("train-options");
+    let (data, model) = (dir.join("data"), dir.join("model"));
+    simulate_two_moons(50, &data);
+    let (ok, err) = train_two_moons("score", &data, &model, "1", &["--level-power", "0"]);
+    assert!(!ok && err.contains("level-draw exponent"), "{err}");
+    let (ok, err) = train_two_moons("nre", &data, &model, "1", &["--atoms", "1"]);
+    assert!(!ok && err.contains("at least 2 atoms"), "{err}");
+    assert!(!model.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn a_score_model_trains_on_wgpu_from_the_command_line() {
     if !wgpu_adapter_or_skip() {
         return;

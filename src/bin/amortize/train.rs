@@ -73,6 +73,10 @@ pub struct Args {
     /// Geffner et al.'s uniform t, larger p trains more on the low-noise levels.
     #[arg(long, default_value_t = LevelDraw::default().power)]
     pub level_power: f32,
+    /// NRE: classes K of the contrastive loss (the true θ and K − 1 others of the
+    /// minibatch).
+    #[arg(long, default_value_t = NreOptions::default().atoms)]
+    pub atoms: usize,
     /// Decay of the exponential moving average of the weights that is validated and
     /// saved (0 turns the average off). Default: 0.999 for the score estimator, off for
     /// NPE, NLE and NRE (whose early stopping comes before a slow average settles).
@@ -208,6 +212,7 @@ pub fn run(args: &Args) -> Result<()> {
         "nre" => train_members(args, |seed, on_epoch| {
             let nre = NreOptions {
                 width: args.width,
+                atoms: args.atoms,
                 train: args.train_config(NreOptions::default().train, seed),
                 device: options.device,
                 ..NreOptions::default()
