@@ -438,8 +438,14 @@ impl WgpuBackend {
     /// Refuses a dispatch whose invocations would loop more than llvmpipe allows.
     /// `iterations` bounds the loop iterations of one invocation, all loops together
     /// (short constant loops counted as if not unrolled); `what` names the size that
-    /// drives it. GPUs have no such limit.
-    fn check_loops(&self, op: &'static str, iterations: usize, what: String) -> Result<()> {
+    /// drives it (formatted only for the error, so GPUs and small inputs pay nothing).
+    /// GPUs have no such limit.
+    fn check_loops(
+        &self,
+        op: &'static str,
+        iterations: usize,
+        what: std::fmt::Arguments,
+    ) -> Result<()> {
         if self.info.device_type == wgpu::DeviceType::Cpu && iterations > LLVMPIPE_LOOP_LIMIT {
             return Err(self.err(format!(
                 "{op}: {what} takes one invocation through about {iterations} loop iterations, past llvmpipe's limit of {LLVMPIPE_LOOP_LIMIT}, where it would end the loops early and return wrong numbers; use the CPU backend for inputs this large"
@@ -916,7 +922,11 @@ impl WgpuBackend {
     /// [`WgpuBackend::check_loops`] for a kernel whose 256 threads share a row of `cols`:
     /// at most four passes over the row and two 8-step tree reductions.
     fn check_row_loops(&self, op: &'static str, cols: usize) -> Result<()> {
-        self.check_loops(op, 4 * cols.div_ceil(256) + 16, format!("rows of {cols}"))
+        self.check_loops(
+            op,
+            4 * cols.div_ceil(256) + 16,
+            format_args!("rows of {cols}"),
+        )
     }
 
     /// An op with one workgroup per row of `rows` (the softmax family, layer norm).
@@ -1079,7 +1089,11 @@ impl Backend for WgpuBackend {
         // Per slab of BK: the staging loop and the BK multiply-adds; then the 4×4 store.
         let bk = self.matmul_bk as usize;
         let per_slab = (16 * bk).div_ceil(256) + bk;
-        self.check_loops("matmul", k.div_ceil(bk) * per_slab + 20, format!("k = {k}"))?;
+        self.check_loops(
+            "matmul",
+            k.div_ceil(bk) * per_slab + 20,
+            format_args!("k = {k}"),
+        )?;
         let params = [m, k, n, a_row, a_col, m * k, b_row, b_col, k * n].map(|v| v as u32);
         self.dispatch(
             K_MATMUL,
@@ -1207,7 +1221,11 @@ impl Backend for WgpuBackend {
         let xb = self.buf(x, "reduce_rows")?;
         let (rows, cols) = (x.rows(), x.cols());
         // 16 threads share a column: rows/16 each, then a 4-step tree.
-        self.check_loops("reduce_rows", rows.div_ceil(16) + 4, format!("{rows} rows"))?;
+        self.check_loops(
+            "reduce_rows",
+            rows.div_ceil(16) + 4,
+            format_args!("{rows} rows"),
+        )?;
         let out = self.alloc(cols)?;
         let div = divisor(how, rows) as f32;
         self.dispatch(
@@ -1338,7 +1356,7 @@ impl Backend for WgpuBackend {
         let (rows, cols, n) = (x.rows(), x.cols(), x.numel());
         self.check_row_loops(op, cols)?;
         // dγ, dβ: 16 threads share a column, rows/16 each, then two 4-step trees.
-        self.check_loops(op, rows.div_ceil(16) + 8, format!("{rows} rows"))?;
+        self.check_loops(op, rows.div_ceil(16) + 8, format_args!("{rows} rows"))?;
         let inputs = [
             Bind::of(xb, n),
             Bind::of(gb, cols),
@@ -1406,7 +1424,7 @@ impl Backend for WgpuBackend {
         let op = "masked_set_reduce";
         let (xb, mb) = (self.buf(x, op)?, self.buf(mask, op)?);
         let (batch, set, feat) = (x.shape()[0], x.shape()[1], x.shape()[2]);
-        self.check_loops(op, set, format!("sets of {set}"))?;
+        self.check_loops(op, set, format_args!("sets of {set}"))?;
         let n = batch * feat;
         let out = self.alloc(n)?;
         let mean = u32::from(how == Reduction::Mean);
@@ -1433,7 +1451,7 @@ impl Backend for WgpuBackend {
         let op = "masked_set_reduce_backward";
         let (dyb, mb) = (self.buf(dy, op)?, self.buf(mask, op)?);
         let (batch, feat) = (dy.shape()[0], dy.shape()[1]);
-        self.check_loops(op, set_size, format!("sets of {set_size}"))?;
+        self.check_loops(op, set_size, format_args!("sets of {set_size}"))?;
         let n = batch * set_size * feat;
         let out = self.alloc(n)?;
         let mean = u32::from(how == Reduction::Mean);
@@ -1508,7 +1526,7 @@ impl Backend for WgpuBackend {
         self.check_loops(
             "gather_rows_backward",
             most,
-            format!("a row gathered {most} times"),
+            format_args!("a row gathered {most} times"),
         )?;
         for d in 0..out_rows {
             offsets[d + 1] += offsets[d];
