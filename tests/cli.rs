@@ -225,9 +225,10 @@ fn train_sample_evaluate(estimator: &str, n: usize, train_args: &[&str], sample_
     assert!(ok, "{err}");
     let (draws, rows, cols) = amortize::io::npy::read_npy_matrix(&out, Some(2)).unwrap();
     assert_eq!((rows, cols), (50, 2));
+    // The closed box: a briefly trained score network's draws can round to its edge.
     assert!(
-        draws.iter().all(|v| v.abs() < 1.0),
-        "{estimator} draws stay in the prior's box"
+        draws.iter().all(|v| v.abs() <= 1.0),
+        "{estimator} draws stay in the prior's box: {draws:?}"
     );
     let evaluate = [
         &["evaluate", "--task", "two_moons", "--model", s(&model)][..],
@@ -327,12 +328,10 @@ fn ensembles_train_sample_and_evaluate_from_the_command_line() {
     let ensemble = ["--ensemble", "2"];
     train_sample_evaluate("npe", 1, &ensemble, &[]);
     train_sample_evaluate("nre", 2, &ensemble, &["--chains", "10", "--warmup", "10"]);
-    // A score model is one network: asking for an ensemble of them writes nothing.
-    let dir = scratch("score-ensemble");
+    train_sample_evaluate("score", 3, &ensemble, &["--levels", "10"]);
+    let dir = scratch("ensemble-of-none");
     let (data, model) = (dir.join("data"), dir.join("model"));
     simulate_two_moons(50, &data);
-    let (ok, err) = train_two_moons("score", &data, &model, "1", &ensemble);
-    assert!(!ok && err.contains("--ensemble"), "{err}");
     let (ok, err) = train_two_moons("npe", &data, &model, "1", &["--ensemble", "0"]);
     assert!(!ok && err.contains("at least 1"), "{err}");
     assert!(!model.exists());

@@ -7,6 +7,7 @@ mod common;
 use common::{max_rel_err, wgpu_adapter_or_skip};
 
 use amortize::diagnostics::c2st::c2st;
+use amortize::estimators::ensemble::Ensemble;
 use amortize::estimators::{Composition, SamplingOptions, ScoreModel, ScoreTrainOptions};
 use amortize::rng::{streams, PhiloxStream};
 use amortize::samplers::SamplerConfig;
@@ -176,8 +177,13 @@ fn options_default() -> SamplingOptions {
 /// A briefly trained model on θ ~ U([−1, 1] × [0, 5]), x = θ + N(0, 0.1²): its box prior
 /// enters the composed score through the scaled logit and the standardization.
 fn small_box_model() -> ScoreModel {
+    small_box_model_seeded(6, 0)
+}
+
+/// [`small_box_model`] on the pairs of simulation seed `data`, trained with `seed`.
+fn small_box_model_seeded(data: u64, seed: u64) -> ScoreModel {
     let prior = amortize::priors::Prior::uniform(&[-1.0, 0.0], &[1.0, 5.0]).unwrap();
-    let mut rng = PhiloxStream::new(6, streams::TEST, 0);
+    let mut rng = PhiloxStream::new(data, streams::TEST, 0);
     let theta = prior.sample(&mut rng, 256);
     let x: Vec<f32> = theta.iter().map(|t| t + 0.1 * rng.normal()).collect();
     let mut options = ScoreTrainOptions {
@@ -185,6 +191,7 @@ fn small_box_model() -> ScoreModel {
         ..ScoreTrainOptions::default()
     };
     options.train.epochs = 2;
+    options.train.seed = seed;
     ScoreModel::train(&theta, &x, 2, prior, None, &options, |_| {})
         .unwrap()
         .0
@@ -238,4 +245,63 @@ fn wgpu_sampling_composes_by_gauss_like_the_cpu() {
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
     assert!(moved > 0.1, "{moved}");
+}
+
+#[test]
+fn score_ensembles_sample_their_mean_score_alike_on_the_cpu_and_wgpu_and_round_trip() {
+    let members: Vec<ScoreModel> = (0..3).map(|seed| small_box_model_seeded(6, seed)).collect();
+    let obs = [0.3f32, 1.0, 0.2, 1.4];
+    let opts = options(8, Composition::Geffner);
+    let draw = |e: &Ensemble<ScoreModel>| e.sample(&obs, 64, &opts, &|_| {}).unwrap();
+    // One member samples exactly as the model.
+    let one = Ensemble::new(members[..1].to_vec()).unwrap();
+    assert_eq!(
+        draw(&one),
+        members[0].sample(&obs, 64, &opts, &|_| {}).unwrap()
+    );
+    // Three members give other draws than any one of them (the mean score moves them).
+    let ensemble = Ensemble::new(members.clone()).unwrap();
+    let draws = draw(&ensemble);
+    for (k, m) in members.iter().enumerate() {
+        let moved = max_rel_err(&m.sample(&obs, 64, &opts, &|_| {}).unwrap(), &draws);
+        assert!(moved > 1e-2, "member {k}: {moved}");
+    }
+    // Saved and loaded, the ensemble draws the same, bit for bit.
+    let dir = std::env::temp_dir().join(format!("amortize-score-ensemble-{}", std::process::id()));
+    ensemble.save(&dir).unwrap();
+    assert_eq!(draw(&Ensemble::<ScoreModel>::load(&dir).unwrap()), draws);
+    std::fs::remove_dir_all(&dir).unwrap();
+    // Members trained on other simulations have another standardization: refused.
+    let stranger = small_box_model_seeded(7, 1);
+    let mixed = Ensemble::new(vec![members[0].clone(), stranger]).unwrap();
+    let err = mixed
+        .sample(&obs, 8, &opts, &|_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("member 1") && err.contains("standardization"),
+        "{err}"
+    );
+    mixed.save(&dir).unwrap();
+    let err = Ensemble::<ScoreModel>::load(&dir).unwrap_err().to_string();
+    assert!(
+        err.contains("member 1") && err.contains("standardization"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // The fused WGSL sampler runs the ensemble as one wide network of block-diagonal
+    // layers, the CPU member by member: the same draws up to f32 rounding (the
+    // tolerance of one network's parity above).
+    if !wgpu_adapter_or_skip() {
+        return;
+    }
+    let wgpu = SamplingOptions {
+        device: amortize::Device::Wgpu(0),
+        ..opts
+    };
+    let gpu = ensemble.sample(&obs, 64, &wgpu, &|_| {}).unwrap();
+    assert!(gpu.iter().all(|v| v.is_finite()));
+    let err = max_rel_err(&gpu, &draws);
+    assert!(err < 1e-3, "ensemble of 3, wgpu:0 against the CPU: {err}");
 }

@@ -13,6 +13,14 @@
 //! mixture of their ratios would weight each member by `exp c_k(x)`, in effect picking
 //! one. Their ensemble is the geometric mean, `(1/K) Σ_k ln r_k`, in which the offsets
 //! add up to one constant in θ that the posterior does not see.
+//!
+//! Score networks (ε̂-parameterized, [`ScoreModel`]) are combined by the mean of their
+//! ε̂, i.e. of their scores: one network of the ensemble's mean score, sampled by the
+//! same diffusion samplers ([`crate::samplers::ScorePlan::average`]). The mean of scores
+//! is the score of the members' normalized geometric mean at each noise level; since every
+//! member estimates the same posterior, averaging cancels the part of each member's error
+//! that comes from its seed (initialization, split, minibatches, noise), which composing
+//! n observations would otherwise add up.
 
 use std::path::{Path, PathBuf};
 
@@ -23,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::estimators::nle::NleModel;
 use crate::estimators::npe::{sample_in_support, NpeDraws, NpeModel};
 use crate::estimators::nre::NreModel;
-use crate::estimators::score_model::check_rows;
+use crate::estimators::score_model::{check_rows, SamplingOptions, ScoreModel};
 use crate::io::model::{load_config, save_model_dir, ModelFile};
 use crate::priors::Prior;
 use crate::rng::PhiloxStream;
@@ -95,10 +103,10 @@ impl<M: ModelFile> Ensemble<M> {
     }
 
     /// Reads an ensemble directory written by [`Ensemble::save`] whose members are of
-    /// `M`'s kind and share one prior and observation size.
+    /// `M`'s kind and can be combined ([`Compatible`]).
     pub fn load(dir: &Path) -> Result<Self>
     where
-        M: LikelihoodEstimator,
+        M: Compatible,
     {
         let config = EnsembleConfig::load(dir)?;
         if config.member_kind != M::KIND {
@@ -115,19 +123,91 @@ impl<M: ModelFile> Ensemble<M> {
         let members = (0..config.members)
             .map(|k| M::load_dir(&member_dir(dir, k)))
             .collect::<Result<Vec<_>>>()?;
-        if let Some(k) = members
-            .iter()
-            .position(|m| m.prior() != members[0].prior() || m.dim_x() != members[0].dim_x())
-        {
+        if let Some((k, why)) = first_mismatch(&members) {
             return Err(Error::invalid(
                 "Ensemble::load",
-                format!(
-                    "{}: member {k} has another prior or observation size than member 0",
-                    dir.display()
-                ),
+                format!("{}: member {k} has {why} than member 0", dir.display()),
             ));
         }
         Ensemble::new(members)
+    }
+}
+
+/// What the members of one ensemble must share.
+pub trait Compatible: ModelFile {
+    /// What `other` has that differs from `self` and keeps them out of one ensemble
+    /// (completing "member k has … than member 0"), if anything.
+    fn mismatch(&self, other: &Self) -> Option<&'static str>;
+}
+
+/// The first member that cannot join member 0, and why.
+fn first_mismatch<M: Compatible>(members: &[M]) -> Option<(usize, &'static str)> {
+    members
+        .iter()
+        .enumerate()
+        .find_map(|(k, m)| members[0].mismatch(m).map(|why| (k, why)))
+}
+
+/// [`Compatible::mismatch`] of estimators combined by their likelihoods: one prior and
+/// one observation size.
+fn likelihood_mismatch<M: LikelihoodEstimator>(a: &M, b: &M) -> Option<&'static str> {
+    (a.prior() != b.prior() || a.dim_x() != b.dim_x())
+        .then_some("another prior or observation size")
+}
+
+impl Compatible for NpeModel {
+    fn mismatch(&self, other: &Self) -> Option<&'static str> {
+        likelihood_mismatch(self, other)
+    }
+}
+
+impl Compatible for NleModel {
+    fn mismatch(&self, other: &Self) -> Option<&'static str> {
+        likelihood_mismatch(self, other)
+    }
+}
+
+impl Compatible for NreModel {
+    fn mismatch(&self, other: &Self) -> Option<&'static str> {
+        likelihood_mismatch(self, other)
+    }
+}
+
+impl Compatible for ScoreModel {
+    /// Score networks average their ε̂ in one standardized space: members share
+    /// everything but their weights (they are trained on the same simulations).
+    fn mismatch(&self, other: &Self) -> Option<&'static str> {
+        (self.config != other.config).then_some(
+            "another architecture, noise schedule, prior or standardization (members must be trained on the same simulations)",
+        )
+    }
+}
+
+impl Ensemble<ScoreModel> {
+    /// `num` draws `[num, dim θ]` from the posterior of the members' mean score given the
+    /// iid observations `obs` `[n, dim x]`, on any device
+    /// ([`ScoreModel::sample_with_plan`] with [`crate::samplers::ScorePlan::average`]);
+    /// one member samples exactly as the model.
+    pub fn sample(
+        &self,
+        obs: &[f32],
+        num: usize,
+        options: &SamplingOptions,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<Vec<f32>> {
+        if let Some((k, why)) = first_mismatch(&self.members) {
+            return Err(Error::invalid(
+                "Ensemble::sample",
+                format!("member {k} has {why} than member 0"),
+            ));
+        }
+        let plans = self
+            .members
+            .iter()
+            .map(ScoreModel::plan)
+            .collect::<Result<Vec<_>>>()?;
+        let plan = crate::samplers::ScorePlan::average(&plans)?;
+        self.members[0].sample_with_plan(&plan, obs, num, options, progress)
     }
 }
 

@@ -61,6 +61,69 @@ impl Dense {
     }
 }
 
+/// How K layers of equal shape become one layer of the ensemble network
+/// ([`ScorePlan::average`]), whose hidden state is the members' hidden states side by side.
+#[derive(Clone, Copy)]
+enum Merge {
+    /// Member inputs side by side → member outputs side by side: block-diagonal.
+    BlockDiagonal,
+    /// One shared input → member outputs side by side: the weights stacked by rows.
+    SharedInput,
+    /// Member inputs side by side → the mean of the members' outputs.
+    MeanOutput,
+}
+
+impl Dense {
+    fn merge(layers: &[&Dense], how: Merge) -> Dense {
+        let (k, first) = (layers.len(), layers[0]);
+        let (inp, out) = (first.in_features, first.out_features);
+        let (in_features, out_features) = match how {
+            Merge::BlockDiagonal => (k * inp, k * out),
+            Merge::SharedInput => (inp, k * out),
+            Merge::MeanOutput => (k * inp, out),
+        };
+        let mut weight = vec![0.0f32; in_features * out_features];
+        let mut bias = vec![0.0f32; out_features];
+        for (m, layer) in layers.iter().enumerate() {
+            let (row0, col0) = match how {
+                Merge::BlockDiagonal => (m * out, m * inp),
+                Merge::SharedInput => (m * out, 0),
+                Merge::MeanOutput => (0, m * inp),
+            };
+            let scale = match how {
+                Merge::MeanOutput => 1.0 / k as f32,
+                _ => 1.0,
+            };
+            for (r, w_row) in layer.weight.chunks_exact(inp).enumerate() {
+                let dst = (row0 + r) * in_features + col0;
+                for (d, &w) in weight[dst..dst + inp].iter_mut().zip(w_row) {
+                    *d = scale * w;
+                }
+                bias[row0 + r] += scale * layer.bias[r];
+            }
+        }
+        Dense {
+            weight,
+            bias,
+            in_features,
+            out_features,
+        }
+    }
+}
+
+/// [`Dense::merge`] of the `pick`ed layer of every member.
+fn merge_each<'a, T: 'a>(members: &'a [T], how: Merge, pick: impl Fn(&'a T) -> &'a Dense) -> Dense {
+    let layers: Vec<&Dense> = members.iter().map(pick).collect();
+    Dense::merge(&layers, how)
+}
+
+/// [`merge_each`] per block of a list of residual blocks.
+fn merge_blocks<'a, T: 'a>(members: &'a [T], pick: impl Fn(&'a T) -> &'a [Dense]) -> Vec<Dense> {
+    (0..pick(&members[0]).len())
+        .map(|b| merge_each(members, Merge::BlockDiagonal, |m| &pick(m)[b]))
+        .collect()
+}
+
 /// The layers of a [`ResidualMlp`] as [`Dense`] slices.
 #[derive(Clone, Debug)]
 struct MlpLayers {
@@ -118,6 +181,9 @@ pub struct ScorePlan {
     pub head_blocks: Vec<Dense>,
     /// Head output layer `[dim_theta, width]`, giving ε̂.
     pub head_output: Dense,
+    /// The members of an ensemble ([`ScorePlan::average`]), each evaluated on its own
+    /// by the CPU's [`ScorePlan::eps_hat`]; empty for one network.
+    members: Vec<ScorePlan>,
 }
 
 /// Columns `from..to` of a row-major `[rows, cols]` matrix.
@@ -185,6 +251,59 @@ impl ScorePlan {
             },
             head_blocks: head.blocks,
             head_output: head.output,
+            members: Vec::new(),
+        })
+    }
+
+    /// The plan of an ensemble of networks of one architecture whose ε̂ is the mean of
+    /// the members' ε̂ (an ensemble of K score networks trained on the same simulations
+    /// from different seeds: their mean averages out what each seed got wrong).
+    ///
+    /// Its layers are one network of K times the width, each layer block-diagonal over
+    /// the members (the input layers stacked, the output layer averaging), so that the
+    /// fused GPU samplers run it as they run one network, at K times the multiply-adds
+    /// of K separate passes (the off-diagonal blocks are zeros). The CPU's
+    /// [`ScorePlan::eps_hat`] evaluates the members one after another instead, on the
+    /// same [`Conditioning`] (whose columns are the members' side by side). Members must
+    /// share every size ([`ScoreNetConfig`]); one member is returned as it is.
+    pub fn average(members: &[ScorePlan]) -> Result<ScorePlan> {
+        let op = "ScorePlan::average";
+        let Some(first) = members.first() else {
+            return Err(Error::invalid(op, "an ensemble needs at least one member"));
+        };
+        if let Some(k) = members.iter().position(|m| m.config != first.config) {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "member {k} has sizes {:?}, member 0 {:?}",
+                    members[k].config, first.config
+                ),
+            ));
+        }
+        if members.len() == 1 {
+            return Ok(first.clone());
+        }
+        let k = members.len();
+        use Merge::*;
+        Ok(ScorePlan {
+            config: ScoreNetConfig {
+                width: k * first.config.width,
+                embedding: k * first.config.embedding,
+                ..first.config
+            },
+            theta_input: merge_each(members, SharedInput, |m| &m.theta_input),
+            theta_blocks: merge_blocks(members, |m| &m.theta_blocks),
+            theta_to_head: merge_each(members, BlockDiagonal, |m| &m.theta_to_head),
+            x_net: MlpLayers {
+                input: merge_each(members, SharedInput, |m| &m.x_net.input),
+                blocks: merge_blocks(members, |m| &m.x_net.blocks),
+                output: merge_each(members, BlockDiagonal, |m| &m.x_net.output),
+            },
+            head_x: merge_each(members, BlockDiagonal, |m| &m.head_x),
+            head_t: merge_each(members, SharedInput, |m| &m.head_t),
+            head_blocks: merge_blocks(members, |m| &m.head_blocks),
+            head_output: merge_each(members, MeanOutput, |m| &m.head_output),
+            members: members.to_vec(),
         })
     }
 
@@ -228,18 +347,21 @@ impl ScorePlan {
 
     /// A workspace for tiles of up to `rows` samples.
     pub fn workspace(&self, rows: usize) -> Workspace {
-        let w = self.config.width;
+        // An ensemble's members run one at a time in buffers of one member's width.
+        let w = self.members.first().unwrap_or(self).config.width;
         Workspace {
             rows,
             theta_h: vec![0.0; rows * w],
             theta_part: vec![0.0; rows * w],
             head_h: vec![0.0; rows * w],
             tmp: vec![0.0; rows * w],
+            member_eps: Vec::new(),
         }
     }
 
     /// ε̂(θ, t_k, x_j) for every observation j: `theta` is `[rows, dim_theta]`
-    /// (standardized), `out` is `[n, rows, dim_theta]`.
+    /// (standardized), `out` is `[n, rows, dim_theta]`. An ensemble's ε̂ is the mean of
+    /// its members'.
     pub fn eps_hat(
         &self,
         cond: &Conditioning,
@@ -248,9 +370,47 @@ impl ScorePlan {
         ws: &mut Workspace,
         out: &mut [f32],
     ) {
-        let (w, d) = (self.config.width, self.config.dim_theta);
+        let d = self.config.dim_theta;
         let rows = theta.len() / d;
         debug_assert!(rows <= ws.rows && out.len() == cond.observations * rows * d);
+        if self.members.is_empty() {
+            return self.member_eps_hat(cond, 0, self.config.width, level, theta, ws, out);
+        }
+        // Member 0 writes `out`, the others a buffer added to it: grown once per tile
+        // (the first call tells n), then reused.
+        let mut member_eps = std::mem::take(&mut ws.member_eps);
+        member_eps.resize(out.len(), 0.0);
+        let stride = self.config.width;
+        for (m, member) in self.members.iter().enumerate() {
+            let first = member.config.width * m;
+            if m == 0 {
+                member.member_eps_hat(cond, first, stride, level, theta, ws, out);
+            } else {
+                member.member_eps_hat(cond, first, stride, level, theta, ws, &mut member_eps);
+                out.iter_mut().zip(&member_eps).for_each(|(o, e)| *o += e);
+            }
+        }
+        ws.member_eps = member_eps;
+        let scale = 1.0 / self.members.len() as f32;
+        out.iter_mut().for_each(|o| *o *= scale);
+    }
+
+    /// ε̂ of one network whose columns of the conditioning `cond` are
+    /// `first..first + width` of rows `stride` wide (a plan of its own: 0 and its width;
+    /// member m of an ensemble: m·width and the ensemble's width).
+    #[allow(clippy::too_many_arguments)]
+    fn member_eps_hat(
+        &self,
+        cond: &Conditioning,
+        first: usize,
+        stride: usize,
+        level: usize,
+        theta: &[f32],
+        ws: &mut Workspace,
+        out: &mut [f32],
+    ) {
+        let (w, d) = (self.config.width, self.config.dim_theta);
+        let rows = theta.len() / d;
         let (theta_h, theta_part) = (&mut ws.theta_h[..rows * w], &mut ws.theta_part[..rows * w]);
         let (head_h, tmp) = (&mut ws.head_h[..rows * w], &mut ws.tmp[..rows * w]);
 
@@ -260,9 +420,9 @@ impl ScorePlan {
             residual(block, theta_h, tmp, rows);
         }
         self.theta_to_head.apply(theta_h, rows, theta_part);
-        let t_part = &cond.t_part[level * w..(level + 1) * w];
+        let t_part = &cond.t_part[level * stride + first..][..w];
         for (j, out_j) in out.chunks_exact_mut(rows * d).enumerate() {
-            let x_part = &cond.x_part[j * w..(j + 1) * w];
+            let x_part = &cond.x_part[j * stride + first..][..w];
             for (h_row, th_row) in head_h.chunks_exact_mut(w).zip(theta_part.chunks_exact(w)) {
                 for i in 0..w {
                     h_row[i] = SCORE_ACTIVATION.apply(th_row[i] + x_part[i] + t_part[i]);
@@ -303,4 +463,96 @@ pub struct Workspace {
     theta_part: Vec<f32>,
     head_h: Vec<f32>,
     tmp: Vec<f32>,
+    /// An ensemble's ε̂ of one member, `[n, rows, dim θ]`.
+    member_eps: Vec<f32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::estimators::score::NoiseSchedule;
+    use crate::rng::{streams, PhiloxStream};
+    use crate::tensor::Tensor;
+
+    fn random_plan(config: ScoreNetConfig, seed: u64) -> ScorePlan {
+        let mut store = ParamStore::new();
+        let mut rng = PhiloxStream::new(seed, streams::INIT, 0);
+        let net = ScoreNet::new(&mut store, config, &mut rng).unwrap();
+        // Fresh networks have zero-initialized last layers in places; perturb every
+        // weight so that each member's ε̂ differs from the others' everywhere.
+        let ids: Vec<_> = store.iter().map(|(id, _, _)| id).collect();
+        for id in ids {
+            let value = store.get(id);
+            let shape = value.shape().to_vec();
+            let mut v = value.to_vec().unwrap();
+            let mut noise = vec![0.0f32; v.len()];
+            rng.fill_normal(0.0, 0.2, &mut noise);
+            v.iter_mut().zip(&noise).for_each(|(a, b)| *a += b);
+            store.set(id, Tensor::from_vec(v, &shape).unwrap()).unwrap();
+        }
+        ScorePlan::new(&net, &store).unwrap()
+    }
+
+    /// ε̂ `[n, rows, dim θ]` of `plan` at `level` for fixed θ rows and observations.
+    fn eps(plan: &ScorePlan, level: usize) -> Vec<f32> {
+        let (d, rows, n) = (plan.config.dim_theta, 7, 3);
+        let mut x = vec![0.0f32; n * plan.config.dim_x];
+        PhiloxStream::new(5, streams::TEST, 0).fill_normal(0.0, 1.0, &mut x);
+        let mut theta = vec![0.0f32; rows * d];
+        PhiloxStream::new(6, streams::TEST, 0).fill_normal(0.0, 1.0, &mut theta);
+        let (t, _) = NoiseSchedule { levels: 400 }.grid(10);
+        let cond = plan.condition(&x, &t).unwrap();
+        let mut out = vec![0.0f32; n * rows * d];
+        plan.eps_hat(&cond, level, &theta, &mut plan.workspace(rows), &mut out);
+        out
+    }
+
+    #[test]
+    fn an_averaged_plan_computes_the_mean_of_its_members() {
+        let config = ScoreNetConfig::new(3, 2, 8);
+        let members: Vec<ScorePlan> = (0..3).map(|s| random_plan(config, 40 + s)).collect();
+        let ensemble = ScorePlan::average(&members).unwrap();
+        assert_eq!(ensemble.config.width, 24);
+        // The block-diagonal layers alone, as the fused GPU samplers run them.
+        let wide = ScorePlan {
+            members: Vec::new(),
+            ..ensemble.clone()
+        };
+        for level in [0, 4, 9] {
+            let per_member: Vec<Vec<f32>> = members.iter().map(|m| eps(m, level)).collect();
+            let (got, got_wide) = (eps(&ensemble, level), eps(&wide, level));
+            let mut spread = 0.0f32;
+            for (i, (&g, &gw)) in got.iter().zip(&got_wide).enumerate() {
+                let mean = per_member.iter().map(|e| e[i]).sum::<f32>() / 3.0;
+                spread = spread.max((per_member[0][i] - mean).abs());
+                // f32 sums of the same terms in another order (the wide layers add
+                // zeros too): a few ulps.
+                let tol = 1e-5 * (1.0 + mean.abs());
+                assert!(
+                    (g - mean).abs() <= tol,
+                    "level {level} [{i}]: {g} vs {mean}"
+                );
+                assert!(
+                    (gw - mean).abs() <= tol,
+                    "wide, level {level} [{i}]: {gw} vs {mean}"
+                );
+            }
+            assert!(
+                spread > 1e-2,
+                "the members must differ for the test to mean anything"
+            );
+        }
+        // One member is itself.
+        let one = ScorePlan::average(&members[..1]).unwrap();
+        assert_eq!(eps(&one, 3), eps(&members[0], 3));
+    }
+
+    #[test]
+    fn averaging_plans_of_other_sizes_or_none_is_an_error() {
+        let a = random_plan(ScoreNetConfig::new(3, 2, 8), 1);
+        let b = random_plan(ScoreNetConfig::new(3, 2, 16), 2);
+        let err = ScorePlan::average(&[a, b]).unwrap_err().to_string();
+        assert!(err.contains("member 1"), "{err}");
+        assert!(ScorePlan::average(&[]).is_err());
+    }
 }

@@ -5,10 +5,11 @@
 use std::time::Instant;
 
 use amortize::diagnostics::c2st::c2st;
+use amortize::estimators::ensemble::Ensemble;
 use amortize::estimators::{Composition, SamplingOptions, ScoreModel};
 use amortize::rng::{streams, PhiloxStream};
 use amortize::tasks::Task;
-use amortize::Result;
+use amortize::{Error, Result};
 
 use crate::progress;
 use crate::sample::SamplerArgs;
@@ -31,6 +32,10 @@ pub struct Args {
     /// Decay of the exponential moving average of the weights (0 turns it off).
     #[arg(long, default_value_t = 0.999)]
     pub ema_decay: f32,
+    /// Score networks to train (seeds `--data-seed`, `--data-seed` + 1, ...) and sample
+    /// as the ensemble of their mean score.
+    #[arg(long, default_value_t = 1)]
+    pub ensemble: usize,
     /// Seed of the simulations, the training and the observations.
     #[arg(long, default_value_t = 1)]
     pub data_seed: u64,
@@ -41,6 +46,12 @@ pub struct Args {
 /// Runs the workflow and prints the table.
 pub fn run(args: &Args) -> Result<()> {
     let task = Task::Gaussian10;
+    if args.ensemble == 0 {
+        return Err(Error::invalid(
+            "quickstart",
+            "--ensemble must be at least 1",
+        ));
+    }
     println!("gaussian10: θ ~ N(0, I₁₀), x ~ N(θ, diag(linspace(0.6, 1.4, 10))); analytic posterior for any n");
     let start = Instant::now();
     let (theta, x) = task.simulate_dataset(args.simulations, args.data_seed);
@@ -55,32 +66,36 @@ pub fn run(args: &Args) -> Result<()> {
         ..Default::default()
     };
     options.train.epochs = args.epochs;
-    options.train.seed = args.data_seed;
     options.train.ema_decay = (args.ema_decay > 0.0).then_some(args.ema_decay);
-    let bar = progress::bar(args.epochs as u64, "epochs");
-    let start = Instant::now();
-    let (model, report) = ScoreModel::train(
-        &theta,
-        &x,
-        task.dim_x(),
-        task.prior(),
-        Some(task.name().into()),
-        &options,
-        |e| progress::report_epoch(&bar, e),
-    )?;
-    bar.finish_and_clear();
-    println!(
-        "trained width {} in {:.1} s: {} epochs, best validation loss {:.4}",
-        args.width,
-        start.elapsed().as_secs_f64(),
-        report.history.len(),
-        report.best_loss
-    );
+    let mut members = Vec::with_capacity(args.ensemble);
+    for k in 0..args.ensemble {
+        options.train.seed = args.data_seed + k as u64;
+        let bar = progress::bar(args.epochs as u64, "epochs");
+        let start = Instant::now();
+        let (model, report) = ScoreModel::train(
+            &theta,
+            &x,
+            task.dim_x(),
+            task.prior(),
+            Some(task.name().into()),
+            &options,
+            |e| progress::report_epoch(&bar, e),
+        )?;
+        bar.finish_and_clear();
+        println!(
+            "trained width {} in {:.1} s: {} epochs, best validation loss {:.4}",
+            args.width,
+            start.elapsed().as_secs_f64(),
+            report.history.len(),
+            report.best_loss
+        );
+        members.push(model);
+    }
+    let model = Ensemble::new(members)?;
 
     let mut rng = PhiloxStream::new(args.data_seed, streams::TEST, 0);
     let true_theta = task.prior().sample(&mut rng, 1);
     let observations = task.simulate(&true_theta.repeat(8), &mut rng)?;
-    let plan = model.plan()?;
     let options = args.sampler.options()?;
     println!("sampling on {}", options.device);
     println!(
@@ -117,7 +132,7 @@ pub fn run(args: &Args) -> Result<()> {
                     ..options
                 };
                 let start = Instant::now();
-                let draws = model.sample_with_plan(&plan, obs, args.draws, &opts, &|_| {})?;
+                let draws = model.sample(obs, args.draws, &opts, &|_| {})?;
                 let rate = args.draws as f64 / start.elapsed().as_secs_f64();
                 let accuracy = c2st(&draws, &reference, task.dim_theta())?;
                 let name = match composition {

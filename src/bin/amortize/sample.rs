@@ -3,13 +3,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use amortize::estimators::ensemble::{Ensemble, EnsembleConfig, ENSEMBLE_MODEL_KIND};
+use amortize::estimators::ensemble::{Compatible, Ensemble, EnsembleConfig, ENSEMBLE_MODEL_KIND};
 use amortize::estimators::nle::{NleModel, NLE_MODEL_KIND};
 use amortize::estimators::npe::{NpeModel, NPE_MODEL_KIND};
 use amortize::estimators::nre::{NreModel, NRE_MODEL_KIND};
 use amortize::estimators::score_model::SCORE_MODEL_KIND;
 use amortize::estimators::{Composition, SamplingOptions, ScoreModel};
-use amortize::io::model::{model_kind, ModelFile};
+use amortize::io::model::model_kind;
 use amortize::io::npy::{read_npy_matrix, write_npy};
 use amortize::samplers::mcmc::{sample_estimator, LikelihoodEstimator, McmcOptions};
 use amortize::samplers::{Algorithm, Corrector, SamplerConfig};
@@ -120,8 +120,9 @@ pub struct Args {
 /// A trained estimator of any kind the command line knows. NPE, NLE and NRE are held as
 /// ensembles: a single model is an ensemble of one, which samples exactly as the model.
 pub enum Estimator {
-    /// Score-based (`amortize train --estimator score`).
-    Score(Box<ScoreModel>),
+    /// Score-based (`amortize train --estimator score`), an ensemble of one or more
+    /// networks whose mean ε̂ is sampled.
+    Score(Box<Ensemble<ScoreModel>>),
     /// Posterior flows (`amortize train --estimator npe`).
     Npe(Box<Ensemble<NpeModel>>),
     /// Likelihood flows (`amortize train --estimator nle`), sampled by MCMC.
@@ -139,17 +140,14 @@ impl Estimator {
             true => EnsembleConfig::load(dir)?.member_kind,
             false => kind,
         };
-        fn members<M: ModelFile + LikelihoodEstimator>(
-            dir: &Path,
-            ensemble: bool,
-        ) -> Result<Box<Ensemble<M>>> {
+        fn members<M: Compatible>(dir: &Path, ensemble: bool) -> Result<Box<Ensemble<M>>> {
             Ok(Box::new(match ensemble {
                 true => Ensemble::load(dir)?,
                 false => Ensemble::new(vec![M::load_dir(dir)?])?,
             }))
         }
         match kind.as_str() {
-            SCORE_MODEL_KIND if !ensemble => Ok(Estimator::Score(Box::new(ScoreModel::load(dir)?))),
+            SCORE_MODEL_KIND => Ok(Estimator::Score(members(dir, ensemble)?)),
             NPE_MODEL_KIND => Ok(Estimator::Npe(members(dir, ensemble)?)),
             NLE_MODEL_KIND => Ok(Estimator::Nle(members(dir, ensemble)?)),
             NRE_MODEL_KIND => Ok(Estimator::Nre(members(dir, ensemble)?)),
@@ -167,7 +165,10 @@ impl Estimator {
     /// (dim θ, dim x).
     pub fn dims(&self) -> (usize, usize) {
         match self {
-            Estimator::Score(m) => (m.config.network.dim_theta, m.config.network.dim_x),
+            Estimator::Score(m) => {
+                let c = &m.members()[0].config;
+                (c.network.dim_theta, c.network.dim_x)
+            }
             Estimator::Npe(m) => (m.prior().dim(), m.dim_x()),
             Estimator::Nle(m) => (m.prior().dim(), m.dim_x()),
             Estimator::Nre(m) => (m.prior().dim(), m.dim_x()),

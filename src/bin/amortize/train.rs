@@ -82,9 +82,9 @@ pub struct Args {
     /// NPE, NLE and NRE (whose early stopping comes before a slow average settles).
     #[arg(long)]
     pub ema_decay: Option<f32>,
-    /// NPE, NLE and NRE: train this many members (seeds `--seed`, `--seed` + 1, ...) and
-    /// save their ensemble (the mixture of their densities; NRE: the geometric mean of
-    /// their ratios).
+    /// Train this many members (seeds `--seed`, `--seed` + 1, ...) and save their
+    /// ensemble: the mixture of their densities (NPE, NLE), the geometric mean of their
+    /// ratios (NRE), the mean of their scores (score; sampled as one network).
     #[arg(long, default_value_t = 1)]
     pub ensemble: usize,
 }
@@ -182,25 +182,19 @@ pub fn run(args: &Args) -> Result<()> {
     let start = Instant::now();
     let (theta, x, name) = (theta.as_slice(), x.as_slice(), task_name);
     let reports = match args.estimator.as_str() {
-        "score" => {
-            if args.ensemble != 1 {
-                return Err(Error::invalid(
-                    "train",
-                    "--ensemble is for npe, nle and nre; a score model is one network",
-                ));
-            }
-            train_members(args, |_, on_epoch| {
-                ScoreModel::train(
-                    theta,
-                    x,
-                    dim_x,
-                    prior.clone(),
-                    name.clone(),
-                    &options,
-                    on_epoch,
-                )
-            })?
-        }
+        "score" => train_members(args, |seed, on_epoch| {
+            let mut member = options.clone();
+            member.train.seed = seed;
+            ScoreModel::train(
+                theta,
+                x,
+                dim_x,
+                prior.clone(),
+                name.clone(),
+                &member,
+                on_epoch,
+            )
+        })?,
         "npe" => train_members(args, |seed, on_epoch| {
             let npe = args.flow_options(options.device, seed)?;
             NpeModel::train(theta, x, dim_x, prior.clone(), name.clone(), &npe, on_epoch)
