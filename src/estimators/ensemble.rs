@@ -187,7 +187,9 @@ impl Ensemble<ScoreModel> {
     /// `num` draws `[num, dim θ]` from the posterior of the members' mean score given the
     /// iid observations `obs` `[n, dim x]`, on any device
     /// ([`ScoreModel::sample_with_plan`] with [`crate::samplers::ScorePlan::average`]);
-    /// one member samples exactly as the model.
+    /// one member samples exactly as the model. The CPU evaluates the members one after
+    /// another (K times one member's cost); a GPU's fused sampler runs one network of
+    /// K times the width, which must stay within [`crate::samplers::gpu::MAX_WIDTH`].
     pub fn sample(
         &self,
         obs: &[f32],

@@ -52,6 +52,10 @@ pub struct Args {
     /// Peak learning rate of Adam's cosine schedule.
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f32,
+    /// Decoupled weight decay λ of AdamW (each step also shrinks the weights by lr·λ,
+    /// as PyTorch's AdamW); 0 is plain Adam.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub weight_decay: f32,
     /// Seeds the initialization, the split, the shuffles and the noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -138,6 +142,10 @@ impl Args {
         train.epochs = self.epochs;
         train.batch_size = self.batch_size;
         train.optimizer.lr = self.lr;
+        if self.weight_decay != 0.0 {
+            train.optimizer.weight_decay = self.weight_decay;
+            train.optimizer.decoupled = true;
+        }
         train.seed = seed;
         if let Some(decay) = self.ema_decay {
             train.ema_decay = (decay > 0.0).then_some(decay);
