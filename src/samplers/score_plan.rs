@@ -435,7 +435,9 @@ impl ScorePlan {
         }
     }
 
-    /// Multiply-adds of one [`ScorePlan::eps_hat`] per sample with `n` observations.
+    /// Multiply-adds of one network pass per sample with `n` observations, as the fused
+    /// GPU samplers run it (for an ensemble: its block-diagonal layers, zeros included;
+    /// the CPU's member-by-member [`ScorePlan::eps_hat`] does 1/K of that).
     pub fn macs_per_step(&self, n: usize) -> usize {
         let (w, d) = (self.config.width, self.config.dim_theta);
         let theta_path = d * w + self.theta_blocks.len() * w * w + w * w;

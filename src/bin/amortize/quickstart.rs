@@ -108,40 +108,38 @@ pub fn run(args: &Args) -> Result<()> {
             &mut PhiloxStream::new(args.data_seed, streams::TEST, n as u32),
             args.draws,
         );
-        // C2ST against the number of levels at n = 1: fewer levels cost nothing while
-        // C2ST stays put.
-        // Both compositions at n > 1: Geffner et al.'s as written, and GAUSS.
-        let grids: &[usize] = if n == 1 {
-            &[25, 50, 100, 400]
+        // C2ST against the number of levels (fewer levels cost nothing while C2ST stays
+        // put): at n = 1 up to the trained 400, at n > 1 with GAUSS up to `--levels`;
+        // Geffner et al.'s composition as written at `--levels` beside it.
+        let gauss = Composition::Gauss { pilot_draws: 1000 };
+        let levels = args.sampler.levels;
+        let runs: Vec<(usize, Composition)> = if n == 1 {
+            [25, 50, 100, 400]
+                .map(|l| (l, options.composition))
+                .to_vec()
         } else {
-            std::slice::from_ref(&args.sampler.levels)
+            let coarser = [25, 50].into_iter().filter(|&l| l < levels);
+            std::iter::once((levels, Composition::Geffner))
+                .chain(coarser.map(|l| (l, gauss)))
+                .chain([(levels, gauss)])
+                .collect()
         };
-        let compositions: &[Composition] = if n == 1 {
-            std::slice::from_ref(&options.composition)
-        } else {
-            &[
-                Composition::Geffner,
-                Composition::Gauss { pilot_draws: 1000 },
-            ]
-        };
-        for &levels in grids {
-            for &composition in compositions {
-                let opts = SamplingOptions {
-                    levels,
-                    composition,
-                    ..options
-                };
-                let start = Instant::now();
-                let draws = model.sample(obs, args.draws, &opts, &|_| {})?;
-                let rate = args.draws as f64 / start.elapsed().as_secs_f64();
-                let accuracy = c2st(&draws, &reference, task.dim_theta())?;
-                let name = match composition {
-                    Composition::Geffner => "geffner",
-                    Composition::Gauss { .. } => "gauss",
-                };
-                let name = if n == 1 { "-" } else { name };
-                println!("{n:>2} {levels:>7} {name:>9} {accuracy:>7.3} {rate:>10.0}");
-            }
+        for (levels, composition) in runs {
+            let opts = SamplingOptions {
+                levels,
+                composition,
+                ..options
+            };
+            let start = Instant::now();
+            let draws = model.sample(obs, args.draws, &opts, &|_| {})?;
+            let rate = args.draws as f64 / start.elapsed().as_secs_f64();
+            let accuracy = c2st(&draws, &reference, task.dim_theta())?;
+            let name = match composition {
+                Composition::Geffner => "geffner",
+                Composition::Gauss { .. } => "gauss",
+            };
+            let name = if n == 1 { "-" } else { name };
+            println!("{n:>2} {levels:>7} {name:>9} {accuracy:>7.3} {rate:>10.0}");
         }
     }
     Ok(())
