@@ -290,6 +290,23 @@ fn score_ensembles_sample_their_mean_score_alike_on_the_cpu_and_wgpu_and_round_t
     );
     std::fs::remove_dir_all(&dir).unwrap();
 
+    // On a GPU the ensemble is one network K times as wide: past the fused samplers'
+    // largest width that is an error that says so (checked before any device is touched,
+    // so it holds without one).
+    let wide = Ensemble::new(vec![members[0].clone(); 17]).unwrap();
+    let cuda = SamplingOptions {
+        device: amortize::Device::Cuda(0),
+        ..opts
+    };
+    let err = wide
+        .sample(&obs, 8, &cuda, &|_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("width 272") && err.contains("ensemble of 17"),
+        "{err}"
+    );
+
     // The fused WGSL sampler runs the ensemble as one wide network of block-diagonal
     // layers, the CPU member by member: the same draws up to f32 rounding (the
     // tolerance of one network's parity above).

@@ -162,9 +162,17 @@ pub fn validate(op: &'static str, target: &Target, config: &SamplerConfig) -> Re
     let (d, w) = (plan.config.dim_theta, plan.config.width);
     prior.validate(op, d)?;
     if d == 0 || w == 0 || d > MAX_WIDTH || w > MAX_WIDTH {
+        let k = plan.ensemble_size();
+        let ensemble = match k {
+            1 => String::new(),
+            _ => format!(
+                " (an ensemble of {k} networks of width {} runs as one network {k} times as wide: sample it on the CPU, or with fewer or narrower members)",
+                w / k
+            ),
+        };
         return Err(Error::invalid(
             op,
-            format!("the GPU samplers handle width and dim θ in 1..={MAX_WIDTH}, got width {w}, dim θ {d}"),
+            format!("the GPU samplers handle width and dim θ in 1..={MAX_WIDTH}, got width {w}, dim θ {d}{ensemble}"),
         ));
     }
     if cond.x_part.len() != cond.observations * w {

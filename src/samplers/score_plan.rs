@@ -307,6 +307,11 @@ impl ScorePlan {
         })
     }
 
+    /// K, the number of networks whose mean this plan computes (1 for one network).
+    pub fn ensemble_size(&self) -> usize {
+        self.members.len().max(1)
+    }
+
     /// Precomputes `W_x·e(x_j) + b` for the standardized observations `x` `[n, dim_x]`
     /// and `W_t·e(t_k)` for the levels `t`.
     pub fn condition(&self, x: &[f32], t: &[f32]) -> Result<Conditioning> {
