@@ -41,6 +41,9 @@ pub struct FlowOptions {
     pub train: TrainConfig,
     /// Where the training ops run; the trained weights come back to the CPU.
     pub device: Device,
+    /// x is this many exchangeable blocks (see [`Standardization::exchangeable_blocks`]);
+    /// 1 keeps x's order.
+    pub exchangeable_blocks: usize,
 }
 
 impl Default for FlowOptions {
@@ -57,6 +60,7 @@ impl Default for FlowOptions {
                 ..TrainConfig::default()
             },
             device: Device::Cpu,
+            exchangeable_blocks: 1,
         }
     }
 }
@@ -103,7 +107,8 @@ impl FlowModel {
         on_epoch: impl FnMut(&EpochReport),
     ) -> Result<(FlowModel, TrainReport)> {
         let dim_theta = prior.dim();
-        let pairs = StandardizedPairs::new(op, theta, x, dim_theta, dim_x)?;
+        let pairs =
+            StandardizedPairs::new(op, theta, x, dim_theta, dim_x, options.exchangeable_blocks)?;
         let ((values, dim), (context, context_dim)) = match modeled {
             Modeled::Theta => ((&pairs.theta, dim_theta), (&pairs.x, dim_x)),
             Modeled::X => ((&pairs.x, dim_x), (&pairs.theta, dim_theta)),

@@ -44,6 +44,9 @@ pub struct NreOptions {
     pub train: TrainConfig,
     /// Where the training ops run; the trained weights come back to the CPU.
     pub device: Device,
+    /// x is this many exchangeable blocks (see [`Standardization::exchangeable_blocks`]);
+    /// 1 keeps x's order.
+    pub exchangeable_blocks: usize,
 }
 
 impl Default for NreOptions {
@@ -60,6 +63,7 @@ impl Default for NreOptions {
                 ..TrainConfig::default()
             },
             device: Device::Cpu,
+            exchangeable_blocks: 1,
         }
     }
 }
@@ -133,7 +137,8 @@ impl NreModel {
             ));
         }
         let dim_theta = prior.dim();
-        let pairs = StandardizedPairs::new(op, theta, x, dim_theta, dim_x)?;
+        let pairs =
+            StandardizedPairs::new(op, theta, x, dim_theta, dim_x, options.exchangeable_blocks)?;
         let config = NreConfig {
             dim_theta,
             dim_x,

@@ -24,14 +24,16 @@ pub struct StandardizedPairs {
 }
 
 impl StandardizedPairs {
-    /// Checks and standardizes θ `[rows, dim_theta]` and x `[rows, dim_x]`; `op` names the
-    /// caller in errors.
+    /// Checks and standardizes θ `[rows, dim_theta]` and x `[rows, dim_x]`, x made of
+    /// `x_blocks` exchangeable blocks ([`Standardization::exchangeable_blocks`]); `op`
+    /// names the caller in errors.
     pub fn new(
         op: &'static str,
         theta: &[f32],
         x: &[f32],
         dim_theta: usize,
         dim_x: usize,
+        x_blocks: usize,
     ) -> Result<Self> {
         let rows = check_rows(op, "theta", theta, dim_theta)?;
         if check_rows(op, "x", x, dim_x)? != rows {
@@ -44,7 +46,7 @@ impl StandardizedPairs {
         let theta_standardization = Standardization::fit(&theta, dim_theta);
         theta_standardization.apply(&mut theta);
         let mut x = x.to_vec();
-        let x_standardization = Standardization::fit(&x, dim_x);
+        let x_standardization = Standardization::fit_exchangeable(op, &x, dim_x, x_blocks)?;
         x_standardization.apply(&mut x);
         Ok(StandardizedPairs {
             theta,

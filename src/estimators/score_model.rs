@@ -22,16 +22,83 @@ use crate::samplers::{
 use crate::tensor::Device;
 use crate::train::{fit, EpochReport, TrainConfig, TrainReport};
 
-/// Per-feature affine map to zero mean and unit variance.
+/// Per-feature affine map to zero mean and unit variance, after putting a row made of
+/// exchangeable blocks in its canonical order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Standardization {
     /// Feature means.
     pub mean: Vec<f32>,
     /// Feature standard deviations (never 0: constant features keep scale 1).
     pub std: Vec<f32>,
+    /// A row is this many equal-sized blocks whose order carries no information (the iid
+    /// draws of one simulator call, say): [`Standardization::apply`] first sorts each row's
+    /// blocks by [`canonical_order`], so every ordering of the same blocks maps to the same
+    /// input. 1 (the default) keeps the order.
+    #[serde(default = "one_block", skip_serializing_if = "is_one_block")]
+    pub exchangeable_blocks: usize,
+}
+
+fn one_block() -> usize {
+    1
+}
+
+fn is_one_block(blocks: &usize) -> bool {
+    *blocks == 1
+}
+
+/// Sorts the `blocks` equal-sized blocks of every row of `data` `[rows, cols]` in place,
+/// lexicographically (first feature first, ties by the next; `total_cmp`, so NaN has a
+/// place too). A function of the set of blocks alone: any permutation of a row's blocks
+/// gives the same result.
+pub fn canonical_order(data: &mut [f32], cols: usize, blocks: usize) {
+    if blocks <= 1 {
+        return;
+    }
+    let width = cols / blocks;
+    let mut scratch = vec![0.0f32; cols];
+    let mut order: Vec<usize> = (0..blocks).collect();
+    for row in data.chunks_exact_mut(cols) {
+        let block = |b: usize| &row[b * width..(b + 1) * width];
+        order.sort_by(|&a, &b| {
+            block(a)
+                .iter()
+                .zip(block(b))
+                .map(|(u, v)| u.total_cmp(v))
+                .find(|o| o.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        for (slot, &b) in scratch.chunks_exact_mut(width).zip(&order) {
+            slot.copy_from_slice(block(b));
+        }
+        row.copy_from_slice(&scratch);
+        order.iter_mut().enumerate().for_each(|(i, o)| *o = i);
+    }
 }
 
 impl Standardization {
+    /// Statistics of rows `data` `[rows, cols]` made of `blocks` exchangeable blocks (see
+    /// [`Standardization::exchangeable_blocks`]), taken in canonical order; an error unless
+    /// `blocks` ≥ 1 divides `cols`. `op` names the caller in errors.
+    pub fn fit_exchangeable(
+        op: &'static str,
+        data: &[f32],
+        cols: usize,
+        blocks: usize,
+    ) -> Result<Self> {
+        if blocks == 0 || cols % blocks != 0 {
+            return Err(Error::invalid(
+                op,
+                format!("{blocks} exchangeable blocks do not split x's {cols} features evenly"),
+            ));
+        }
+        let mut canonical = data.to_vec();
+        canonical_order(&mut canonical, cols, blocks);
+        Ok(Standardization {
+            exchangeable_blocks: blocks,
+            ..Standardization::fit(&canonical, cols)
+        })
+    }
+
     /// Statistics of the rows of `data` `[rows, cols]`, accumulated in f64.
     pub fn fit(data: &[f32], cols: usize) -> Self {
         let rows = (data.len() / cols).max(1);
@@ -62,11 +129,13 @@ impl Standardization {
         Standardization {
             mean: mean.iter().map(|&m| m as f32).collect(),
             std,
+            exchangeable_blocks: 1,
         }
     }
 
-    /// In place: v ← (v − mean)/std, row by row.
+    /// In place: each row put in canonical block order, then v ← (v − mean)/std.
     pub fn apply(&self, data: &mut [f32]) {
+        canonical_order(data, self.mean.len(), self.exchangeable_blocks);
         for row in data.chunks_exact_mut(self.mean.len()) {
             for ((v, m), s) in row.iter_mut().zip(&self.mean).zip(&self.std) {
                 *v = (*v - m) / s;
@@ -74,7 +143,7 @@ impl Standardization {
         }
     }
 
-    /// In place: v ← mean + std·v, row by row.
+    /// In place: v ← mean + std·v, row by row (rows stay in canonical block order).
     pub fn invert(&self, data: &mut [f32]) {
         for row in data.chunks_exact_mut(self.mean.len()) {
             for ((v, m), s) in row.iter_mut().zip(&self.mean).zip(&self.std) {
@@ -114,6 +183,9 @@ pub struct ScoreTrainOptions {
     pub train: TrainConfig,
     /// Where the training ops run; the trained weights come back to the CPU.
     pub device: Device,
+    /// x is this many exchangeable blocks (see [`Standardization::exchangeable_blocks`]);
+    /// 1 keeps x's order.
+    pub exchangeable_blocks: usize,
 }
 
 impl Default for ScoreTrainOptions {
@@ -132,6 +204,7 @@ impl Default for ScoreTrainOptions {
                 ..TrainConfig::default()
             },
             device: Device::Cpu,
+            exchangeable_blocks: 1,
         }
     }
 }
@@ -205,7 +278,8 @@ impl ScoreModel {
         let theta_standardization = Standardization::fit(&u, dim_theta);
         theta_standardization.apply(&mut u);
         let mut xs = x.to_vec();
-        let x_standardization = Standardization::fit(&xs, dim_x);
+        let x_standardization =
+            Standardization::fit_exchangeable(op, &xs, dim_x, options.exchangeable_blocks)?;
         x_standardization.apply(&mut xs);
 
         let network = ScoreNetConfig::new(dim_theta, dim_x, options.width);

@@ -56,6 +56,7 @@ pub fn gpu_prior(case: PriorCase, d: usize) -> GpuPrior {
         GpuPrior::Standardized(StandardizedPrior {
             prior,
             standardization: Standardization {
+                exchangeable_blocks: 1,
                 mean: mean.iter().map(|&v| v as f32).collect(),
                 std: std.iter().map(|&v| v as f32).collect(),
             },

@@ -91,6 +91,11 @@ pub struct Args {
     /// ratios (NRE), the mean of their scores (score; sampled as one network).
     #[arg(long, default_value_t = 1)]
     pub ensemble: usize,
+    /// x is this many equal blocks whose order carries no information (slcp: its 4 iid
+    /// draws, `--exchangeable-blocks 4`). The model sorts each x's blocks into one
+    /// canonical order, in training and for every observation it is given later.
+    #[arg(long, default_value_t = 1)]
+    pub exchangeable_blocks: usize,
 }
 
 /// The score estimator's default weight average (see `--ema-decay`).
@@ -106,6 +111,7 @@ impl Args {
                 power: self.level_power,
             },
             device: self.device.parse()?,
+            exchangeable_blocks: self.exchangeable_blocks,
             ..ScoreTrainOptions::default()
         };
         options.train.ema_decay = Some(SCORE_EMA_DECAY);
@@ -132,6 +138,7 @@ impl Args {
             width: self.width,
             train: self.train_config(FlowOptions::default().train, seed),
             device,
+            exchangeable_blocks: self.exchangeable_blocks,
         })
     }
 
@@ -217,6 +224,7 @@ pub fn run(args: &Args) -> Result<()> {
                 atoms: args.atoms,
                 train: args.train_config(NreOptions::default().train, seed),
                 device: options.device,
+                exchangeable_blocks: args.exchangeable_blocks,
                 ..NreOptions::default()
             };
             NreModel::train(theta, x, dim_x, prior.clone(), name.clone(), &nre, on_epoch)
