@@ -180,3 +180,43 @@ fn blocks_that_do_not_split_x_are_an_error() {
         assert!(err.contains("exchangeable blocks"), "{err}");
     }
 }
+
+#[test]
+fn a_task_s_exchangeable_blocks_split_its_x_into_draws_of_one_distribution() {
+    for task in Task::ALL {
+        assert_eq!(task.dim_x() % task.exchangeable_blocks(), 0, "{task}");
+    }
+    // slcp's four blocks at one θ: each block's means and variances match the first
+    // block's. At this θ the larger variance is θ₃⁴ = 1.2⁴ ≈ 2.07, so over 4000 rows a
+    // difference of two means has a standard error of ≈ 0.032 (0.12 is 3.7 of them) and
+    // a difference of two variances ≈ 0.065 (0.5 is 7.7).
+    let rows = 4000;
+    let theta: Vec<f32> = [0.5f32, -1.0, 1.2, 0.8, 0.3].repeat(rows);
+    let mut rng = amortize::rng::PhiloxStream::new(9, amortize::rng::streams::DATA, 0);
+    let x = TASK.simulate(&theta, &mut rng).unwrap();
+    let blocks = TASK.exchangeable_blocks();
+    let width = TASK.dim_x() / blocks;
+    let moments = |b: usize| -> Vec<f64> {
+        let mut out = Vec::new();
+        for f in 0..width {
+            let v: Vec<f64> = x
+                .chunks_exact(TASK.dim_x())
+                .map(|r| r[b * width + f] as f64)
+                .collect();
+            let mean = v.iter().sum::<f64>() / rows as f64;
+            let var = v.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / rows as f64;
+            out.extend([mean, var]);
+        }
+        out
+    };
+    let first = moments(0);
+    for b in 1..blocks {
+        for (i, (a, c)) in first.iter().zip(moments(b)).enumerate() {
+            let tolerance = if i % 2 == 0 { 0.12 } else { 0.5 };
+            assert!(
+                (a - c).abs() < tolerance,
+                "block {b}, moment {i}: {a} vs {c}"
+            );
+        }
+    }
+}

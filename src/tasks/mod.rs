@@ -103,6 +103,15 @@ impl Task {
         }
     }
 
+    /// How many exchangeable blocks x is made of: slcp's x is its iid draws, whose order
+    /// carries no information; 1 for the others.
+    pub fn exchangeable_blocks(self) -> usize {
+        match self {
+            Task::Slcp => slcp::DRAWS,
+            _ => 1,
+        }
+    }
+
     /// Whether the task is one of sbibm's (with reference data in `shared/data/sbibm`).
     pub fn is_sbibm(self) -> bool {
         matches!(

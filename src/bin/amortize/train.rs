@@ -180,6 +180,12 @@ pub fn run(args: &Args) -> Result<()> {
         ));
     }
     if let Some(task) = task_name.as_deref().map(Task::by_name).transpose()? {
+        let blocks = task.exchangeable_blocks();
+        if blocks > 1 && args.exchangeable_blocks == 1 {
+            eprintln!(
+                "note: {task}'s x is {blocks} iid draws; --exchangeable-blocks {blocks} lets the model ignore their order (benches/RESULTS.md)"
+            );
+        }
         if dim_x != task.dim_x() {
             return Err(Error::invalid(
                 "train",
