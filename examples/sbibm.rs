@@ -6,10 +6,11 @@
 //!
 //! Run: `cargo run --release --example sbibm [-- [--estimators npe,nle,nre]
 //! [--mcmc CHAINS,WARMUP,THIN[,INIT_CANDIDATES[,POPULATION_MOVES]]]
-//! [--observations 1,2,3,4,5] [--ema DECAY] [--ensemble K] [TASK ...]]`
+//! [--observations 1,2,3,4,5] [--ema DECAY] [--ensemble K] [--exchangeable] [TASK ...]]`
 //!
 //! `--ensemble K` trains K members per estimator (seeds 0..K) and samples their mixture
-//! ([`amortize::estimators::ensemble`]).
+//! ([`amortize::estimators::ensemble`]). `--exchangeable` trains every estimator with the
+//! task's [`Task::exchangeable_blocks`] (slcp: its four iid draws sorted into one order).
 
 use std::time::Instant;
 
@@ -37,7 +38,8 @@ enum Trained {
 }
 
 /// Trains `members` copies of `estimator` with its default options (seeds 0, 1, ...),
-/// and the weight average `ema` if given; one member is the plain estimator.
+/// the weight average `ema` if given and x as `blocks` exchangeable blocks; one member is
+/// the plain estimator.
 fn train(
     estimator: &str,
     task: Task,
@@ -45,6 +47,7 @@ fn train(
     x: &[f32],
     ema: Option<f32>,
     members: usize,
+    blocks: usize,
 ) -> Result<(Trained, Vec<TrainReport>)> {
     let (dx, prior, name) = (task.dim_x(), task.prior(), Some(task.name().to_string()));
     let mut reports = Vec::new();
@@ -55,6 +58,7 @@ fn train(
                 let mut options = <$options>::default();
                 options.train.ema_decay = ema;
                 options.train.seed = seed;
+                options.exchangeable_blocks = blocks;
                 let (m, r) =
                     <$model>::train(theta, x, dx, prior.clone(), name.clone(), &options, |_| {})?;
                 trained.push(m);
@@ -84,6 +88,7 @@ fn main() -> Result<()> {
     let mut observations = vec![1, 2, 3, 4, 5];
     let mut ema = None;
     let mut members = 1;
+    let mut exchangeable = false;
     let mut args = std::env::args().skip(1);
     let numbers = |list: Option<String>| -> Vec<usize> {
         list.unwrap_or_default()
@@ -109,6 +114,7 @@ fn main() -> Result<()> {
                 ema = Some(decay.parse().expect("--ema takes a decay in (0, 1)"));
             }
             "--ensemble" => members = numbers(args.next())[0],
+            "--exchangeable" => exchangeable = true,
             _ => tasks.push(Task::by_name(&arg)?),
         }
     }
@@ -125,7 +131,12 @@ fn main() -> Result<()> {
         let (theta, x) = task.simulate_dataset(SIMULATIONS, 1);
         for estimator in &estimators {
             let start = Instant::now();
-            let (model, reports) = train(estimator, task, &theta, &x, ema, members)?;
+            let blocks = if exchangeable {
+                task.exchangeable_blocks()
+            } else {
+                1
+            };
+            let (model, reports) = train(estimator, task, &theta, &x, ema, members, blocks)?;
             let epochs: Vec<usize> = reports.iter().map(|r| r.history.len()).collect();
             let losses: Vec<String> = reports
                 .iter()
