@@ -10,7 +10,7 @@
 //!
 //! `--ensemble K` trains K members per estimator (seeds 0..K) and samples their mixture
 //! ([`amortize::estimators::ensemble`]). `--exchangeable` trains every estimator with the
-//! task's [`Task::exchangeable_blocks`] (slcp: its four iid draws sorted into one order).
+//! task's [`Task::iid_draws`] (slcp: its four iid draws sorted into one order).
 
 use std::time::Instant;
 
@@ -131,11 +131,7 @@ fn main() -> Result<()> {
         let (theta, x) = task.simulate_dataset(SIMULATIONS, 1);
         for estimator in &estimators {
             let start = Instant::now();
-            let blocks = if exchangeable {
-                task.exchangeable_blocks()
-            } else {
-                1
-            };
+            let blocks = if exchangeable { task.iid_draws() } else { 1 };
             let (model, reports) = train(estimator, task, &theta, &x, ema, members, blocks)?;
             let epochs: Vec<usize> = reports.iter().map(|r| r.history.len()).collect();
             let losses: Vec<String> = reports

@@ -37,6 +37,10 @@ pub struct TrainConfig {
     /// (e.g. 0.999), validate it and return it instead of the raw parameters. Averaging
     /// out the last steps' noise is what diffusion models are usually sampled with.
     pub ema_decay: Option<f32>,
+    /// Consecutive rows that belong together (the iid draws of one simulation) and so go
+    /// to the same side of the train/validation split, lest validation see draws of a
+    /// simulation that training saw; 1 splits row by row. Must divide the rows.
+    pub rows_per_group: usize,
 }
 
 impl Default for TrainConfig {
@@ -53,6 +57,7 @@ impl Default for TrainConfig {
             min_lr_fraction: 0.01,
             clip_norm: Some(5.0),
             ema_decay: None,
+            rows_per_group: 1,
         }
     }
 }
@@ -84,6 +89,15 @@ impl TrainConfig {
             return Err(Error::invalid(
                 op,
                 format!("needs at least 2 rows, got {rows}"),
+            ));
+        }
+        if self.rows_per_group == 0 || rows % self.rows_per_group != 0 {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "{rows} rows do not split into groups of {} (rows_per_group)",
+                    self.rows_per_group
+                ),
             ));
         }
         Ok(())
@@ -122,14 +136,27 @@ pub struct TrainReport {
     pub steps: usize,
 }
 
-/// Splits row indices `0..rows` into (train, validation) after a seeded shuffle.
-pub fn train_validation_split(rows: usize, fraction: f32, seed: u64) -> (Vec<u32>, Vec<u32>) {
-    let mut idx: Vec<u32> = (0..rows as u32).collect();
+/// Splits row indices `0..rows` into (train, validation) after a seeded shuffle of the
+/// groups of `group` consecutive rows (1: of the rows), so a group's rows land on one
+/// side; `group` divides `rows`.
+pub fn train_validation_split(
+    rows: usize,
+    fraction: f32,
+    seed: u64,
+    group: usize,
+) -> (Vec<u32>, Vec<u32>) {
+    let groups = rows / group;
+    let mut idx: Vec<u32> = (0..groups as u32).collect();
     PhiloxStream::new(seed, streams::SHUFFLE, u32::MAX).shuffle(&mut idx);
-    let n_val = ((rows as f64) * fraction as f64).round() as usize;
-    let n_val = n_val.min(rows - 1);
-    let train = idx.split_off(n_val);
-    (train, idx)
+    let n_val = ((groups as f64) * fraction as f64).round() as usize;
+    let n_val = n_val.min(groups - 1);
+    let rows_of = |g: &[u32]| -> Vec<u32> {
+        g.iter()
+            .flat_map(|&g| g * group as u32..(g + 1) * group as u32)
+            .collect()
+    };
+    let (validation, train) = idx.split_at(n_val);
+    (rows_of(train), rows_of(validation))
 }
 
 /// Trains the parameters in `store` on `rows` rows of data.
@@ -150,7 +177,7 @@ where
 {
     cfg.validate(rows)?;
     let (mut train_rows, val_rows) =
-        train_validation_split(rows, cfg.validation_fraction, cfg.seed);
+        train_validation_split(rows, cfg.validation_fraction, cfg.seed, cfg.rows_per_group);
     let batches_per_epoch = train_rows.len().div_ceil(cfg.batch_size);
     let schedule = CosineSchedule {
         base_lr: cfg.optimizer.lr,

@@ -417,3 +417,72 @@ fn npe_nle_and_nre_train_on_wgpu_from_the_command_line() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_model_of_one_iid_draw_trains_evaluates_and_samples_from_the_command_line() {
+    let dir = scratch("iid-draws");
+    let (data, model, out) = (dir.join("data"), dir.join("model"), dir.join("draws.npy"));
+    let (ok, err) = amortize(&[
+        "simulate",
+        "--task",
+        "slcp",
+        "--num",
+        "200",
+        "--out",
+        s(&data),
+    ]);
+    assert!(ok, "{err}");
+    let train = |draws: &str| {
+        amortize(&[
+            "train",
+            "--estimator",
+            "nle",
+            "--data",
+            s(&data),
+            "--task",
+            "slcp",
+            "--out",
+            s(&model),
+            "--epochs",
+            "1",
+            "--iid-draws",
+            draws,
+        ])
+    };
+    let (ok, err) = train("3");
+    assert!(!ok && err.contains("3 iid draws"), "{err}");
+    assert!(!model.exists());
+    let (ok, err) = train("4");
+    assert!(ok, "{err}");
+    let mcmc = ["--chains", "10", "--warmup", "10"];
+    let evaluate = [
+        &["evaluate", "--task", "slcp", "--model", s(&model)][..],
+        &["--observation", "4", "--num", "50"],
+        &mcmc,
+    ]
+    .concat();
+    let (ok, err) = amortize(&evaluate);
+    assert!(ok && err.contains("composed of its draws"), "{err}");
+    // One slcp observation is [1, 8]; this model reads its four draws as [4, 2].
+    let (one_row, as_draws) = (dir.join("obs-1x8.npy"), dir.join("obs-4x2.npy"));
+    let obs: Vec<f32> = (0..8).map(|i| 0.1 * i as f32).collect();
+    write_npy(&one_row, &obs, &[1, 8]).unwrap();
+    write_npy(&as_draws, &obs, &[4, 2]).unwrap();
+    let sample = |obs: &Path| {
+        let args = [
+            &["sample", "--model", s(&model), "--obs", s(obs)][..],
+            &["--num", "50", "--out", s(&out)],
+            &mcmc,
+        ]
+        .concat();
+        amortize(&args)
+    };
+    let (ok, err) = sample(&one_row);
+    assert!(!ok && err.contains("--iid-draws 4"), "{err}");
+    assert!(!out.exists());
+    let (ok, err) = sample(&as_draws);
+    assert!(ok, "{err}");
+    let (_, rows, cols) = amortize::io::npy::read_npy_matrix(&out, Some(5)).unwrap();
+    assert_eq!((rows, cols), (50, 5));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,13 +1,14 @@
-//! x made of exchangeable blocks (slcp's four iid draws): every estimator trained with
+//! x made of iid draws (slcp's four points): every estimator trained with
 //! `exchangeable_blocks` gives the same answer for an observation whatever the order of
 //! its blocks, keeps that through its model directory, and refuses a block count that
-//! does not split x.
+//! does not split x; `split_iid_draws` turns (θ, x) into one pair per draw.
 
 use std::path::PathBuf;
 
 use amortize::estimators::nle::{NleModel, NleOptions};
 use amortize::estimators::npe::{NpeModel, NpeOptions};
 use amortize::estimators::nre::{NreModel, NreOptions};
+use amortize::estimators::pairs::split_iid_draws;
 use amortize::estimators::score_model::canonical_order;
 use amortize::estimators::{SamplingOptions, ScoreModel, ScoreTrainOptions};
 use amortize::samplers::mcmc::LikelihoodEstimator;
@@ -184,7 +185,7 @@ fn blocks_that_do_not_split_x_are_an_error() {
 #[test]
 fn a_task_s_exchangeable_blocks_split_its_x_into_draws_of_one_distribution() {
     for task in Task::ALL {
-        assert_eq!(task.dim_x() % task.exchangeable_blocks(), 0, "{task}");
+        assert_eq!(task.dim_x() % task.iid_draws(), 0, "{task}");
     }
     // slcp's four blocks at one θ: each block's means and variances match the first
     // block's. At this θ the larger variance is θ₃⁴ = 1.2⁴ ≈ 2.07, so over 4000 rows a
@@ -194,7 +195,7 @@ fn a_task_s_exchangeable_blocks_split_its_x_into_draws_of_one_distribution() {
     let theta: Vec<f32> = [0.5f32, -1.0, 1.2, 0.8, 0.3].repeat(rows);
     let mut rng = amortize::rng::PhiloxStream::new(9, amortize::rng::streams::DATA, 0);
     let x = TASK.simulate(&theta, &mut rng).unwrap();
-    let blocks = TASK.exchangeable_blocks();
+    let blocks = TASK.iid_draws();
     let width = TASK.dim_x() / blocks;
     let moments = |b: usize| -> Vec<f64> {
         let mut out = Vec::new();
@@ -218,5 +219,26 @@ fn a_task_s_exchangeable_blocks_split_its_x_into_draws_of_one_distribution() {
                 "block {b}, moment {i}: {a} vs {c}"
             );
         }
+    }
+}
+
+#[test]
+fn split_iid_draws_puts_each_theta_beside_each_of_its_draws() {
+    let theta = [1.0, 2.0, 3.0, 4.0];
+    let (repeated, dim) = split_iid_draws(&theta, 2, 8, 4).unwrap();
+    assert_eq!(dim, 2);
+    assert_eq!(
+        repeated,
+        [[1.0, 2.0]; 4]
+            .concat()
+            .into_iter()
+            .chain([[3.0, 4.0]; 4].concat())
+            .collect::<Vec<f32>>()
+    );
+    for draws in [0, 3] {
+        let err = split_iid_draws(&theta, 2, 8, draws)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("{draws} iid draws")), "{err}");
     }
 }

@@ -123,7 +123,7 @@ fn early_stopping_on_noise_restores_the_best_parameters() {
     assert_eq!(report.history.len(), report.best_epoch + cfg.patience);
     // The restored parameters reproduce the best validation loss.
     let (_, val_rows) =
-        amortize::train::train_validation_split(N, cfg.validation_fraction, cfg.seed);
+        amortize::train::train_validation_split(N, cfg.validation_fraction, cfg.seed, 1);
     let mut tape = Tape::no_grad();
     let l = loss(&mut tape, &store, &val_rows).unwrap();
     let restored = tape.value(l).item().unwrap();
@@ -243,8 +243,43 @@ fn an_averaged_model_is_validated_and_returned() {
     );
     // What was returned is what was validated: recomputing gives the best loss.
     let (_, val_rows) =
-        amortize::train::train_validation_split(N, cfg.validation_fraction, cfg.seed);
+        amortize::train::train_validation_split(N, cfg.validation_fraction, cfg.seed, 1);
     let mut tape = Tape::no_grad();
     let l = loss(&mut tape, &store, &val_rows).unwrap();
     assert!((tape.value(l).item().unwrap() - report.best_loss).abs() < 1e-5);
+}
+
+#[test]
+fn a_split_by_groups_keeps_each_group_on_one_side_and_by_rows_mixes_them() {
+    use amortize::train::train_validation_split;
+    let (rows, group) = (400, 4);
+    let (train, validation) = train_validation_split(rows, 0.2, 7, group);
+    assert_eq!((train.len(), validation.len()), (320, 80));
+    let mut all: Vec<u32> = train.iter().chain(&validation).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..rows as u32).collect::<Vec<_>>());
+    let side = |r: u32| validation.contains(&r);
+    for g in 0..(rows / group) as u32 {
+        let first = side(g * 4);
+        assert!((g * 4..g * 4 + 4).all(|r| side(r) == first), "group {g}");
+    }
+    // Row by row, some group of four straddles the split (what grouping prevents).
+    let (_, by_rows) = train_validation_split(rows, 0.2, 7, 1);
+    assert!((0..(rows / group) as u32).any(|g| {
+        let inside = (g * 4..g * 4 + 4).filter(|r| by_rows.contains(r)).count();
+        inside > 0 && inside < 4
+    }));
+}
+
+#[test]
+fn groups_that_do_not_divide_the_rows_are_an_error() {
+    let mut store = ParamStore::new();
+    let cfg = TrainConfig {
+        rows_per_group: 3,
+        ..TrainConfig::default()
+    };
+    let err = fit(&mut store, 10, &cfg, |_, _, _| unreachable!(), |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("groups of 3"), "{err}");
 }

@@ -323,6 +323,7 @@ fn run_fold(
         min_lr_fraction: 1.0,
         clip_norm: None,
         ema_decay: None,
+        rows_per_group: 1,
     };
     let report = fit(
         &mut store,

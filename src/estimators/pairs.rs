@@ -97,3 +97,29 @@ pub fn sum_over_observations(
     }
     Ok(out)
 }
+
+/// Training pairs for an estimator of one of x's `draws` iid draws (x is `draws` draws
+/// of a smaller simulator output, as slcp's four points): x `[rows, dim_x]` is read as
+/// `[rows·draws, dim_x/draws]`, the same row-major buffer, and each θ row is repeated
+/// beside each of its draws. Returns θ `[rows·draws, dim θ]` and the per-draw dim x, or
+/// an error unless `draws` ≥ 1 divides `dim_x`. One simulation's draws are consecutive
+/// rows: train with [`crate::train::TrainConfig::rows_per_group`] = `draws` to keep them
+/// on one side of the validation split.
+pub fn split_iid_draws(
+    theta: &[f32],
+    dim_theta: usize,
+    dim_x: usize,
+    draws: usize,
+) -> Result<(Vec<f32>, usize)> {
+    if draws == 0 || dim_x % draws != 0 {
+        return Err(Error::invalid(
+            "split_iid_draws",
+            format!("{draws} iid draws do not split x's {dim_x} features evenly"),
+        ));
+    }
+    let theta = theta
+        .chunks_exact(dim_theta)
+        .flat_map(|row| std::iter::repeat_n(row, draws).flatten().copied())
+        .collect();
+    Ok((theta, dim_x / draws))
+}

@@ -103,9 +103,9 @@ impl Task {
         }
     }
 
-    /// How many exchangeable blocks x is made of: slcp's x is its iid draws, whose order
-    /// carries no information; 1 for the others.
-    pub fn exchangeable_blocks(self) -> usize {
+    /// How many iid draws of a smaller output x is made of (slcp: four points in the
+    /// plane), and so how many exchangeable blocks; 1 for the others.
+    pub fn iid_draws(self) -> usize {
         match self {
             Task::Slcp => slcp::DRAWS,
             _ => 1,

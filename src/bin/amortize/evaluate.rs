@@ -112,7 +112,15 @@ pub fn run(args: &Args) -> Result<()> {
     let task = Task::by_name(&args.task)?;
     let model = Estimator::load(&args.model)?;
     let (dim_theta, dim_x) = model.dims();
-    if (dim_theta, dim_x) != (task.dim_theta(), task.dim_x()) {
+    let per_draw = dim_theta == task.dim_theta()
+        && task.iid_draws() > 1
+        && dim_x * task.iid_draws() == task.dim_x();
+    if per_draw {
+        eprintln!(
+            "the model learned one of {task}'s {} iid draws (train --iid-draws): each observation is composed of its draws",
+            task.iid_draws()
+        );
+    } else if (dim_theta, dim_x) != (task.dim_theta(), task.dim_x()) {
         return Err(Error::invalid(
             "evaluate",
             format!(

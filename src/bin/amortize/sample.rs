@@ -246,7 +246,23 @@ fn mcmc(
 pub fn run(args: &Args) -> Result<()> {
     let model = Estimator::load(&args.model)?;
     let (dim_theta, dim_x) = model.dims();
-    let (obs, n, _) = read_npy_matrix(&args.obs, Some(dim_x))?;
+    let (obs, n, cols) = read_npy_matrix(&args.obs, None)?;
+    if cols != dim_x {
+        let hint = match cols % dim_x {
+            0 => format!(
+                " (a model trained with --iid-draws {} learns one draw: give each observation's draws as rows)",
+                cols / dim_x
+            ),
+            _ => String::new(),
+        };
+        return Err(Error::invalid(
+            "sample",
+            format!(
+                "{}: observations of {cols} features, the model's x has {dim_x}{hint}",
+                args.obs.display()
+            ),
+        ));
+    }
     if n == 0 {
         return Err(Error::invalid(
             "sample",

@@ -8,6 +8,7 @@ use amortize::estimators::flow_model::FlowOptions;
 use amortize::estimators::nle::NleModel;
 use amortize::estimators::npe::NpeModel;
 use amortize::estimators::nre::{NreModel, NreOptions};
+use amortize::estimators::pairs::split_iid_draws;
 use amortize::estimators::score::LevelDraw;
 use amortize::estimators::{ScoreModel, ScoreTrainOptions};
 use amortize::io::model::ModelFile;
@@ -96,6 +97,12 @@ pub struct Args {
     /// canonical order, in training and for every observation it is given later.
     #[arg(long, default_value_t = 1)]
     pub exchangeable_blocks: usize,
+    /// x is this many iid draws of a smaller output (slcp: 4 points in the plane): the
+    /// model learns one draw from every simulation's draws (the 10⁴ simulations of slcp
+    /// give 4·10⁴ pairs (θ, point)), and an observation's draws are composed as iid
+    /// observations when sampling (`sample --obs` takes them as rows).
+    #[arg(long, default_value_t = 1)]
+    pub iid_draws: usize,
 }
 
 /// The score estimator's default weight average (see `--ema-decay`).
@@ -154,6 +161,7 @@ impl Args {
             train.optimizer.decoupled = true;
         }
         train.seed = seed;
+        train.rows_per_group = self.iid_draws;
         if let Some(decay) = self.ema_decay {
             train.ema_decay = (decay > 0.0).then_some(decay);
         }
@@ -180,10 +188,10 @@ pub fn run(args: &Args) -> Result<()> {
         ));
     }
     if let Some(task) = task_name.as_deref().map(Task::by_name).transpose()? {
-        let blocks = task.exchangeable_blocks();
-        if blocks > 1 && args.exchangeable_blocks == 1 {
+        let draws = task.iid_draws();
+        if draws > 1 && args.exchangeable_blocks == 1 && args.iid_draws == 1 {
             eprintln!(
-                "note: {task}'s x is {blocks} iid draws; --exchangeable-blocks {blocks} lets the model ignore their order (benches/RESULTS.md)"
+                "note: {task}'s x is {draws} iid draws: --iid-draws {draws} learns one draw and composes them, --exchangeable-blocks {draws} ignores their order (benches/RESULTS.md)"
             );
         }
         if dim_x != task.dim_x() {
@@ -199,6 +207,7 @@ pub fn run(args: &Args) -> Result<()> {
     if args.ensemble == 0 {
         return Err(Error::invalid("train", "--ensemble must be at least 1"));
     }
+    let (theta, dim_x) = split_iid_draws(&theta, prior.dim(), dim_x, args.iid_draws)?;
     let options = args.options()?;
     let start = Instant::now();
     let (theta, x, name) = (theta.as_slice(), x.as_slice(), task_name);
@@ -258,8 +267,12 @@ pub fn run(args: &Args) -> Result<()> {
             )
         })
         .collect();
+    let each = match args.iid_draws {
+        1 => String::new(),
+        k => format!(" of {k} iid draws each"),
+    };
     println!(
-        "trained on {rows} simulations in {:.1} s ({}); {} written to {}",
+        "trained on {rows} simulations{each} in {:.1} s ({}); {} written to {}",
         start.elapsed().as_secs_f64(),
         summary.join("; "),
         if reports.len() > 1 {
