@@ -79,15 +79,20 @@ impl LikelihoodEstimator for NleModel {
 
     /// `Σ_j ln q(x_j | θ)` in x's original units: the flow's density of the standardized
     /// x minus `Σ ln std_x` per observation (a constant, kept so the value is a density).
+    /// With B exchangeable blocks the flow models x in canonical order, whose density is
+    /// B! times x's, so `ln B!` comes off too.
     fn log_likelihood(&self, theta: &[f32], obs: &[f32]) -> Result<Vec<f64>> {
         let c = &self.config;
         let n = (obs.len() / c.flow.dim) as f64;
-        let log_scale: f64 = c
-            .x_standardization
-            .std
-            .iter()
-            .map(|&s| (s as f64).ln())
+        let orderings: f64 = (2..=c.x_standardization.exchangeable_blocks)
+            .map(|k| (k as f64).ln())
             .sum();
+        let log_scale: f64 = orderings
+            + c.x_standardization
+                .std
+                .iter()
+                .map(|&s| (s as f64).ln())
+                .sum::<f64>();
         let sums = self.summed_log_prob(Modeled::X, theta, obs)?;
         Ok(sums.into_iter().map(|s| s - n * log_scale).collect())
     }
