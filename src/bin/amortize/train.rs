@@ -194,6 +194,17 @@ pub fn run(args: &Args) -> Result<()> {
                 "note: {task}'s x is {draws} iid draws: --iid-draws {draws} learns one draw and composes them, --exchangeable-blocks {draws} ignores their order (benches/RESULTS.md)"
             );
         }
+        for (flag, k) in [
+            ("--iid-draws", args.iid_draws),
+            ("--exchangeable-blocks", args.exchangeable_blocks),
+        ] {
+            if k > 1 && draws % k != 0 {
+                return Err(Error::invalid(
+                    "train",
+                    format!("{flag} {k}: {task}'s x is not made of {k} iid draws (it is {draws})"),
+                ));
+            }
+        }
         if dim_x != task.dim_x() {
             return Err(Error::invalid(
                 "train",
