@@ -68,6 +68,9 @@ impl TrainConfig {
         if self.epochs == 0 || self.batch_size == 0 {
             return Err(Error::invalid(op, "epochs and batch_size must be positive"));
         }
+        if self.patience == 0 {
+            return Err(Error::invalid(op, "patience must be at least 1 epoch"));
+        }
         if !(0.0..1.0).contains(&self.validation_fraction) {
             return Err(Error::invalid(
                 op,

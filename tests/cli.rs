@@ -349,6 +349,8 @@ fn training_options_out_of_range_are_errors_and_write_nothing() {
     assert!(!ok && err.contains("at least 2 atoms"), "{err}");
     let (ok, err) = train_two_moons("npe", &data, &model, "1", &["--weight-decay", "-0.1"]);
     assert!(!ok && err.contains("weight_decay: -0.1"), "{err}");
+    let (ok, err) = train_two_moons("npe", &data, &model, "1", &["--patience", "0"]);
+    assert!(!ok && err.contains("patience must be at least 1"), "{err}");
     for flag in ["--exchangeable-blocks", "--iid-draws"] {
         let (ok, err) = train_two_moons("nle", &data, &model, "1", &[flag, "2"]);
         assert!(!ok && err.contains("not made of 2 iid draws"), "{err}");

@@ -60,6 +60,11 @@ pub struct Args {
     /// Seeds the initialization, the split, the shuffles and the noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Epochs without a validation improvement before training stops (default: the
+    /// estimator's, 30 for score and 20 for NPE, NLE, NRE). The cosine learning rate
+    /// decays over all `--epochs`, so a run that stops early ends before it has decayed.
+    #[arg(long)]
+    pub patience: Option<usize>,
     /// Hidden width of the score network's three MLPs, of NPE's and NLE's coupling
     /// conditioners and of NRE's classifier.
     #[arg(long, default_value_t = 64)]
@@ -162,6 +167,9 @@ impl Args {
         }
         train.seed = seed;
         train.rows_per_group = self.iid_draws;
+        if let Some(patience) = self.patience {
+            train.patience = patience;
+        }
         if let Some(decay) = self.ema_decay {
             train.ema_decay = (decay > 0.0).then_some(decay);
         }
