@@ -91,6 +91,9 @@ impl Standardization {
                 format!("{blocks} exchangeable blocks do not split x's {cols} features evenly"),
             ));
         }
+        if blocks == 1 {
+            return Ok(Standardization::fit(data, cols));
+        }
         let mut canonical = data.to_vec();
         canonical_order(&mut canonical, cols, blocks);
         Ok(Standardization {
