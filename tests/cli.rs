@@ -347,6 +347,11 @@ fn training_options_out_of_range_are_errors_and_write_nothing() {
     assert!(!ok && err.contains("level-draw exponent"), "{err}");
     let (ok, err) = train_two_moons("nre", &data, &model, "1", &["--atoms", "1"]);
     assert!(!ok && err.contains("at least 2 atoms"), "{err}");
+    let (ok, err) = train_two_moons("nre", &data, &model, "1", &["--nre-activation", "tanh"]);
+    assert!(
+        !ok && err.contains("unknown NRE activation \"tanh\""),
+        "{err}"
+    );
     let (ok, err) = train_two_moons("npe", &data, &model, "1", &["--weight-decay", "-0.1"]);
     assert!(!ok && err.contains("weight_decay: -0.1"), "{err}");
     let (ok, err) = train_two_moons("npe", &data, &model, "1", &["--patience", "0"]);
@@ -423,9 +428,9 @@ fn npe_nle_and_nre_train_on_wgpu_from_the_command_line() {
 }
 
 #[test]
-fn a_model_of_one_iid_draw_trains_evaluates_and_samples_from_the_command_line() {
+fn models_of_iid_draws_train_evaluate_and_sample_from_the_command_line() {
     let dir = scratch("iid-draws");
-    let (data, model, out) = (dir.join("data"), dir.join("model"), dir.join("draws.npy"));
+    let (data, out) = (dir.join("data"), dir.join("draws.npy"));
     let (ok, err) = amortize(&[
         "simulate",
         "--task",
@@ -436,57 +441,68 @@ fn a_model_of_one_iid_draw_trains_evaluates_and_samples_from_the_command_line() 
         s(&data),
     ]);
     assert!(ok, "{err}");
-    let train = |draws: &str| {
-        amortize(&[
-            "train",
-            "--estimator",
-            "nle",
-            "--data",
-            s(&data),
-            "--task",
-            "slcp",
-            "--out",
-            s(&model),
-            "--epochs",
-            "1",
-            "--iid-draws",
-            draws,
-        ])
-    };
-    let (ok, err) = train("3");
-    assert!(!ok && err.contains("3 iid draws"), "{err}");
-    assert!(!model.exists());
-    let (ok, err) = train("4");
-    assert!(ok, "{err}");
-    let mcmc = ["--chains", "10", "--warmup", "10"];
-    let evaluate = [
-        &["evaluate", "--task", "slcp", "--model", s(&model)][..],
-        &["--observation", "4", "--num", "50"],
-        &mcmc,
-    ]
-    .concat();
-    let (ok, err) = amortize(&evaluate);
-    assert!(ok && err.contains("composed of its draws"), "{err}");
-    // One slcp observation is [1, 8]; this model reads its four draws as [4, 2].
-    let (one_row, as_draws) = (dir.join("obs-1x8.npy"), dir.join("obs-4x2.npy"));
-    let obs: Vec<f32> = (0..8).map(|i| 0.1 * i as f32).collect();
-    write_npy(&one_row, &obs, &[1, 8]).unwrap();
-    write_npy(&as_draws, &obs, &[4, 2]).unwrap();
-    let sample = |obs: &Path| {
-        let args = [
-            &["sample", "--model", s(&model), "--obs", s(obs)][..],
-            &["--num", "50", "--out", s(&out)],
+    // NLE learns one draw and composes an observation's four; set NPE reads them as one
+    // set. Both take an observation's draws as rows.
+    for (estimator, evaluated) in [
+        ("nle", "composed of its draws"),
+        ("set_npe", "draws are one set"),
+    ] {
+        let model = dir.join(estimator);
+        let train = |draws: &str, more: &[&str]| {
+            let args = [
+                &["train", "--estimator", estimator, "--data", s(&data)][..],
+                &["--task", "slcp", "--out", s(&model), "--epochs", "1"],
+                &["--iid-draws", draws],
+                more,
+            ]
+            .concat();
+            amortize(&args)
+        };
+        let (ok, err) = train("3", &[]);
+        assert!(!ok && err.contains("3 iid draws"), "{err}");
+        if estimator == "set_npe" {
+            let (ok, err) = train("1", &[]);
+            assert!(!ok && err.contains("give --iid-draws K"), "{err}");
+        }
+        assert!(!model.exists());
+        // Set NPE is sampled as an ensemble of two: the mixture of their flows.
+        let members: &[&str] = match estimator {
+            "set_npe" => &["--ensemble", "2"],
+            _ => &[],
+        };
+        let (ok, err) = train("4", members);
+        assert!(ok, "{err}");
+        let mcmc = ["--chains", "10", "--warmup", "10"];
+        let evaluate = [
+            &["evaluate", "--task", "slcp", "--model", s(&model)][..],
+            &["--observation", "4", "--num", "50"],
             &mcmc,
         ]
         .concat();
-        amortize(&args)
-    };
-    let (ok, err) = sample(&one_row);
-    assert!(!ok && err.contains("--iid-draws 4"), "{err}");
-    assert!(!out.exists());
-    let (ok, err) = sample(&as_draws);
-    assert!(ok, "{err}");
-    let (_, rows, cols) = amortize::io::npy::read_npy_matrix(&out, Some(5)).unwrap();
-    assert_eq!((rows, cols), (50, 5));
+        let (ok, err) = amortize(&evaluate);
+        assert!(ok && err.contains(evaluated), "{estimator}: {err}");
+        // One slcp observation is [1, 8]; this model reads its four draws as [4, 2].
+        let (one_row, as_draws) = (dir.join("obs-1x8.npy"), dir.join("obs-4x2.npy"));
+        let obs: Vec<f32> = (0..8).map(|i| 0.1 * i as f32).collect();
+        write_npy(&one_row, &obs, &[1, 8]).unwrap();
+        write_npy(&as_draws, &obs, &[4, 2]).unwrap();
+        let sample = |obs: &Path| {
+            let args = [
+                &["sample", "--model", s(&model), "--obs", s(obs)][..],
+                &["--num", "50", "--out", s(&out)],
+                &mcmc,
+            ]
+            .concat();
+            amortize(&args)
+        };
+        let (ok, err) = sample(&one_row);
+        assert!(!ok && err.contains("--iid-draws 4"), "{err}");
+        assert!(!out.exists());
+        let (ok, err) = sample(&as_draws);
+        assert!(ok, "{err}");
+        let (_, rows, cols) = amortize::io::npy::read_npy_matrix(&out, Some(5)).unwrap();
+        assert_eq!((rows, cols), (50, 5));
+        std::fs::remove_file(&out).unwrap();
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

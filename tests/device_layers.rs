@@ -347,7 +347,7 @@ fn estimators_train_like_the_cpu(device: Device, require_var: &str) {
             atoms: 4,
             train: train(3),
             device,
-            exchangeable_blocks: 1,
+            ..NreOptions::default()
         };
         let (model, report) =
             NreModel::train(&theta, &x, dim_x, prior.clone(), None, &options, |_| {}).unwrap();

@@ -1,7 +1,6 @@
-//! Ensembles of NPE, NLE and NRE models: the mixture's log-likelihood per observation
-//! (NPE, NLE) and the geometric mean of ratios (NRE),
-//! draws of an NPE ensemble from the mixture of its members, one member behaving exactly
-//! as the model, and ensemble directories round-tripping (and failing with errors that
+//! Ensembles of NPE, NLE, NRE and set NPE models: the mixture's log-likelihood per
+//! observation (NPE, NLE) and the geometric mean of ratios (NRE), draws of an NPE or set
+//! NPE ensemble from the mixture of its members, one member behaving exactly as the model, and ensemble directories round-tripping (and failing with errors that
 //! say what is wrong).
 
 use std::sync::OnceLock;
@@ -10,6 +9,7 @@ use amortize::estimators::ensemble::Ensemble;
 use amortize::estimators::nle::{NleModel, NleOptions};
 use amortize::estimators::npe::{NpeModel, NpeOptions};
 use amortize::estimators::nre::{NreModel, NreOptions};
+use amortize::estimators::set_npe::{draw_subsets, SetEncoderConfig, SetNpeModel, SetNpeOptions};
 use amortize::rng::{streams, PhiloxStream};
 use amortize::samplers::mcmc::LikelihoodEstimator;
 use amortize::tasks::Task;
@@ -81,6 +81,50 @@ fn nre_members() -> Vec<NreModel> {
         options.train.seed = seed;
         NreModel::train(theta, x, TASK.dim_x(), TASK.prior(), None, &options, |_| {})
     })
+}
+
+/// Two set NPE members on sets of up to two draws whose posteriors sit apart, as
+/// [`npe_members`]'s: the second is trained on θ + 1.
+fn set_npe_members() -> Vec<SetNpeModel> {
+    let mut rng = PhiloxStream::new(6, streams::TEST, 0);
+    let theta = TASK.prior().sample(&mut rng, 1000);
+    let twice: Vec<f32> = theta
+        .chunks_exact(TASK.dim_theta())
+        .flat_map(|t| t.iter().chain(t).copied())
+        .collect();
+    let x = TASK.simulate(&twice, &mut rng).unwrap();
+    let (set_theta, sets) = draw_subsets(&theta, &x, TASK.dim_theta(), 2).unwrap();
+    let shifted: Vec<f32> = set_theta.iter().map(|t| t + 1.0).collect();
+    [(0, &set_theta), (1, &shifted)]
+        .into_iter()
+        .map(|(seed, theta)| {
+            let mut options = SetNpeOptions::deep_set(TASK.dim_x());
+            if let SetEncoderConfig::DeepSet(encoder) = &mut options.encoder {
+                encoder.width = 16;
+                encoder.embedding = 16;
+            }
+            options.layers = 2;
+            options.spline = false;
+            options.train.epochs = 5;
+            options.train.seed = seed;
+            SetNpeModel::train(theta, &sets, TASK.prior(), None, &options, |_| {})
+                .unwrap()
+                .0
+        })
+        .collect()
+}
+
+/// How many of `draws` an NPE ensemble of two members drew from the second, whose
+/// posterior sits 1 above the first's in every coordinate: a row's mean coordinate more
+/// than 0.5 above the centre of `first` (draws of the first member alone) tells.
+fn from_second_member(draws: &[f32], first: &[f32]) -> usize {
+    let d = TASK.dim_theta();
+    let row_mean = |r: &[f32]| r.iter().sum::<f32>() / d as f32;
+    let centre = first.chunks_exact(d).map(row_mean).sum::<f32>() / (first.len() / d) as f32;
+    draws
+        .chunks_exact(d)
+        .filter(|r| row_mean(r) - centre > 0.5)
+        .count()
 }
 
 fn test_theta(rows: usize) -> Vec<f32> {
@@ -160,17 +204,10 @@ fn npe_ensemble_draws_from_both_members_equally() {
     let obs = observations(1);
     let num = 4000;
     let draws = ensemble.sample(&obs, num, 5).unwrap().samples;
-    let d = TASK.dim_theta();
     // The members' posteriors are 1 apart in every coordinate and ~0.1 wide
-    // (gaussian_linear's prior sd is 0.1), so the mean of a row's coordinates, minus
-    // the first member's mean, tells which member drew it.
+    // (gaussian_linear's prior sd is 0.1).
     let alone = npe_members()[0].sample(&obs, num, 6).unwrap().samples;
-    let row_mean = |r: &[f32]| r.iter().sum::<f32>() / d as f32;
-    let centre = alone.chunks_exact(d).map(row_mean).sum::<f32>() / num as f32;
-    let from_second = draws
-        .chunks_exact(d)
-        .filter(|r| row_mean(r) - centre > 0.5)
-        .count();
+    let from_second = from_second_member(&draws, &alone);
     // Binomial(4000, 1/2): sd 32, so ±200 is > 6 sd; a sampler that ignores a member
     // gives 0 or 4000.
     assert!(
@@ -178,11 +215,29 @@ fn npe_ensemble_draws_from_both_members_equally() {
         "{from_second} of {num} draws from the second member"
     );
     // Draws from the two members are interleaved, not in blocks.
-    let first_half = draws[..num / 2 * d]
-        .chunks_exact(d)
-        .filter(|r| row_mean(r) - centre > 0.5)
-        .count();
+    let first_half = from_second_member(&draws[..num / 2 * TASK.dim_theta()], &alone);
     assert!((first_half as i64 - 1000).abs() < 150, "{first_half}");
+}
+
+#[test]
+fn set_npe_ensemble_draws_from_both_members_given_a_set() {
+    let members = set_npe_members();
+    let set = observations(2);
+    let num = 2000;
+    let alone = members[0].sample(&set, num, 6).unwrap().samples;
+    // One member draws exactly as the model.
+    let one = Ensemble::new(vec![members[0].clone()]).unwrap();
+    assert_eq!(one.sample(&set, num, 6).unwrap().samples, alone);
+    let ensemble = Ensemble::new(members).unwrap();
+    let from_second = from_second_member(&ensemble.sample(&set, num, 5).unwrap().samples, &alone);
+    // Binomial(2000, 1/2): sd 22, so ±150 is > 6 sd; ignoring a member gives 0 or 2000.
+    assert!(
+        (from_second as i64 - 1000).abs() < 150,
+        "{from_second} of {num} draws from the second member"
+    );
+    // An empty set is an error from the ensemble as from the model.
+    let err = ensemble.sample(&[], num, 5).unwrap_err();
+    assert!(err.to_string().contains("empty"), "{err}");
 }
 
 #[test]

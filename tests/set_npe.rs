@@ -5,7 +5,10 @@
 use std::sync::OnceLock;
 
 use amortize::estimators::npe::NpeModel;
-use amortize::estimators::set_npe::{SetEncoderConfig, SetNpeModel, SetNpeOptions};
+use amortize::estimators::set_npe::{
+    draw_subsets, subsets_per_simulation, SetEncoderConfig, SetNpeModel, SetNpeOptions,
+    MAX_SUBSET_DRAWS,
+};
 use amortize::nn::sets::RaggedSets;
 use amortize::nn::{DeepSetConfig, TransformerConfig};
 use amortize::rng::{streams, PhiloxStream};
@@ -487,4 +490,49 @@ fn set_transformer_encoder_trains_pads_and_round_trips() {
         model.log_prob(&theta[..6], &x, &mask).unwrap()
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn draw_subsets_are_every_non_empty_subset_of_each_simulations_draws() {
+    // 30 simulations of 4 draws of 2 features; draw d of simulation i is (i, d), so every
+    // element says where it came from.
+    let (simulations, draws, dim_theta) = (30usize, 4usize, 3usize);
+    let theta: Vec<f32> = (0..simulations * dim_theta).map(|v| v as f32).collect();
+    let x: Vec<f32> = (0..simulations)
+        .flat_map(|i| (0..draws).flat_map(move |d| [i as f32, d as f32]))
+        .collect();
+    let (repeated, sets) = draw_subsets(&theta, &x, dim_theta, draws).unwrap();
+    let per = subsets_per_simulation(draws);
+    assert_eq!(per, 15);
+    assert_eq!(sets.len(), simulations * per);
+    assert_eq!(sets.features(), 2);
+    for i in 0..simulations {
+        let mut subsets: Vec<Vec<usize>> = (0..per)
+            .map(|k| {
+                let row = i * per + k;
+                assert_eq!(
+                    &repeated[row * dim_theta..(row + 1) * dim_theta],
+                    &theta[i * dim_theta..(i + 1) * dim_theta]
+                );
+                let set = sets.set(row);
+                assert!(set.chunks_exact(2).all(|e| e[0] == i as f32));
+                set.chunks_exact(2).map(|e| e[1] as usize).collect()
+            })
+            .collect();
+        // Fifteen different subsets of {0, 1, 2, 3}, none empty, none repeating a draw:
+        // every non-empty subset once.
+        for subset in &subsets {
+            assert!(!subset.is_empty() && subset.windows(2).all(|w| w[0] < w[1]));
+        }
+        subsets.sort();
+        subsets.dedup();
+        assert_eq!(subsets.len(), 15);
+    }
+    // x that is not whole simulations of `draws` draws is an error, and so are more
+    // draws than the subsets can be enumerated for.
+    let err = draw_subsets(&theta, &x[..x.len() - 2], dim_theta, draws).unwrap_err();
+    assert!(err.to_string().contains("multiple of 120"), "{err}");
+    let wide = vec![0.0f32; simulations * (MAX_SUBSET_DRAWS + 1)];
+    let err = draw_subsets(&theta, &wide, dim_theta, MAX_SUBSET_DRAWS + 1).unwrap_err();
+    assert!(err.to_string().contains("1 to 6 draws"), "{err}");
 }

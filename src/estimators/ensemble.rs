@@ -31,9 +31,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::estimators::nle::NleModel;
-use crate::estimators::npe::{sample_in_support, NpeDraws, NpeModel};
+use crate::estimators::npe::{
+    sample_in_support, sample_posterior_flow, NpeDraws, NpeModel, PosteriorFlow,
+};
 use crate::estimators::nre::NreModel;
-use crate::estimators::score_model::{check_rows, SamplingOptions, ScoreModel};
+use crate::estimators::score_model::{SamplingOptions, ScoreModel};
+use crate::estimators::set_npe::SetNpeModel;
 use crate::io::model::{load_config, save_model_dir, ModelFile};
 use crate::priors::Prior;
 use crate::rng::PhiloxStream;
@@ -175,6 +178,13 @@ impl Compatible for NreModel {
     }
 }
 
+impl Compatible for SetNpeModel {
+    fn mismatch(&self, other: &Self) -> Option<&'static str> {
+        (self.config.prior != other.config.prior || self.features() != other.features())
+            .then_some("another prior or set element size")
+    }
+}
+
 impl Compatible for ScoreModel {
     /// Score networks average their ε̂ in one standardized space: members share
     /// everything but their weights (they are trained on the same simulations).
@@ -300,34 +310,33 @@ fn log_sum_exp(values: impl Iterator<Item = f64> + Clone) -> f64 {
     max + values.map(|v| (v - max).exp()).sum::<f64>().ln()
 }
 
-impl Ensemble<NpeModel> {
-    /// `num` draws from the mixture `(1/K) Σ_k q_k(θ | x_obs)` inside the prior's
-    /// support, seeded by `seed`: each proposal picks its member uniformly, and draws
-    /// outside the support are rejected from the mixture (not per member, which would
-    /// reweight the members by their acceptance rates). One member draws exactly as
-    /// [`NpeModel::sample`].
+impl<M: PosteriorFlow> Ensemble<M> {
+    /// `num` draws from the mixture `(1/K) Σ_k q_k(θ | x_obs)` of posterior flows (NPE
+    /// given one observation, set NPE given a set) inside the prior's support, seeded by
+    /// `seed`: each proposal picks its member uniformly, and draws outside the support
+    /// are rejected from the mixture (not per member, which would reweight the members by
+    /// their acceptance rates). One member draws exactly as [`sample_posterior_flow`].
     pub fn sample(&self, obs: &[f32], num: usize, seed: u64) -> Result<NpeDraws> {
-        let op = "Ensemble::sample";
-        if check_rows(op, "the observation", obs, self.dim_x())? != 1 {
-            return Err(Error::invalid(
-                op,
-                "NPE draws directly given exactly one observation [1, dim x]; for n > 1 sample its factorized posterior with samplers::mcmc::sample_estimator",
-            ));
-        }
         if let [single] = self.members.as_slice() {
-            return single.sample(obs, num, seed);
+            return sample_posterior_flow(single, obs, num, seed);
         }
-        let d = self.prior().dim();
+        let contexts = self
+            .members
+            .iter()
+            .map(|m| m.context(obs))
+            .collect::<Result<Vec<_>>>()?;
+        let prior = self.members[0].prior();
+        let d = prior.dim();
         let k = self.members.len() as u32;
-        sample_in_support(op, self.prior(), num, seed, |batch, rng| {
+        sample_in_support("Ensemble::sample", prior, num, seed, |batch, rng| {
             let mut counts = vec![0usize; k as usize];
             for _ in 0..batch {
                 counts[rng.below(k) as usize] += 1;
             }
             let mut draws = Vec::with_capacity(batch * d);
-            for (member, &count) in self.members.iter().zip(&counts) {
+            for ((member, context), &count) in self.members.iter().zip(&contexts).zip(&counts) {
                 if count > 0 {
-                    draws.extend(member.propose(obs, count, rng)?);
+                    draws.extend(member.propose(context, count, rng)?);
                 }
             }
             shuffle_rows(&mut draws, d, rng);

@@ -87,6 +87,17 @@ impl NpeModel {
 
     /// `num` draws from q(θ | x_obs) inside the prior's support, seeded by `seed`.
     pub fn sample(&self, obs: &[f32], num: usize, seed: u64) -> Result<NpeDraws> {
+        sample_posterior_flow(self, obs, num, seed)
+    }
+}
+
+impl PosteriorFlow for NpeModel {
+    fn prior(&self) -> &Prior {
+        &self.config.prior
+    }
+
+    /// The standardized observation; anything but one row `[1, dim x]` is an error.
+    fn context(&self, obs: &[f32]) -> Result<Vec<f32>> {
         let op = "NpeModel::sample";
         let c = &self.config;
         let dim_x = c.x_standardization.mean.len();
@@ -96,31 +107,54 @@ impl NpeModel {
                 "NPE draws directly given exactly one observation [1, dim x]; for n > 1 sample its factorized posterior with samplers::mcmc::sample_estimator",
             ));
         }
-        sample_in_support(op, &c.prior, num, seed, |batch, rng| {
-            self.propose(obs, batch, rng)
-        })
-    }
-
-    /// `batch` unrestricted draws θ ~ q(θ | x_obs) in θ's original units (some may lie
-    /// outside the prior's support), for one observation `obs` [dim x].
-    pub(crate) fn propose(
-        &self,
-        obs: &[f32],
-        batch: usize,
-        rng: &mut PhiloxStream,
-    ) -> Result<Vec<f32>> {
-        let c = &self.config;
         let mut context = obs.to_vec();
         c.x_standardization.apply(&mut context);
+        Ok(context)
+    }
+
+    fn propose(&self, context: &[f32], batch: usize, rng: &mut PhiloxStream) -> Result<Vec<f32>> {
         propose_from_flow(
             &self.flow,
             &self.store,
-            &context,
-            &c.theta_standardization,
+            context,
+            &self.config.theta_standardization,
             batch,
             rng,
         )
     }
+}
+
+/// A posterior flow q(θ | ·) that draws directly: NPE given one observation, set NPE
+/// given a set of draws. Its draws, and an [`crate::estimators::ensemble::Ensemble`]'s
+/// mixture of them, are kept inside the prior's support by rejection.
+pub trait PosteriorFlow {
+    /// The prior whose support the draws are kept in.
+    fn prior(&self) -> &Prior;
+
+    /// The flow's context for the observation `obs` (rows of `[_, dim x]`, as many as
+    /// the estimator takes), checked and computed once per sampling call.
+    fn context(&self, obs: &[f32]) -> Result<Vec<f32>>;
+
+    /// `batch` unrestricted draws θ ~ q(θ | context) in θ's original units (some may lie
+    /// outside the prior's support).
+    fn propose(&self, context: &[f32], batch: usize, rng: &mut PhiloxStream) -> Result<Vec<f32>>;
+}
+
+/// `num` draws from `flow` given `obs`, inside the prior's support, seeded by `seed`.
+pub fn sample_posterior_flow(
+    flow: &impl PosteriorFlow,
+    obs: &[f32],
+    num: usize,
+    seed: u64,
+) -> Result<NpeDraws> {
+    let context = flow.context(obs)?;
+    sample_in_support(
+        "sample_posterior_flow",
+        flow.prior(),
+        num,
+        seed,
+        |batch, rng| flow.propose(&context, batch, rng),
+    )
 }
 
 /// `batch` draws θ ~ q(θ | c) of `flow` for one standardized context row `context`,

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::autograd::{ParamStore, Tape, Var};
 use crate::backend::Reduction;
 use crate::error::{Error, Result};
-use crate::estimators::npe::{propose_from_flow, sample_in_support, NpeDraws};
+use crate::estimators::npe::{propose_from_flow, sample_posterior_flow, NpeDraws, PosteriorFlow};
 use crate::estimators::score::gather;
 use crate::estimators::score_model::{check_rows, move_store};
 use crate::estimators::Standardization;
@@ -160,6 +160,75 @@ impl SetNpeOptions {
             device: Device::Cpu,
         }
     }
+}
+
+/// Most draws per simulation that [`draw_subsets`] takes: it makes 2^K − 1 sets of K draws.
+pub const MAX_SUBSET_DRAWS: usize = 6;
+
+/// How many sets [`draw_subsets`] makes of one simulation of `draws` draws: 2^K − 1.
+pub fn subsets_per_simulation(draws: usize) -> usize {
+    (1usize << draws.min(usize::BITS as usize - 1)) - 1
+}
+
+/// Training sets from simulations whose x `[rows, draws·feat]` is `draws` iid draws of
+/// `feat` values each: every non-empty subset of each simulation's draws (2^K − 1 of
+/// them, in the order of their bit masks, elements in draw order), with θ repeated for
+/// each. Returns θ `[rows·(2^K − 1), dim θ]` and the sets, a simulation's sets next to
+/// each other (so [`TrainConfig::rows_per_group`] = [`subsets_per_simulation`] keeps
+/// them on one side of the validation split).
+///
+/// Why subsets: a set encoder trained on the full sets alone sees `rows` sets and
+/// overfits them (slcp, 10⁴ simulations of 4 points: training loss 1.17 against
+/// validation 1.78, C2ST 0.80 in the mean); every subset is another set from the same
+/// posterior family with what each draw says in it (0.74), and more than prefixes of one
+/// shuffled order of the draws give (0.78; `benches/RESULTS.md`).
+pub fn draw_subsets(
+    theta: &[f32],
+    x: &[f32],
+    dim_theta: usize,
+    draws: usize,
+) -> Result<(Vec<f32>, RaggedSets)> {
+    let op = "draw_subsets";
+    let rows = check_rows(op, "theta", theta, dim_theta)?;
+    if !(1..=MAX_SUBSET_DRAWS).contains(&draws) {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "{draws} draws per simulation: every subset is a set, so 1 to {MAX_SUBSET_DRAWS} draws"
+            ),
+        ));
+    }
+    if rows == 0 || x.len() % (rows * draws) != 0 {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "x has {} values: {rows} simulations of {draws} draws need a multiple of {}",
+                x.len(),
+                rows * draws
+            ),
+        ));
+    }
+    let features = x.len() / (rows * draws);
+    let per_simulation = subsets_per_simulation(draws);
+    let mut sets = RaggedSets::new(features)?;
+    let mut repeated = Vec::with_capacity(theta.len() * per_simulation);
+    let mut set = Vec::with_capacity(draws * features);
+    for (t, simulation) in theta
+        .chunks_exact(dim_theta)
+        .zip(x.chunks_exact(draws * features))
+    {
+        for mask in 1..=per_simulation {
+            set.clear();
+            for (d, draw) in simulation.chunks_exact(features).enumerate() {
+                if mask & (1 << d) != 0 {
+                    set.extend_from_slice(draw);
+                }
+            }
+            sets.push(&set)?;
+            repeated.extend_from_slice(t);
+        }
+    }
+    Ok((repeated, sets))
 }
 
 /// Everything about a set NPE model except its weights: the model file's `config.json`.
@@ -398,7 +467,7 @@ impl SetNpeModel {
 
     /// The flow's context for raw sets x `[batch, set, feat]` with mask `[batch, set]`,
     /// on a no-grad tape.
-    fn context(&self, tape: &mut Tape, x: &Tensor, mask: &Tensor) -> Result<Var> {
+    fn batch_context(&self, tape: &mut Tape, x: &Tensor, mask: &Tensor) -> Result<Var> {
         let mut xs = x.to_vec()?;
         self.config.x_standardization.apply(&mut xs);
         set_context(
@@ -433,7 +502,7 @@ impl SetNpeModel {
         let mut ts = theta.to_vec();
         c.theta_standardization.apply(&mut ts);
         let mut tape = Tape::no_grad();
-        let context = self.context(&mut tape, x, mask)?;
+        let context = self.batch_context(&mut tape, x, mask)?;
         let t = tape.constant(Tensor::from_vec(ts, &[batch, d])?);
         let lp = self
             .flow
@@ -451,6 +520,18 @@ impl SetNpeModel {
     /// `num` draws from q(θ | set) inside the prior's support, seeded by `seed`; `set` is
     /// the elements' rows `[n ≥ 1, feat]`.
     pub fn sample(&self, set: &[f32], num: usize, seed: u64) -> Result<NpeDraws> {
+        sample_posterior_flow(self, set, num, seed)
+    }
+}
+
+impl PosteriorFlow for SetNpeModel {
+    fn prior(&self) -> &Prior {
+        &self.config.prior
+    }
+
+    /// The encoder's summary of the set `[n ≥ 1, feat]`, with its standardized ln n;
+    /// an empty set is an error.
+    fn context(&self, set: &[f32]) -> Result<Vec<f32>> {
         let op = "SetNpeModel::sample";
         let features = self.features();
         let n = check_rows(op, "the set", set, features)?;
@@ -463,18 +544,20 @@ impl SetNpeModel {
         let x = Tensor::from_slice(set, &[1, n, features])?;
         let mask = Tensor::full(&[1, n], 1.0);
         let mut tape = Tape::no_grad();
-        let context = self.context(&mut tape, &x, &mask)?;
-        let context = tape.value(context).to_vec()?;
-        let c = &self.config;
-        sample_in_support(op, &c.prior, num, seed, |batch, rng| {
-            propose_from_flow(
-                &self.flow,
-                &self.store,
-                &context,
-                &c.theta_standardization,
-                batch,
-                rng,
-            )
-        })
+        let context = self.batch_context(&mut tape, &x, &mask)?;
+        tape.value(context).to_vec()
+    }
+
+    fn propose(&self, context: &[f32], batch: usize, rng: &mut PhiloxStream) -> Result<Vec<f32>> {
+        propose_from_flow(
+            &self.flow,
+            &self.store,
+            context,
+            &self.config.theta_standardization,
+            batch,
+            rng,
+        )
     }
 }
+
+crate::io::model::impl_model_file!(SetNpeModel, SET_NPE_MODEL_KIND);

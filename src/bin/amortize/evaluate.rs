@@ -116,8 +116,12 @@ pub fn run(args: &Args) -> Result<()> {
         && task.iid_draws() > 1
         && dim_x * task.iid_draws() == task.dim_x();
     if per_draw {
+        let how = match model {
+            Estimator::SetNpe(_) => "each observation's draws are one set",
+            _ => "each observation is composed of its draws",
+        };
         eprintln!(
-            "the model learned one of {task}'s {} iid draws (train --iid-draws): each observation is composed of its draws",
+            "the model learned one of {task}'s {} iid draws (train --iid-draws): {how}",
             task.iid_draws()
         );
     } else if (dim_theta, dim_x) != (task.dim_theta(), task.dim_x()) {

@@ -5,9 +5,10 @@ use std::time::Instant;
 
 use amortize::estimators::ensemble::{Compatible, Ensemble, EnsembleConfig, ENSEMBLE_MODEL_KIND};
 use amortize::estimators::nle::{NleModel, NLE_MODEL_KIND};
-use amortize::estimators::npe::{NpeModel, NPE_MODEL_KIND};
+use amortize::estimators::npe::{NpeDraws, NpeModel, NPE_MODEL_KIND};
 use amortize::estimators::nre::{NreModel, NRE_MODEL_KIND};
 use amortize::estimators::score_model::SCORE_MODEL_KIND;
+use amortize::estimators::set_npe::{SetNpeModel, SET_NPE_MODEL_KIND};
 use amortize::estimators::{Composition, SamplingOptions, ScoreModel};
 use amortize::io::model::model_kind;
 use amortize::io::npy::{read_npy_matrix, write_npy};
@@ -129,6 +130,9 @@ pub enum Estimator {
     Nle(Box<Ensemble<NleModel>>),
     /// Ratio classifiers (`amortize train --estimator nre`), sampled by MCMC.
     Nre(Box<Ensemble<NreModel>>),
+    /// Posterior flows whose context is a set encoder (`amortize train --estimator
+    /// set_npe --iid-draws K`): the n observations are one set, drawn from directly.
+    SetNpe(Box<Ensemble<SetNpeModel>>),
 }
 
 impl Estimator {
@@ -151,6 +155,7 @@ impl Estimator {
             NPE_MODEL_KIND => Ok(Estimator::Npe(members(dir, ensemble)?)),
             NLE_MODEL_KIND => Ok(Estimator::Nle(members(dir, ensemble)?)),
             NRE_MODEL_KIND => Ok(Estimator::Nre(members(dir, ensemble)?)),
+            SET_NPE_MODEL_KIND => Ok(Estimator::SetNpe(members(dir, ensemble)?)),
             other => Err(Error::invalid(
                 "load",
                 format!(
@@ -172,20 +177,25 @@ impl Estimator {
             Estimator::Npe(m) => (m.prior().dim(), m.dim_x()),
             Estimator::Nle(m) => (m.prior().dim(), m.dim_x()),
             Estimator::Nre(m) => (m.prior().dim(), m.dim_x()),
+            Estimator::SetNpe(m) => {
+                let first = &m.members()[0];
+                (first.config.prior.dim(), first.features())
+            }
         }
     }
 
     /// Draws `num` samples given `obs`, with a progress bar; returns them and the
-    /// samples/s. NPE, NLE and NRE sample on the CPU and ignore the diffusion options.
-    /// NPE draws from its flow given one observation; given n > 1 it samples the
+    /// samples/s. NPE, NLE, NRE and set NPE sample on the CPU and ignore the diffusion
+    /// options. NPE draws from its flow given one observation; given n > 1 it samples the
     /// factorized posterior p(θ)^{1−n} Π_j q(θ | x_j) by MCMC, as NLE and NRE always do
-    /// (reporting the chains' R̂ and ESS on stderr).
+    /// (reporting the chains' R̂ and ESS on stderr). Set NPE draws from its flow given
+    /// the n observations as one set.
     pub fn draw(&self, obs: &[f32], num: usize, args: &SamplerArgs) -> Result<(Vec<f32>, f64)> {
         let options = args.options()?;
         if options.device != Device::Cpu && !matches!(self, Estimator::Score(_)) {
             return Err(Error::Device {
                 device: options.device.to_string(),
-                msg: "NPE, NLE and NRE sample on the CPU only so far".into(),
+                msg: "NPE, NLE, NRE and set NPE sample on the CPU only so far".into(),
             });
         }
         let start = Instant::now();
@@ -197,19 +207,25 @@ impl Estimator {
                 draws
             }
             Estimator::Npe(model) if obs.len() == model.dim_x() => {
-                let draws = model.sample(obs, num, args.seed)?;
-                eprintln!(
-                    "NPE prior-support acceptance rate: {:.3}",
-                    draws.acceptance_rate
-                );
-                draws.samples
+                report_acceptance(model.sample(obs, num, args.seed)?)
             }
+            Estimator::SetNpe(model) => report_acceptance(model.sample(obs, num, args.seed)?),
             Estimator::Npe(model) => mcmc(model.as_ref(), obs, num, args)?,
             Estimator::Nle(model) => mcmc(model.as_ref(), obs, num, args)?,
             Estimator::Nre(model) => mcmc(model.as_ref(), obs, num, args)?,
         };
         Ok((draws, num as f64 / start.elapsed().as_secs_f64()))
     }
+}
+
+/// A posterior flow's draws, after printing how many of its proposals the prior's
+/// support accepted.
+fn report_acceptance(draws: NpeDraws) -> Vec<f32> {
+    eprintln!(
+        "NPE prior-support acceptance rate: {:.3}",
+        draws.acceptance_rate
+    );
+    draws.samples
 }
 
 /// MCMC draws with a progress bar and a report of the chains' convergence.
@@ -280,6 +296,7 @@ pub fn run(args: &Args) -> Result<()> {
             args.sampler.levels, args.sampler.sampler
         ),
         Estimator::Npe(_) if n == 1 => "posterior flow".into(),
+        Estimator::SetNpe(_) => "posterior flow of the set".into(),
         Estimator::Npe(_) | Estimator::Nle(_) | Estimator::Nre(_) => "slice sampling".into(),
     };
     println!(

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use amortize::backend::UnaryOp;
 use amortize::estimators::ensemble::Ensemble;
 use amortize::estimators::flow_model::FlowOptions;
 use amortize::estimators::nle::NleModel;
@@ -10,6 +11,9 @@ use amortize::estimators::npe::NpeModel;
 use amortize::estimators::nre::{NreModel, NreOptions};
 use amortize::estimators::pairs::split_iid_draws;
 use amortize::estimators::score::LevelDraw;
+use amortize::estimators::set_npe::{
+    draw_subsets, subsets_per_simulation, SetEncoderConfig, SetNpeModel, SetNpeOptions,
+};
 use amortize::estimators::{ScoreModel, ScoreTrainOptions};
 use amortize::io::model::ModelFile;
 use amortize::io::npy::read_npy_matrix;
@@ -36,8 +40,9 @@ pub struct Args {
     #[arg(long)]
     pub out: PathBuf,
     /// `score` (score-based, Geffner et al.), `npe` (a spline flow q(θ | x)), `nle` (a
-    /// spline flow q(x | θ), sampled by MCMC) or `nre` (a contrastive ratio classifier,
-    /// sampled by MCMC).
+    /// spline flow q(x | θ), sampled by MCMC), `nre` (a contrastive ratio classifier,
+    /// sampled by MCMC) or `set_npe` (a spline flow q(θ | {x}) whose context is a deep
+    /// set over x's iid draws, trained on every subset of them; needs `--iid-draws`).
     #[arg(long, default_value = "score")]
     pub estimator: String,
     /// Where the training ops run: cpu, cuda:N or wgpu:N (the trained model is written
@@ -66,14 +71,14 @@ pub struct Args {
     #[arg(long)]
     pub patience: Option<usize>,
     /// Hidden width of the score network's three MLPs, of NPE's and NLE's coupling
-    /// conditioners and of NRE's classifier.
+    /// conditioners, of NRE's classifier and of set NPE's deep set.
     #[arg(long, default_value_t = 64)]
     pub width: usize,
-    /// NPE and NLE: the coupling layers' bijection, `spline` (rational-quadratic) or
-    /// `affine`.
+    /// NPE, NLE and set NPE: the coupling layers' bijection, `spline` (rational-quadratic)
+    /// or `affine`.
     #[arg(long, default_value = "spline")]
     pub flow: String,
-    /// NPE and NLE: coupling layers of the flow.
+    /// NPE, NLE and set NPE: coupling layers of the flow.
     #[arg(long, default_value_t = FlowOptions::default().layers)]
     pub flow_layers: usize,
     /// Noise levels T of the schedule.
@@ -87,6 +92,10 @@ pub struct Args {
     /// minibatch).
     #[arg(long, default_value_t = NreOptions::default().atoms)]
     pub atoms: usize,
+    /// NRE: the classifier's activation, `silu` or `relu` (the one common for NRE, and
+    /// what models trained before this option used).
+    #[arg(long, default_value = "silu")]
+    pub nre_activation: String,
     /// Decay of the exponential moving average of the weights that is validated and
     /// saved (0 turns the average off). Default: 0.999 for the score estimator, off for
     /// NPE, NLE and NRE (whose early stopping comes before a slow average settles).
@@ -152,6 +161,18 @@ impl Args {
             device,
             exchangeable_blocks: self.exchangeable_blocks,
         })
+    }
+
+    /// The NRE classifier's activation named by `--nre-activation`.
+    pub fn nre_activation(&self) -> Result<UnaryOp> {
+        match self.nre_activation.as_str() {
+            "silu" => Ok(UnaryOp::Silu),
+            "relu" => Ok(UnaryOp::Relu),
+            other => Err(Error::invalid(
+                "train",
+                format!("unknown NRE activation {other:?} (known: silu, relu)"),
+            )),
+        }
     }
 
     /// An estimator's default minibatch settings `base` with the ones given here, and
@@ -226,7 +247,8 @@ pub fn run(args: &Args) -> Result<()> {
     if args.ensemble == 0 {
         return Err(Error::invalid("train", "--ensemble must be at least 1"));
     }
-    let (theta, dim_x) = split_iid_draws(&theta, prior.dim(), dim_x, args.iid_draws)?;
+    let simulations = theta;
+    let (theta, dim_x) = split_iid_draws(&simulations, prior.dim(), dim_x, args.iid_draws)?;
     let options = args.options()?;
     let start = Instant::now();
     let (theta, x, name) = (theta.as_slice(), x.as_slice(), task_name);
@@ -259,14 +281,49 @@ pub fn run(args: &Args) -> Result<()> {
                 train: args.train_config(NreOptions::default().train, seed),
                 device: options.device,
                 exchangeable_blocks: args.exchangeable_blocks,
+                activation: args.nre_activation()?,
                 ..NreOptions::default()
             };
             NreModel::train(theta, x, dim_x, prior.clone(), name.clone(), &nre, on_epoch)
         })?,
+        "set_npe" => {
+            if args.iid_draws < 2 {
+                return Err(Error::invalid(
+                    "train",
+                    "set_npe learns from sets of iid draws: give --iid-draws K (K ≥ 2), the draws each x is made of",
+                ));
+            }
+            if args.exchangeable_blocks > 1 {
+                return Err(Error::invalid(
+                    "train",
+                    "set_npe takes no --exchangeable-blocks: a set has no order to sort",
+                ));
+            }
+            let (set_theta, sets) = draw_subsets(&simulations, x, prior.dim(), args.iid_draws)?;
+            train_members(args, |seed, on_epoch| {
+                let mut set_npe = SetNpeOptions::deep_set(dim_x);
+                if let SetEncoderConfig::DeepSet(encoder) = &mut set_npe.encoder {
+                    encoder.width = args.width;
+                }
+                set_npe.layers = args.flow_layers;
+                set_npe.spline = args.flow_options(options.device, seed)?.spline;
+                set_npe.train = args.train_config(set_npe.train, seed);
+                set_npe.train.rows_per_group = subsets_per_simulation(args.iid_draws);
+                set_npe.device = options.device;
+                SetNpeModel::train(
+                    &set_theta,
+                    &sets,
+                    prior.clone(),
+                    name.clone(),
+                    &set_npe,
+                    on_epoch,
+                )
+            })?
+        }
         other => {
             return Err(Error::invalid(
                 "train",
-                format!("unknown estimator {other:?} (known: score, npe, nle, nre)"),
+                format!("unknown estimator {other:?} (known: score, npe, nle, nre, set_npe)"),
             ))
         }
     };
