@@ -40,12 +40,16 @@ fn nle() -> &'static NleModel {
     })
 }
 
-/// The NRE model the tests share, trained once.
+/// The NRE model the tests share, trained once, with a SiLU classifier (gaussian_linear's
+/// log-ratio is smooth; ReLU, the default, is what the other tests' NRE models use).
 fn nre() -> &'static NreModel {
     static MODEL: OnceLock<NreModel> = OnceLock::new();
     MODEL.get_or_init(|| {
         let (theta, x) = TASK.simulate_dataset(2000, 12);
-        let mut options = NreOptions::default();
+        let mut options = NreOptions {
+            activation: UnaryOp::Silu,
+            ..NreOptions::default()
+        };
         options.train.epochs = 30;
         options.train.batch_size = 128;
         NreModel::train(

@@ -15,11 +15,12 @@
 //! within 0.2 of the observation where the posterior has 47%, C2ST 0.71; K = 100 gives
 //! 0.55 (`benches/RESULTS.md`), at about 5× the training time.
 //!
-//! The classifier's activation defaults to SiLU, not the ReLU common for NRE: the true
-//! log-ratio is smooth in (θ, x) (quadratic for a Gaussian likelihood), and a ReLU
-//! network's piecewise-linear logit fits it worst where training pairs are sparse, in
-//! the tails of x's marginal. On sbibm's gaussian_linear, whose obs4 lies there, SiLU
-//! takes C2ST from 0.585 to 0.539 in the mean and obs4 from 0.653 to 0.566.
+//! The classifier's activation is a choice ([`NreOptions::activation`]): ReLU, the default,
+//! resolves sharp features of the log-ratio (gaussian_mixture's σ = 0.1 component: C2ST
+//! 0.549 against 0.685 with SiLU); SiLU fits smooth ones better where training pairs are
+//! sparse, in the tails of x's marginal, where a ReLU network's piecewise-linear logit
+//! extrapolates worst (gaussian_linear, whose obs4 lies there: 0.585 → 0.539 in the mean,
+//! obs4 0.653 → 0.566). `benches/RESULTS.md` has the table.
 
 use serde::{Deserialize, Serialize};
 
@@ -53,7 +54,8 @@ pub struct NreOptions {
     /// x is this many exchangeable blocks (see [`Standardization::exchangeable_blocks`]);
     /// 1 keeps x's order.
     pub exchangeable_blocks: usize,
-    /// The classifier's activation (see the module docs for why SiLU is the default).
+    /// The classifier's activation: ReLU by default, SiLU for smooth log-ratios (see the
+    /// module docs).
     pub activation: UnaryOp,
 }
 
@@ -72,7 +74,7 @@ impl Default for NreOptions {
             },
             device: Device::Cpu,
             exchangeable_blocks: 1,
-            activation: UnaryOp::Silu,
+            activation: UnaryOp::Relu,
         }
     }
 }

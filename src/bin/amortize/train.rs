@@ -92,9 +92,10 @@ pub struct Args {
     /// minibatch).
     #[arg(long, default_value_t = NreOptions::default().atoms)]
     pub atoms: usize,
-    /// NRE: the classifier's activation, `silu` or `relu` (the one common for NRE, and
-    /// what models trained before this option used).
-    #[arg(long, default_value = "silu")]
+    /// NRE: the classifier's activation, `relu` (resolves sharp features of the
+    /// log-ratio) or `silu` (smoother; better where the likelihood is smooth and
+    /// simulations are sparse, e.g. sbibm's gaussian_linear).
+    #[arg(long, default_value = "relu")]
     pub nre_activation: String,
     /// Decay of the exponential moving average of the weights that is validated and
     /// saved (0 turns the average off). Default: 0.999 for the score estimator, off for
