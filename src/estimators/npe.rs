@@ -112,15 +112,8 @@ impl PosteriorFlow for NpeModel {
         Ok(context)
     }
 
-    fn propose(&self, context: &[f32], batch: usize, rng: &mut PhiloxStream) -> Result<Vec<f32>> {
-        propose_from_flow(
-            &self.flow,
-            &self.store,
-            context,
-            &self.config.theta_standardization,
-            batch,
-            rng,
-        )
+    fn flow(&self) -> (&ConditionalFlow, &ParamStore, &Standardization) {
+        (&self.flow, &self.store, &self.config.theta_standardization)
     }
 }
 
@@ -135,9 +128,17 @@ pub trait PosteriorFlow {
     /// the estimator takes), checked and computed once per sampling call.
     fn context(&self, obs: &[f32]) -> Result<Vec<f32>>;
 
+    /// The flow over standardized θ, its parameters and θ's standardization.
+    fn flow(&self) -> (&ConditionalFlow, &ParamStore, &Standardization);
+
     /// `batch` unrestricted draws θ ~ q(θ | context) in θ's original units (some may lie
     /// outside the prior's support).
-    fn propose(&self, context: &[f32], batch: usize, rng: &mut PhiloxStream) -> Result<Vec<f32>>;
+    fn propose(&self, context: &[f32], batch: usize, rng: &mut PhiloxStream) -> Result<Vec<f32>> {
+        let (flow, store, theta_standardization) = self.flow();
+        let mut draws = flow.sample(store, context, batch, rng)?;
+        theta_standardization.invert(&mut draws);
+        Ok(draws)
+    }
 }
 
 /// `num` draws from `flow` given `obs`, inside the prior's support, seeded by `seed`.
@@ -155,21 +156,6 @@ pub fn sample_posterior_flow(
         seed,
         |batch, rng| flow.propose(&context, batch, rng),
     )
-}
-
-/// `batch` draws θ ~ q(θ | c) of `flow` for one standardized context row `context`,
-/// mapped back to θ's original units by `theta_standardization`.
-pub(crate) fn propose_from_flow(
-    flow: &ConditionalFlow,
-    store: &ParamStore,
-    context: &[f32],
-    theta_standardization: &Standardization,
-    batch: usize,
-    rng: &mut PhiloxStream,
-) -> Result<Vec<f32>> {
-    let mut draws = flow.sample(store, context, batch, rng)?;
-    theta_standardization.invert(&mut draws);
-    Ok(draws)
 }
 
 /// `num` draws inside `prior`'s support by rejection: `propose(batch, rng)` returns

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::autograd::{ParamStore, Tape, Var};
 use crate::backend::Reduction;
 use crate::error::{Error, Result};
-use crate::estimators::npe::{propose_from_flow, sample_posterior_flow, NpeDraws, PosteriorFlow};
+use crate::estimators::npe::{sample_posterior_flow, NpeDraws, PosteriorFlow};
 use crate::estimators::score::gather;
 use crate::estimators::score_model::{check_rows, move_store};
 use crate::estimators::Standardization;
@@ -548,15 +548,8 @@ impl PosteriorFlow for SetNpeModel {
         tape.value(context).to_vec()
     }
 
-    fn propose(&self, context: &[f32], batch: usize, rng: &mut PhiloxStream) -> Result<Vec<f32>> {
-        propose_from_flow(
-            &self.flow,
-            &self.store,
-            context,
-            &self.config.theta_standardization,
-            batch,
-            rng,
-        )
+    fn flow(&self) -> (&ConditionalFlow, &ParamStore, &Standardization) {
+        (&self.flow, &self.store, &self.config.theta_standardization)
     }
 }
 
