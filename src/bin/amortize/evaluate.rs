@@ -116,14 +116,15 @@ pub fn run(args: &Args) -> Result<()> {
         && task.iid_draws() > 1
         && dim_x * task.iid_draws() == task.dim_x();
     if per_draw {
-        let how = match model {
-            Estimator::SetNpe(_) => "each observation's draws are one set",
-            _ => "each observation is composed of its draws",
-        };
-        eprintln!(
-            "the model learned one of {task}'s {} iid draws (train --iid-draws): {how}",
-            task.iid_draws()
-        );
+        let k = task.iid_draws();
+        match model {
+            Estimator::SetNpe(_) => eprintln!(
+                "the model reads {task}'s {k} iid draws as one set (train --estimator set_npe --iid-draws {k}): each observation's draws are one set"
+            ),
+            _ => eprintln!(
+                "the model learned one of {task}'s {k} iid draws (train --iid-draws {k}): each observation is composed of its draws"
+            ),
+        }
     } else if (dim_theta, dim_x) != (task.dim_theta(), task.dim_x()) {
         return Err(Error::invalid(
             "evaluate",
