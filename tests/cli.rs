@@ -503,6 +503,17 @@ fn models_of_iid_draws_train_evaluate_and_sample_from_the_command_line() {
         let (_, rows, cols) = amortize::io::npy::read_npy_matrix(&out, Some(5)).unwrap();
         assert_eq!((rows, cols), (50, 5));
         std::fs::remove_file(&out).unwrap();
+        // Eight points are two observations to NLE; to set NPE, a set twice as large as
+        // any it was trained on, which it samples with a warning.
+        let eight = dir.join("obs-8x2.npy");
+        write_npy(&eight, &[obs.clone(), obs].concat(), &[8, 2]).unwrap();
+        let (ok, err) = sample(&eight);
+        let warned = err.contains("larger than any the model was trained on (4)");
+        assert!(
+            ok && warned == (estimator == "set_npe"),
+            "{estimator}: {err}"
+        );
+        std::fs::remove_file(&out).unwrap();
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

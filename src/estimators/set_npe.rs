@@ -248,6 +248,10 @@ pub struct SetNpeConfig {
     pub cardinality_standardization: Standardization,
     /// The task the model was trained on, if a built-in one.
     pub task: Option<String>,
+    /// The largest training set's cardinality: a larger set asks the model to
+    /// extrapolate in N. `None` in model files written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cardinality: Option<usize>,
 }
 
 /// The `kind` of a set NPE model directory.
@@ -428,6 +432,7 @@ impl SetNpeModel {
                     x_standardization,
                     cardinality_standardization,
                     task,
+                    max_cardinality: (0..rows).map(|i| sets.cardinality(i)).max(),
                 },
                 encoder,
                 flow,

@@ -209,7 +209,17 @@ impl Estimator {
             Estimator::Npe(model) if obs.len() == model.dim_x() => {
                 report_acceptance(model.sample(obs, num, args.seed)?)
             }
-            Estimator::SetNpe(model) => report_acceptance(model.sample(obs, num, args.seed)?),
+            Estimator::SetNpe(model) => {
+                let size = obs.len() / self.dims().1;
+                let members = model.members().iter();
+                let largest = members.filter_map(|m| m.config.max_cardinality).max();
+                if let Some(largest) = largest.filter(|&largest| size > largest) {
+                    eprintln!(
+                        "warning: a set of {size} elements, larger than any the model was trained on ({largest}): its posterior is an extrapolation in N"
+                    );
+                }
+                report_acceptance(model.sample(obs, num, args.seed)?)
+            }
             Estimator::Npe(model) => mcmc(model.as_ref(), obs, num, args)?,
             Estimator::Nle(model) => mcmc(model.as_ref(), obs, num, args)?,
             Estimator::Nre(model) => mcmc(model.as_ref(), obs, num, args)?,
