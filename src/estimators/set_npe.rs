@@ -10,6 +10,10 @@
 //! while the posterior's width depends on it (the paper's lensing model does the same,
 //! appendix A.4); with sum pooling it is redundant but harmless.
 //!
+//! A task whose x is a few iid draws (slcp's four points) is a set task too:
+//! [`draw_subsets`] turns each simulation into every non-empty subset of its draws, and
+//! `amortize train --estimator set_npe --iid-draws K` trains on those.
+//!
 //! A minibatch of sets is padded to its largest set and the encoders read the mask
 //! (see [`crate::nn::sets`]), so the padding never changes the posterior. Inputs are
 //! checked: an empty set (all-zero mask), elements with the wrong number of features and
