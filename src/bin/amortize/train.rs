@@ -144,24 +144,26 @@ impl Args {
     /// NPE's and NLE's flow options with training seed `seed`, or an error for an
     /// unknown `--flow`.
     pub fn flow_options(&self, device: Device, seed: u64) -> Result<FlowOptions> {
-        let spline = match self.flow.as_str() {
-            "spline" => true,
-            "affine" => false,
-            other => {
-                return Err(Error::invalid(
-                    "train",
-                    format!("unknown flow {other:?} (known: spline, affine)"),
-                ))
-            }
-        };
         Ok(FlowOptions {
             layers: self.flow_layers,
-            spline,
+            spline: self.spline()?,
             width: self.width,
             train: self.train_config(FlowOptions::default().train, seed),
             device,
             exchangeable_blocks: self.exchangeable_blocks,
         })
+    }
+
+    /// Whether `--flow` names spline (true) or affine (false) coupling layers.
+    pub fn spline(&self) -> Result<bool> {
+        match self.flow.as_str() {
+            "spline" => Ok(true),
+            "affine" => Ok(false),
+            other => Err(Error::invalid(
+                "train",
+                format!("unknown flow {other:?} (known: spline, affine)"),
+            )),
+        }
     }
 
     /// The NRE classifier's activation named by `--nre-activation`.
@@ -307,7 +309,7 @@ pub fn run(args: &Args) -> Result<()> {
                     encoder.width = args.width;
                 }
                 set_npe.layers = args.flow_layers;
-                set_npe.spline = args.flow_options(options.device, seed)?.spline;
+                set_npe.spline = args.spline()?;
                 set_npe.train = args.train_config(set_npe.train, seed);
                 set_npe.train.rows_per_group = subsets_per_simulation(args.iid_draws);
                 set_npe.device = options.device;
