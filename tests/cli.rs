@@ -8,6 +8,7 @@ use common::wgpu_adapter_or_skip;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use amortize::estimators::set_npe::SetEncoderConfig;
 use amortize::io::npy::write_npy;
 
 fn amortize(args: &[&str]) -> (bool, String) {
@@ -463,6 +464,18 @@ fn models_of_iid_draws_train_evaluate_and_sample_from_the_command_line() {
         if estimator == "set_npe" {
             let (ok, err) = train("1", &[]);
             assert!(!ok && err.contains("give --iid-draws K"), "{err}");
+            let (ok, err) = train("4", &["--set-encoder", "lstm"]);
+            assert!(!ok && err.contains("unknown set encoder \"lstm\""), "{err}");
+            assert!(!model.exists());
+            // The set transformer is the other encoder; the model file names it.
+            let (ok, err) = train("4", &["--set-encoder", "set_transformer", "--width", "16"]);
+            assert!(ok, "{err}");
+            let loaded = amortize::estimators::set_npe::SetNpeModel::load(&model).unwrap();
+            assert!(matches!(
+                loaded.config.encoder,
+                SetEncoderConfig::SetTransformer(c) if c.width == 16
+            ));
+            std::fs::remove_dir_all(&model).unwrap();
         }
         assert!(!model.exists());
         // Set NPE is sampled as an ensemble of two: the mixture of their flows.

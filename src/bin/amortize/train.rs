@@ -41,8 +41,8 @@ pub struct Args {
     pub out: PathBuf,
     /// `score` (score-based, Geffner et al.), `npe` (a spline flow q(θ | x)), `nle` (a
     /// spline flow q(x | θ), sampled by MCMC), `nre` (a contrastive ratio classifier,
-    /// sampled by MCMC) or `set_npe` (a spline flow q(θ | {x}) whose context is a deep
-    /// set over x's iid draws, trained on every subset of them; needs `--iid-draws`).
+    /// sampled by MCMC) or `set_npe` (a spline flow q(θ | {x}) whose context is a set
+    /// encoder over x's iid draws, trained on every subset of them; needs `--iid-draws`).
     #[arg(long, default_value = "score")]
     pub estimator: String,
     /// Where the training ops run: cpu, cuda:N or wgpu:N (the trained model is written
@@ -71,7 +71,7 @@ pub struct Args {
     #[arg(long)]
     pub patience: Option<usize>,
     /// Hidden width of the score network's three MLPs, of NPE's and NLE's coupling
-    /// conditioners, of NRE's classifier and of set NPE's deep set.
+    /// conditioners, of NRE's classifier and of set NPE's set encoder.
     #[arg(long, default_value_t = 64)]
     pub width: usize,
     /// NPE, NLE and set NPE: the coupling layers' bijection, `spline` (rational-quadratic)
@@ -97,6 +97,10 @@ pub struct Args {
     /// simulations are sparse, e.g. sbibm's gaussian_linear).
     #[arg(long, default_value = "relu")]
     pub nre_activation: String,
+    /// Set NPE: the set encoder, `deep_set` (per-point MLP, mean pooling) or
+    /// `set_transformer` (self-attention between the points, pooling by attention).
+    #[arg(long, default_value = "deep_set")]
+    pub set_encoder: String,
     /// Decay of the exponential moving average of the weights that is validated and
     /// saved (0 turns the average off). Default: 0.999 for the score estimator, off for
     /// NPE, NLE and NRE (whose early stopping comes before a slow average settles).
@@ -176,6 +180,26 @@ impl Args {
                 format!("unknown NRE activation {other:?} (known: silu, relu)"),
             )),
         }
+    }
+
+    /// Set NPE's options for elements of `features` values with the encoder named by
+    /// `--set-encoder`, its width `--width`.
+    pub fn set_npe_options(&self, features: usize) -> Result<SetNpeOptions> {
+        let mut options = match self.set_encoder.as_str() {
+            "deep_set" => SetNpeOptions::deep_set(features),
+            "set_transformer" => SetNpeOptions::set_transformer(features),
+            other => {
+                return Err(Error::invalid(
+                    "train",
+                    format!("unknown set encoder {other:?} (known: deep_set, set_transformer)"),
+                ))
+            }
+        };
+        match &mut options.encoder {
+            SetEncoderConfig::DeepSet(encoder) => encoder.width = self.width,
+            SetEncoderConfig::SetTransformer(encoder) => encoder.width = self.width,
+        }
+        Ok(options)
     }
 
     /// An estimator's default minibatch settings `base` with the ones given here, and
@@ -304,10 +328,7 @@ pub fn run(args: &Args) -> Result<()> {
             }
             let (set_theta, sets) = draw_subsets(&simulations, x, prior.dim(), args.iid_draws)?;
             train_members(args, |seed, on_epoch| {
-                let mut set_npe = SetNpeOptions::deep_set(dim_x);
-                if let SetEncoderConfig::DeepSet(encoder) = &mut set_npe.encoder {
-                    encoder.width = args.width;
-                }
+                let mut set_npe = args.set_npe_options(dim_x)?;
                 set_npe.layers = args.flow_layers;
                 set_npe.spline = args.spline()?;
                 set_npe.train = args.train_config(set_npe.train, seed);
