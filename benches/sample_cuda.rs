@@ -21,7 +21,7 @@ use amortize::backend::cuda::CudaBackend;
 use amortize::estimators::score::{NoiseSchedule, ScoreNet, ScoreNetConfig};
 use amortize::rng::{streams, PhiloxStream};
 use amortize::samplers::cuda::{passes_per_draw, sample_cuda, GpuPrior};
-use amortize::samplers::gauss::GaussWeights;
+use amortize::samplers::gauss::{GaussPrior, GaussWeights};
 use amortize::samplers::{
     Algorithm, Corrector, SamplerConfig, ScoreComposition, ScorePlan, Target,
 };
@@ -93,8 +93,11 @@ fn main() {
         let cond = plan.condition(&x, &t).expect("conditioning");
         // GAUSS with per-observation covariances I/2 and the prior N(0, I).
         let half: Vec<f64> = identity.iter().map(|v| v / 2.0).collect();
-        let weights = GaussWeights::new(d, &gammas, &vec![half; n], &vec![0.0; d], &identity)
-            .expect("GAUSS weights");
+        let prior = GaussPrior::Gaussian {
+            mean: &vec![0.0; d],
+            cov: &identity,
+        };
+        let weights = GaussWeights::new(d, &gammas, &vec![half; n], prior).expect("GAUSS weights");
         let target = Target {
             plan: &plan,
             cond: &cond,

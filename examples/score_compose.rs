@@ -150,7 +150,9 @@ fn main() -> amortize::Result<()> {
                 composition: Composition::Gauss { pilot_draws: 1000 },
                 ..SamplingOptions::default()
             };
-            let draws = model.sample_with_plan(&plan, obs, 10_000, &options, &|_| {})?;
+            let draws = model
+                .sample_with_plan(&plan, obs, 10_000, &options, &|_| {})?
+                .samples;
             report("score, GAUSS", &draws)?;
         }
     }

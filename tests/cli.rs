@@ -312,6 +312,18 @@ fn the_flow_of_npe_and_nle_is_chosen_from_the_command_line() {
 }
 
 #[test]
+fn a_score_model_in_theta_natural_space_trains_samples_and_evaluates() {
+    // Sampled in θ itself, the two-epoch network's draws leave the box; the rejected
+    // ones are replaced, so all 50 lie inside (checked by train_sample_evaluate).
+    train_sample_evaluate(
+        "score",
+        2,
+        &["--theta-space", "natural"],
+        &["--levels", "10"],
+    );
+}
+
+#[test]
 fn an_npe_model_trains_samples_and_evaluates_from_the_command_line() {
     train_sample_evaluate("npe", 1, &[], &[]);
 }
@@ -361,6 +373,13 @@ fn training_options_out_of_range_are_errors_and_write_nothing() {
         let (ok, err) = train_two_moons("nle", &data, &model, "1", &[flag, "2"]);
         assert!(!ok && err.contains("not made of 2 iid draws"), "{err}");
     }
+    let (ok, err) = train_two_moons("score", &data, &model, "1", &["--theta-space", "polar"]);
+    assert!(!ok && err.contains("unknown θ space \"polar\""), "{err}");
+    let (ok, err) = train_two_moons("npe", &data, &model, "1", &["--theta-space", "natural"]);
+    assert!(
+        !ok && err.contains("--theta-space is the score estimator's"),
+        "{err}"
+    );
     assert!(!model.exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }

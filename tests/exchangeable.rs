@@ -80,7 +80,8 @@ fn a_score_model_with_exchangeable_blocks_ignores_their_order_and_keeps_it_on_di
         ..SamplingOptions::default()
     };
     sampling.sampler.seed = 3;
-    let draws = |model: &ScoreModel, o: &[f32]| model.sample(o, 20, &sampling, &|_| {}).unwrap();
+    let draws =
+        |model: &ScoreModel, o: &[f32]| model.sample(o, 20, &sampling, &|_| {}).unwrap().samples;
 
     let plain = train(1);
     assert_ne!(

@@ -5,7 +5,7 @@
 
 use amortize::estimators::score::NoiseSchedule;
 use amortize::rng::{streams, PhiloxStream};
-use amortize::samplers::gauss::{GaussScore, GaussWeights};
+use amortize::samplers::gauss::{GaussPrior, GaussScore, GaussWeights};
 use amortize::samplers::{
     sample, Algorithm, ComposableScore, Corrector, PriorScore, SamplerConfig,
 };
@@ -387,8 +387,11 @@ fn gauss_composition_reproduces_the_analytic_posterior_for_four_and_eight_observ
         let identity: Vec<f64> = (0..D * D)
             .map(|e| if e / D == e % D { 1.0 } else { 0.0 })
             .collect();
-        let weights =
-            GaussWeights::new(D, &gammas, &vec![single_cov; n], &[0.0; D], &identity).unwrap();
+        let prior = GaussPrior::Gaussian {
+            mean: &[0.0; D],
+            cov: &identity,
+        };
+        let weights = GaussWeights::new(D, &gammas, &vec![single_cov; n], prior).unwrap();
         let composed = GaussScore::new(&exact, &weights).unwrap();
         let config = SamplerConfig {
             seed: 13,

@@ -8,7 +8,11 @@ use common::{max_rel_err, wgpu_adapter_or_skip};
 
 use amortize::diagnostics::c2st::c2st;
 use amortize::estimators::ensemble::Ensemble;
-use amortize::estimators::{Composition, SamplingOptions, ScoreModel, ScoreTrainOptions};
+use amortize::estimators::score_model::ThetaSpace;
+use amortize::estimators::{
+    Composition, SamplingOptions, ScoreModel, ScoreTrainOptions, Standardization,
+};
+use amortize::priors::Prior;
 use amortize::rng::{streams, PhiloxStream};
 use amortize::samplers::SamplerConfig;
 use amortize::tasks::Task;
@@ -64,7 +68,8 @@ fn a_small_budget_model_reaches_a_stated_c2st_and_round_trips_bitwise() {
         let obs = observations(1);
         let draws = model
             .sample(&obs, 2000, &options(50, Composition::Geffner), &|_| {})
-            .unwrap();
+            .unwrap()
+            .samples;
         let reference = task
             .analytic_posterior(&obs)
             .unwrap()
@@ -82,8 +87,8 @@ fn a_small_budget_model_reaches_a_stated_c2st_and_round_trips_bitwise() {
     assert_eq!(loaded.config, model.config);
     let obs = observations(2);
     let opts = options(20, Composition::Geffner);
-    let a = model.sample(&obs, 200, &opts, &|_| {}).unwrap();
-    let b = loaded.sample(&obs, 200, &opts, &|_| {}).unwrap();
+    let a = model.sample(&obs, 200, &opts, &|_| {}).unwrap().samples;
+    let b = loaded.sample(&obs, 200, &opts, &|_| {}).unwrap().samples;
     assert!(
         a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
         "draws differ after save/load"
@@ -182,12 +187,24 @@ fn small_box_model() -> ScoreModel {
 
 /// [`small_box_model`] on the pairs of simulation seed `data`, trained with `seed`.
 fn small_box_model_seeded(data: u64, seed: u64) -> ScoreModel {
-    let prior = amortize::priors::Prior::uniform(&[-1.0, 0.0], &[1.0, 5.0]).unwrap();
+    small_box_model_in(ThetaSpace::Unconstrained, data, seed)
+}
+
+/// The box prior of [`small_box_model`] and 256 pairs (θ, x) of simulation seed `data`.
+fn box_pairs(data: u64) -> (Prior, Vec<f32>, Vec<f32>) {
+    let prior = Prior::uniform(&[-1.0, 0.0], &[1.0, 5.0]).unwrap();
     let mut rng = PhiloxStream::new(data, streams::TEST, 0);
     let theta = prior.sample(&mut rng, 256);
     let x: Vec<f32> = theta.iter().map(|t| t + 0.1 * rng.normal()).collect();
+    (prior, theta, x)
+}
+
+/// [`small_box_model_seeded`] learning θ in `space`.
+fn small_box_model_in(space: ThetaSpace, data: u64, seed: u64) -> ScoreModel {
+    let (prior, theta, x) = box_pairs(data);
     let mut options = ScoreTrainOptions {
         width: 16,
+        theta_space: space,
         ..ScoreTrainOptions::default()
     };
     options.train.epochs = 2;
@@ -197,13 +214,100 @@ fn small_box_model_seeded(data: u64, seed: u64) -> ScoreModel {
         .0
 }
 
+#[test]
+fn natural_space_models_learn_theta_itself_and_keep_draws_in_the_box() {
+    let (prior, theta, _) = box_pairs(6);
+    let natural = small_box_model_in(ThetaSpace::Natural, 6, 0);
+    let unconstrained = small_box_model_seeded(6, 0);
+    // The network's θ is θ itself, standardized, not its scaled logit.
+    assert_eq!(
+        natural.config.theta_standardization,
+        Standardization::fit(&theta, 2)
+    );
+    assert_ne!(
+        unconstrained.config.theta_standardization,
+        natural.config.theta_standardization
+    );
+    let obs = [0.95f32, 4.9, 0.9, 4.95, 0.98, 4.8];
+    for (n, composition) in [
+        (1, Composition::Geffner),
+        (3, Composition::Geffner),
+        (3, Composition::Gauss { pilot_draws: 200 }),
+    ] {
+        let draws = natural
+            .sample(&obs[..2 * n], 300, &options(20, composition), &|_| {})
+            .unwrap();
+        assert_eq!(draws.samples.len(), 600);
+        let inside = prior.log_density(&draws.samples).unwrap();
+        assert!(inside.iter().all(|lp| lp.is_finite()), "n = {n}");
+        // Observations at the box's corner and a network trained for two epochs put
+        // mass past the edges: the rejection and its top-up runs are exercised.
+        assert!(
+            draws.acceptance_rate > 0.0 && draws.acceptance_rate < 1.0,
+            "n = {n}: acceptance {}",
+            draws.acceptance_rate
+        );
+    }
+
+    // The space is saved; a file without it (written before the choice existed) is an
+    // unconstrained model.
+    let dir = std::env::temp_dir().join(format!("amortize-test-natural-{}", std::process::id()));
+    natural.save(&dir).unwrap();
+    let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    assert!(text.contains("\"theta_space\": \"natural\""), "{text}");
+    let loaded = ScoreModel::load(&dir).unwrap();
+    assert_eq!(loaded.config, natural.config);
+    let opts = options(20, Composition::Geffner);
+    assert_eq!(
+        loaded.sample(&obs, 100, &opts, &|_| {}).unwrap().samples,
+        natural.sample(&obs, 100, &opts, &|_| {}).unwrap().samples
+    );
+    std::fs::write(
+        dir.join("config.json"),
+        text.replace("\"theta_space\": \"natural\",", ""),
+    )
+    .unwrap();
+    assert_eq!(
+        ScoreModel::load(&dir).unwrap().config.theta_space,
+        ThetaSpace::Unconstrained
+    );
+    unconstrained.save(&dir).unwrap();
+    let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    assert!(!text.contains("theta_space"), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn natural_space_refuses_log_normal_priors_and_theta_outside_the_box() {
+    let prior = Prior::log_normal(&[0.0], &[1.0]).unwrap();
+    let options = ScoreTrainOptions {
+        width: 8,
+        theta_space: ThetaSpace::Natural,
+        ..ScoreTrainOptions::default()
+    };
+    let theta = [1.0f32, 2.0, 0.5, 3.0];
+    let err = ScoreModel::train(&theta, &theta, 1, prior, None, &options, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("log-normal"), "{err}");
+    let (prior, mut theta, x) = box_pairs(6);
+    theta[5] = 7.5;
+    let err = ScoreModel::train(&theta, &x, 2, prior, None, &options, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("1 row(s) outside the prior's support"),
+        "{err}"
+    );
+}
+
 /// The largest |gpu − cpu| / max(1, |cpu|) between `model`'s draws on the CPU and on
 /// wgpu:0 for the same seed, printed with `what`; asserts the draws are finite.
 fn wgpu_against_cpu(model: &ScoreModel, obs: &[f32], composition: Composition, what: &str) -> f32 {
     let mut options = options(8, composition);
-    let cpu = model.sample(obs, 64, &options, &|_| {}).unwrap();
+    let cpu = model.sample(obs, 64, &options, &|_| {}).unwrap().samples;
     options.device = amortize::Device::Wgpu(0);
-    let gpu = model.sample(obs, 64, &options, &|_| {}).unwrap();
+    let gpu = model.sample(obs, 64, &options, &|_| {}).unwrap().samples;
     assert!(gpu.iter().all(|v| v.is_finite()), "{what}");
     let err = max_rel_err(&gpu, &cpu);
     eprintln!("{what}, wgpu:0 against the CPU: max relative error {err:.3e}");
@@ -218,6 +322,11 @@ fn wgpu_sampling_composes_observations_and_the_prior_like_the_cpu() {
     let model = small_box_model();
     let obs = [0.3f32, 1.0, 0.2, 1.4, 0.4, 1.2];
     let err = wgpu_against_cpu(&model, &obs, Composition::Geffner, "n = 3, box prior");
+    assert!(err < 1e-3, "{err}");
+    // In θ's natural space the box's score is 0 (GpuPrior::Flat's zero precision).
+    let natural = small_box_model_in(ThetaSpace::Natural, 6, 0);
+    let what = "n = 3, box prior, natural space";
+    let err = wgpu_against_cpu(&natural, &obs, Composition::Geffner, what);
     assert!(err < 1e-3, "{err}");
 }
 
@@ -236,9 +345,9 @@ fn wgpu_sampling_composes_by_gauss_like_the_cpu() {
     assert!(err < 1e-3, "{err}");
     // The comparison can fail: Geffner et al.'s composition gives other draws.
     let mut options = options(8, Composition::Geffner);
-    let geffner = model.sample(&obs, 64, &options, &|_| {}).unwrap();
+    let geffner = model.sample(&obs, 64, &options, &|_| {}).unwrap().samples;
     options.composition = composition;
-    let gauss = model.sample(&obs, 64, &options, &|_| {}).unwrap();
+    let gauss = model.sample(&obs, 64, &options, &|_| {}).unwrap().samples;
     let moved = geffner
         .iter()
         .zip(&gauss)
@@ -252,18 +361,18 @@ fn score_ensembles_sample_their_mean_score_alike_on_the_cpu_and_wgpu_and_round_t
     let members: Vec<ScoreModel> = (0..3).map(|seed| small_box_model_seeded(6, seed)).collect();
     let obs = [0.3f32, 1.0, 0.2, 1.4];
     let opts = options(8, Composition::Geffner);
-    let draw = |e: &Ensemble<ScoreModel>| e.sample(&obs, 64, &opts, &|_| {}).unwrap();
+    let draw = |e: &Ensemble<ScoreModel>| e.sample(&obs, 64, &opts, &|_| {}).unwrap().samples;
     // One member samples exactly as the model.
     let one = Ensemble::new(members[..1].to_vec()).unwrap();
     assert_eq!(
         draw(&one),
-        members[0].sample(&obs, 64, &opts, &|_| {}).unwrap()
+        members[0].sample(&obs, 64, &opts, &|_| {}).unwrap().samples
     );
     // Three members give other draws than any one of them (the mean score moves them).
     let ensemble = Ensemble::new(members.clone()).unwrap();
     let draws = draw(&ensemble);
     for (k, m) in members.iter().enumerate() {
-        let moved = max_rel_err(&m.sample(&obs, 64, &opts, &|_| {}).unwrap(), &draws);
+        let moved = max_rel_err(&m.sample(&obs, 64, &opts, &|_| {}).unwrap().samples, &draws);
         assert!(moved > 1e-2, "member {k}: {moved}");
     }
     // Saved and loaded, the ensemble draws the same, bit for bit.
@@ -317,7 +426,7 @@ fn score_ensembles_sample_their_mean_score_alike_on_the_cpu_and_wgpu_and_round_t
         device: amortize::Device::Wgpu(0),
         ..opts
     };
-    let gpu = ensemble.sample(&obs, 64, &wgpu, &|_| {}).unwrap();
+    let gpu = ensemble.sample(&obs, 64, &wgpu, &|_| {}).unwrap().samples;
     assert!(gpu.iter().all(|v| v.is_finite()));
     let err = max_rel_err(&gpu, &draws);
     assert!(err < 1e-3, "ensemble of 3, wgpu:0 against the CPU: {err}");

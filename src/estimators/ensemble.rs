@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::estimators::nle::NleModel;
 use crate::estimators::npe::{
-    sample_in_support, sample_posterior_flow, NpeDraws, NpeModel, PosteriorFlow,
+    sample_in_support, sample_posterior_flow, NpeModel, PosteriorDraws, PosteriorFlow,
 };
 use crate::estimators::nre::NreModel;
 use crate::estimators::score_model::{SamplingOptions, ScoreModel};
@@ -208,7 +208,7 @@ impl Ensemble<ScoreModel> {
         num: usize,
         options: &SamplingOptions,
         progress: &(dyn Fn(usize) + Sync),
-    ) -> Result<Vec<f32>> {
+    ) -> Result<PosteriorDraws> {
         if let Some((k, why)) = first_mismatch(&self.members) {
             return Err(Error::invalid(
                 "Ensemble::sample",
@@ -316,7 +316,7 @@ impl<M: PosteriorFlow> Ensemble<M> {
     /// `seed`: each proposal picks its member uniformly, and draws outside the support
     /// are rejected from the mixture (not per member, which would reweight the members by
     /// their acceptance rates). One member draws exactly as [`sample_posterior_flow`].
-    pub fn sample(&self, obs: &[f32], num: usize, seed: u64) -> Result<NpeDraws> {
+    pub fn sample(&self, obs: &[f32], num: usize, seed: u64) -> Result<PosteriorDraws> {
         if let [single] = self.members.as_slice() {
             return sample_posterior_flow(single, obs, num, seed);
         }

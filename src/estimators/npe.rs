@@ -38,9 +38,10 @@ impl Deref for NpeModel {
     }
 }
 
-/// Draws and how many proposals it took to get them.
+/// Posterior draws inside the prior's support, and how many proposals it took to get
+/// them (NPE, set NPE, and the score estimator in θ's natural space reject the rest).
 #[derive(Clone, Debug)]
-pub struct NpeDraws {
+pub struct PosteriorDraws {
     /// `[num, dim θ]`, all inside the prior's support.
     pub samples: Vec<f32>,
     /// Accepted / proposed.
@@ -86,7 +87,7 @@ impl NpeModel {
     }
 
     /// `num` draws from q(θ | x_obs) inside the prior's support, seeded by `seed`.
-    pub fn sample(&self, obs: &[f32], num: usize, seed: u64) -> Result<NpeDraws> {
+    pub fn sample(&self, obs: &[f32], num: usize, seed: u64) -> Result<PosteriorDraws> {
         sample_posterior_flow(self, obs, num, seed)
     }
 }
@@ -147,7 +148,7 @@ pub fn sample_posterior_flow(
     obs: &[f32],
     num: usize,
     seed: u64,
-) -> Result<NpeDraws> {
+) -> Result<PosteriorDraws> {
     let context = flow.context(obs)?;
     sample_in_support(
         "sample_posterior_flow",
@@ -161,15 +162,17 @@ pub fn sample_posterior_flow(
 /// `num` draws inside `prior`'s support by rejection: `propose(batch, rng)` returns
 /// `batch` draws `[batch, dim θ]` in θ's original units, from a proposal whose draws are
 /// exchangeable (so keeping the first accepted ones is unbiased), and the ones outside
-/// the support are dropped. Seeded by `seed` on [`streams::SAMPLER`]. Shared by the
-/// posterior estimators built on flows; `op` names the caller in errors.
+/// the support are dropped. The first batch is `num` (most proposals stay inside), later
+/// ones what is missing over the acceptance so far, with a margin. Seeded by `seed` on
+/// [`streams::SAMPLER`]. Shared by the posterior estimators that can leave the support;
+/// `op` names the caller in errors.
 pub(crate) fn sample_in_support(
     op: &'static str,
     prior: &Prior,
     num: usize,
     seed: u64,
     mut propose: impl FnMut(usize, &mut PhiloxStream) -> Result<Vec<f32>>,
-) -> Result<NpeDraws> {
+) -> Result<PosteriorDraws> {
     let d = prior.dim();
     let mut rng = PhiloxStream::new(seed, streams::SAMPLER, 0);
     let mut samples = Vec::with_capacity(num * d);
@@ -182,7 +185,13 @@ pub(crate) fn sample_in_support(
             ));
         }
         let want = num - samples.len() / d;
-        let batch = (want + want / 4 + 16).min(100_000);
+        let batch = if proposed == 0 {
+            want
+        } else {
+            let acceptance = (in_support as f64 / proposed as f64).max(1e-3);
+            (want as f64 / acceptance * 1.2) as usize + 16
+        }
+        .min(100_000);
         let draws = propose(batch, &mut rng)?;
         let log_p = prior.log_density(&draws)?;
         for (row, lp) in draws.chunks_exact(d).zip(&log_p) {
@@ -195,7 +204,7 @@ pub(crate) fn sample_in_support(
         }
         proposed += batch;
     }
-    Ok(NpeDraws {
+    Ok(PosteriorDraws {
         samples,
         acceptance_rate: in_support as f64 / proposed.max(1) as f64,
     })

@@ -5,16 +5,24 @@
 //! The network's space for θ is u = B⁻¹(θ) (the prior's bijection to ℝᵈ), standardized:
 //! θ̃ = (u − m_u)/s_u with training-set statistics; x̃ = (x − m_x)/s_x. The prior's score
 //! in θ̃ space is s_u ⊙ ∇_u log p_u(u), where p_u includes the bijection's log-Jacobian.
+//!
+//! A model of a uniform-box prior may instead learn θ in its own coordinates
+//! ([`ThetaSpace::Natural`]): u = θ. Inside the box the prior's score is then 0, so the
+//! composition of n observations needs no prior term, and draws that leave the box are
+//! rejected as NPE rejects them. Why: the scaled logit stretches a box's edges, so a
+//! narrow posterior mode near an edge is learned where it is wide in u and few prior
+//! draws land (sbibm's gaussian_mixture, `benches/RESULTS.md`).
 
 use serde::{Deserialize, Serialize};
 
 use crate::autograd::ParamStore;
 use crate::error::{Error, Result};
+use crate::estimators::npe::{sample_in_support, PosteriorDraws};
 use crate::estimators::score::{dsm_loss, LevelDraw, NoiseSchedule, ScoreNet, ScoreNetConfig};
 use crate::optim::AdamConfig;
 use crate::priors::Prior;
 use crate::rng::{streams, PhiloxStream};
-use crate::samplers::gauss::{covariance, GaussWeights};
+use crate::samplers::gauss::{covariance, GaussPrior, GaussWeights};
 use crate::samplers::gpu::GpuPrior;
 use crate::samplers::{
     sample_target, SamplerConfig, ScoreComposition, ScorePlan, StandardizedPrior, Target,
@@ -156,6 +164,84 @@ impl Standardization {
     }
 }
 
+/// The coordinates u of θ that the score network learns and samples in (before
+/// standardization).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThetaSpace {
+    /// u = B⁻¹(θ), the prior's bijection to ℝᵈ (the identity for a Gaussian prior): every
+    /// draw lies in the prior's support.
+    #[default]
+    Unconstrained,
+    /// u = θ. For uniform-box and Gaussian priors only: inside a box the prior's score is
+    /// 0, and draws outside it are rejected.
+    Natural,
+}
+
+impl ThetaSpace {
+    /// Whether this is [`ThetaSpace::Unconstrained`] (the value model files may omit).
+    pub fn is_unconstrained(&self) -> bool {
+        *self == ThetaSpace::Unconstrained
+    }
+
+    /// The name `amortize train --theta-space` takes: `"unconstrained"` or `"natural"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ThetaSpace::Unconstrained => "unconstrained",
+            ThetaSpace::Natural => "natural",
+        }
+    }
+
+    /// Checks that a model of `prior` can use this space: the natural space of a
+    /// log-normal prior has a boundary at 0 where its score diverges.
+    pub fn check(self, op: &'static str, prior: &Prior) -> Result<()> {
+        if self == ThetaSpace::Natural && matches!(prior, Prior::LogNormal(_)) {
+            return Err(Error::invalid(
+                op,
+                "θ's natural space is for uniform-box and Gaussian priors; a log-normal prior's score diverges at 0: use the unconstrained space",
+            ));
+        }
+        Ok(())
+    }
+
+    /// u of each row of θ `[rows, dim]` drawn from `prior`; errors if a row lies outside
+    /// the prior's support.
+    pub fn from_theta(self, op: &'static str, prior: &Prior, theta: &[f32]) -> Result<Vec<f32>> {
+        match self {
+            ThetaSpace::Unconstrained => prior.to_unconstrained(theta),
+            ThetaSpace::Natural => {
+                let outside = prior
+                    .log_density(theta)?
+                    .iter()
+                    .filter(|lp| !lp.is_finite())
+                    .count();
+                if outside > 0 {
+                    return Err(Error::invalid(
+                        op,
+                        format!("theta has {outside} row(s) outside the prior's support"),
+                    ));
+                }
+                Ok(theta.to_vec())
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for ThetaSpace {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Self> {
+        match name {
+            "unconstrained" => Ok(ThetaSpace::Unconstrained),
+            "natural" => Ok(ThetaSpace::Natural),
+            other => Err(Error::invalid(
+                "theta space",
+                format!("unknown θ space {other:?} (known: unconstrained, natural)"),
+            )),
+        }
+    }
+}
+
 /// Everything about a score model except its weights: the model file's `config.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScoreModelConfig {
@@ -165,7 +251,11 @@ pub struct ScoreModelConfig {
     pub schedule: NoiseSchedule,
     /// The prior (its bijection is implied by its kind).
     pub prior: Prior,
-    /// Standardization of u = B⁻¹(θ).
+    /// The coordinates u of θ the network learns in; absent in model files written before
+    /// there was a choice, which are [`ThetaSpace::Unconstrained`].
+    #[serde(default, skip_serializing_if = "ThetaSpace::is_unconstrained")]
+    pub theta_space: ThetaSpace,
+    /// Standardization of u.
     pub theta_standardization: Standardization,
     /// Standardization of x.
     pub x_standardization: Standardization,
@@ -189,6 +279,8 @@ pub struct ScoreTrainOptions {
     /// x is this many exchangeable blocks (see [`Standardization::exchangeable_blocks`]);
     /// 1 keeps x's order.
     pub exchangeable_blocks: usize,
+    /// The coordinates of θ the network learns in.
+    pub theta_space: ThetaSpace,
 }
 
 impl Default for ScoreTrainOptions {
@@ -208,6 +300,7 @@ impl Default for ScoreTrainOptions {
             },
             device: Device::Cpu,
             exchangeable_blocks: 1,
+            theta_space: ThetaSpace::Unconstrained,
         }
     }
 }
@@ -277,7 +370,8 @@ impl ScoreModel {
                 format!("theta has {rows} rows but x has {x_rows}"),
             ));
         }
-        let mut u = prior.to_unconstrained(theta)?;
+        options.theta_space.check(op, &prior)?;
+        let mut u = options.theta_space.from_theta(op, &prior, theta)?;
         let theta_standardization = Standardization::fit(&u, dim_theta);
         theta_standardization.apply(&mut u);
         let mut xs = x.to_vec();
@@ -320,6 +414,7 @@ impl ScoreModel {
                 network,
                 schedule,
                 prior,
+                theta_space: options.theta_space,
                 theta_standardization,
                 x_standardization,
                 task,
@@ -336,14 +431,16 @@ impl ScoreModel {
     }
 
     /// `num` draws `[num, dim θ]` from the posterior given the iid observations `obs`
-    /// `[n, dim x]`. `progress` hears of each finished tile of the main run.
+    /// `[n, dim x]`, all inside the prior's support (in θ's natural space, draws outside
+    /// are rejected: see the acceptance rate). `progress` hears of each finished tile of
+    /// the main run.
     pub fn sample(
         &self,
         obs: &[f32],
         num: usize,
         options: &SamplingOptions,
         progress: &(dyn Fn(usize) + Sync),
-    ) -> Result<Vec<f32>> {
+    ) -> Result<PosteriorDraws> {
         let plan = self.plan()?;
         self.sample_with_plan(&plan, obs, num, options, progress)
     }
@@ -356,7 +453,7 @@ impl ScoreModel {
         num: usize,
         options: &SamplingOptions,
         progress: &(dyn Fn(usize) + Sync),
-    ) -> Result<Vec<f32>> {
+    ) -> Result<PosteriorDraws> {
         let op = "sample";
         let c = &self.config;
         let n = check_rows(op, "the observations", obs, c.network.dim_x)?;
@@ -372,10 +469,7 @@ impl ScoreModel {
         let mut x = obs.to_vec();
         c.x_standardization.apply(&mut x);
         let (t, gammas) = c.schedule.grid(options.levels);
-        let prior = GpuPrior::Standardized(StandardizedPrior {
-            prior: c.prior.clone(),
-            standardization: c.theta_standardization.clone(),
-        });
+        let prior = self.sampler_prior()?;
         // GAUSS's weights, from pilot runs of each observation alone on the same device.
         let weights = match options.composition {
             Composition::Gauss { pilot_draws } if n > 1 => {
@@ -405,13 +499,14 @@ impl ScoreModel {
                     })
                     .collect::<Result<Vec<_>>>()?;
                 let (prior_mean, prior_cov) = self.standardized_prior_moments()?;
-                Some(GaussWeights::new(
-                    d,
-                    &gammas,
-                    &covs,
-                    &prior_mean,
-                    &prior_cov,
-                )?)
+                let gauss_prior = match prior {
+                    GpuPrior::Flat => GaussPrior::Flat,
+                    _ => GaussPrior::Gaussian {
+                        mean: &prior_mean,
+                        cov: &prior_cov,
+                    },
+                };
+                Some(GaussWeights::new(d, &gammas, &covs, gauss_prior)?)
             }
             _ => None,
         };
@@ -420,31 +515,68 @@ impl ScoreModel {
             None => ScoreComposition::Geffner,
         };
         let cond = plan.condition(&x, &t)?;
-        let mut draws = sample_target(
-            options.device,
-            &Target {
-                plan,
-                cond: &cond,
-                gammas: &gammas,
-                prior: &prior,
-                composition,
-            },
-            num,
-            &options.sampler,
-            progress,
-        )?;
-        c.theta_standardization.invert(&mut draws);
-        c.prior.from_unconstrained_in_place(&mut draws)?;
-        Ok(draws)
+        let target = Target {
+            plan,
+            cond: &cond,
+            gammas: &gammas,
+            prior: &prior,
+            composition,
+        };
+        // `num` draws of the sampler seeded by `seed`, in u.
+        let run = |num: usize, seed: u64, progress: &(dyn Fn(usize) + Sync)| {
+            let config = SamplerConfig {
+                seed,
+                ..options.sampler
+            };
+            let mut draws = sample_target(options.device, &target, num, &config, progress)?;
+            c.theta_standardization.invert(&mut draws);
+            Ok(draws)
+        };
+        match c.theta_space {
+            ThetaSpace::Unconstrained => {
+                let mut samples = run(num, options.sampler.seed, progress)?;
+                c.prior.from_unconstrained_in_place(&mut samples)?;
+                Ok(PosteriorDraws {
+                    samples,
+                    acceptance_rate: 1.0,
+                })
+            }
+            ThetaSpace::Natural => {
+                // The first run is the sampler's own seed (so the draws equal the
+                // sampler's where all stay inside); top-ups mix in their round.
+                let mut round = 0u64;
+                sample_in_support(op, &c.prior, num, 0, |batch, _| {
+                    let seed = options.sampler.seed ^ TOP_UP_SEED.wrapping_mul(round);
+                    round += 1;
+                    run(batch, seed, if round == 1 { progress } else { &|_| {} })
+                })
+            }
+        }
     }
 
-    /// Mean and covariance of the prior in the network's space (standardized
-    /// unconstrained θ), from a fixed-seed Monte Carlo sample.
+    /// The prior whose score the samplers add, in the network's standardized space.
+    fn sampler_prior(&self) -> Result<GpuPrior> {
+        let c = &self.config;
+        c.theta_space.check("sample", &c.prior)?;
+        Ok(match (c.theta_space, &c.prior) {
+            (ThetaSpace::Natural, Prior::Uniform(_)) => GpuPrior::Flat,
+            _ => GpuPrior::Standardized(StandardizedPrior {
+                prior: c.prior.clone(),
+                standardization: c.theta_standardization.clone(),
+            }),
+        })
+    }
+
+    /// Mean and covariance of the prior in the network's space (standardized u), from a
+    /// fixed-seed Monte Carlo sample.
     fn standardized_prior_moments(&self) -> Result<(Vec<f64>, Vec<f64>)> {
         let c = &self.config;
         let d = c.network.dim_theta;
         let mut rng = PhiloxStream::new(0, streams::SAMPLER, u32::MAX);
-        let mut u = c.prior.sample_unconstrained(&mut rng, PRIOR_MOMENT_DRAWS);
+        let mut u = match c.theta_space {
+            ThetaSpace::Unconstrained => c.prior.sample_unconstrained(&mut rng, PRIOR_MOMENT_DRAWS),
+            ThetaSpace::Natural => c.prior.sample(&mut rng, PRIOR_MOMENT_DRAWS),
+        };
         c.theta_standardization.apply(&mut u);
         let mean = (0..d)
             .map(|i| {
@@ -462,6 +594,10 @@ const PRIOR_MOMENT_DRAWS: usize = 20_000;
 /// Mixed into the sampler seed for observation j's pilot run (j + 1 times), so pilots
 /// and the main run draw different noise.
 const PILOT_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// Mixed into the sampler seed for the r-th run that tops up draws rejected outside the
+/// prior's support (r times; round 0 is the seed itself).
+const TOP_UP_SEED: u64 = 0xD1B5_4A32_D192_ED03;
 
 /// How the n per-observation scores are composed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

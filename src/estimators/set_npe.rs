@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::autograd::{ParamStore, Tape, Var};
 use crate::backend::Reduction;
 use crate::error::{Error, Result};
-use crate::estimators::npe::{sample_posterior_flow, NpeDraws, PosteriorFlow};
+use crate::estimators::npe::{sample_posterior_flow, PosteriorDraws, PosteriorFlow};
 use crate::estimators::score::gather;
 use crate::estimators::score_model::{check_rows, move_store};
 use crate::estimators::Standardization;
@@ -528,7 +528,7 @@ impl SetNpeModel {
 
     /// `num` draws from q(θ | set) inside the prior's support, seeded by `seed`; `set` is
     /// the elements' rows `[n ≥ 1, feat]`.
-    pub fn sample(&self, set: &[f32], num: usize, seed: u64) -> Result<NpeDraws> {
+    pub fn sample(&self, set: &[f32], num: usize, seed: u64) -> Result<PosteriorDraws> {
         sample_posterior_flow(self, set, num, seed)
     }
 }

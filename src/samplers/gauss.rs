@@ -34,6 +34,21 @@ use nalgebra::{DMatrix, DVector};
 use super::ComposableScore;
 use crate::error::{Error, Result};
 
+/// The prior GAUSS composes with, in the sampler's space.
+#[derive(Clone, Copy, Debug)]
+pub enum GaussPrior<'a> {
+    /// The prior's Gaussian approximation N(μ_λ, Σ_λ): `mean` `[d]`, `cov` row-major d×d.
+    Gaussian {
+        /// μ_λ.
+        mean: &'a [f64],
+        /// Σ_λ.
+        cov: &'a [f64],
+    },
+    /// A flat prior (a uniform box sampled in θ's own coordinates, inside the box):
+    /// Σ_λ⁻¹ = 0 and s_λ = 0, the limit Σ_λ → ∞ of the Gaussian.
+    Flat,
+}
+
 /// Per level k: the matrices that turn the n per-observation scores into the composed one.
 #[derive(Clone, Debug)]
 struct LevelWeights {
@@ -122,13 +137,12 @@ pub fn covariance(samples: &[f32], d: usize) -> Vec<f64> {
 impl GaussWeights {
     /// Precomputes the weights of every level of `gammas` for dim θ `d` from the
     /// per-observation posterior covariances `posterior_covs` (n row-major d×d, n ≥ 1) and
-    /// the prior's mean and covariance, all in the sampler's space.
+    /// the prior, all in the sampler's space.
     pub fn new(
         d: usize,
         gammas: &[f64],
         posterior_covs: &[Vec<f64>],
-        prior_mean: &[f64],
-        prior_cov: &[f64],
+        prior: GaussPrior,
     ) -> Result<Self> {
         let n = posterior_covs.len();
         if n == 0 || posterior_covs.iter().any(|c| c.len() != d * d) {
@@ -137,15 +151,22 @@ impl GaussWeights {
                 format!("needs one or more covariances of {d}×{d}, got {n}"),
             ));
         }
-        if prior_mean.len() != d || prior_cov.len() != d * d {
-            return Err(Error::invalid(
-                "gauss",
-                format!("the prior's moments must be {d} and {d}×{d}"),
-            ));
-        }
         let identity = DMatrix::<f64>::identity(d, d);
-        let prior_cov = DMatrix::from_row_slice(d, d, prior_cov);
-        let prior_precision = symmetric_inverse(&prior_cov, "the prior covariance")?;
+        // Σ_λ⁻¹, μ_λ, and Σ_λ (None for the flat prior).
+        let (prior_precision, prior_mean, prior_cov) = match prior {
+            GaussPrior::Gaussian { mean, cov } => {
+                if mean.len() != d || cov.len() != d * d {
+                    return Err(Error::invalid(
+                        "gauss",
+                        format!("the prior's moments must be {d} and {d}×{d}"),
+                    ));
+                }
+                let cov = DMatrix::from_row_slice(d, d, cov);
+                let precision = symmetric_inverse(&cov, "the prior covariance")?;
+                (precision, mean.to_vec(), Some(cov))
+            }
+            GaussPrior::Flat => (DMatrix::zeros(d, d), vec![0.0; d], None),
+        };
         // Σ_λ⁻¹ + [Σ_j⁻¹ − Σ_λ⁻¹]₊ (module docs).
         let precisions = posterior_covs
             .iter()
@@ -180,13 +201,18 @@ impl GaussWeights {
                     .iter()
                     .map(|p| row_major(&(&lambda_inv * (p + &identity * c))))
                     .collect();
-                let prior_t = &prior_precision + &identity * c;
-                let diffused_prior_cov_inv = symmetric_inverse(
-                    &(&prior_cov * g + &identity * (1.0 - g)),
-                    "the diffused prior",
-                )?;
-                let prior =
-                    row_major(&(&lambda_inv * prior_t * (1.0 - nf) * diffused_prior_cov_inv));
+                // The flat prior's diffused score is 0: no prior term.
+                let prior = match &prior_cov {
+                    Some(prior_cov) => {
+                        let prior_t = &prior_precision + &identity * c;
+                        let diffused_prior_cov_inv = symmetric_inverse(
+                            &(prior_cov * g + &identity * (1.0 - g)),
+                            "the diffused prior",
+                        )?;
+                        row_major(&(&lambda_inv * prior_t * (1.0 - nf) * diffused_prior_cov_inv))
+                    }
+                    None => vec![0.0; d * d],
+                };
                 let prior_center = prior_mean.iter().map(|m| (g.sqrt() * m) as f32).collect();
                 Ok(LevelWeights {
                     observation,
@@ -339,8 +365,10 @@ mod tests {
             d,
             &gammas,
             &vec![scaled_identity(d, 0.5); n],
-            &[0.5, -1.0],
-            &scaled_identity(d, 1.0),
+            GaussPrior::Gaussian {
+                mean: &[0.5, -1.0],
+                cov: &scaled_identity(d, 1.0),
+            },
         )
         .unwrap();
         for (k, &g) in gammas.iter().enumerate().take(3).skip(1) {
@@ -360,6 +388,38 @@ mod tests {
     }
 
     #[test]
+    fn flat_prior_composes_the_likelihoods_alone() {
+        // Flat prior, per-observation posteriors N(m_j, I/2) (precision 2): the tall
+        // posterior has precision P* = 2n = 6 for n = 3, and its diffused score is
+        // Σ_j W_j s_j with W_j = (2 + c)/(6 + c)·I and no prior term (M = 0), since
+        // s_j = −2(θ − √γ m_j)/((1 − γ)(2 + c)). Tolerance as above.
+        let (d, n) = (2, 3);
+        let gammas = [1.0, 0.6, 0.2, 0.0];
+        let w = GaussWeights::new(
+            d,
+            &gammas,
+            &vec![scaled_identity(d, 0.5); n],
+            GaussPrior::Flat,
+        )
+        .unwrap();
+        for (k, &g) in gammas.iter().enumerate().take(3).skip(1) {
+            let c = g / (1.0 - g);
+            let (obs, m, center) = level(&w, k);
+            for wj in obs {
+                assert!(
+                    (wj[0] as f64 - (2.0 + c) / (6.0 + c)).abs() < 2e-5,
+                    "{wj:?}"
+                );
+                assert!(wj[1].abs() < 1e-7 && wj[2].abs() < 1e-7);
+            }
+            assert!(
+                m.iter().chain(&center).all(|v| *v == 0.0),
+                "{m:?} {center:?}"
+            );
+        }
+    }
+
+    #[test]
     fn pilots_broader_than_the_prior_do_not_blow_up_the_weights() {
         // Every pilot covariance 4·I against the prior's I: the likelihood parts
         // 1/4 − 1 < 0 project to 0, so P* = I, W_j = I and M = (1 − n)·I at every level.
@@ -371,8 +431,10 @@ mod tests {
             d,
             &gammas,
             &vec![scaled_identity(d, 4.0); n],
-            &[0.0, 0.0],
-            &scaled_identity(d, 1.0),
+            GaussPrior::Gaussian {
+                mean: &[0.0, 0.0],
+                cov: &scaled_identity(d, 1.0),
+            },
         )
         .unwrap();
         for k in 1..20 {

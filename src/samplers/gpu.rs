@@ -17,6 +17,9 @@ pub const MAX_WIDTH: usize = 256;
 pub enum GpuPrior {
     /// N(0, I) in the sampler's space: ∇log p(θ) = −θ.
     StandardNormal,
+    /// A flat prior: ∇log p(θ) = 0 (a uniform box sampled in θ's own coordinates, whose
+    /// score is 0 inside the box; draws outside it are rejected afterwards).
+    Flat,
     /// A prior of [`crate::priors`] through its bijection and the standardization of its
     /// unconstrained coordinates: every kind (Gaussian with full covariance, uniform box,
     /// log-normal) is supported.
@@ -31,6 +34,7 @@ impl PriorScore for GpuPrior {
                     *o = -t;
                 }
             }
+            GpuPrior::Flat => out.fill(0.0),
             GpuPrior::Standardized(p) => p.prior_score(theta, out),
         }
     }
@@ -46,7 +50,7 @@ pub const PRIOR_LOGISTIC: u32 = 1;
 /// A [`GpuPrior`] as the kernels read it: ∇log p(θ̃) = s ⊙ g(m + s ⊙ θ̃) with
 /// g(u) = −P·(u − c) ([`PRIOR_GAUSSIAN`]: the Gaussian prior, P its precision and c its
 /// mean; the log-normal, whose u = ln θ is N(μ, diag σ²), P = diag(1/σ²) and c = μ; the
-/// standard normal, m = c = 0, s = 1, P = I) or g(u) = 1 − 2σ(u) per dimension
+/// standard normal, m = c = 0, s = 1, P = I; the flat prior, P = 0) or g(u) = 1 − 2σ(u) per dimension
 /// ([`PRIOR_LOGISTIC`]: the uniform box through its scaled logit; P and c are zeros).
 #[derive(Clone, Debug, PartialEq)]
 pub struct PriorTables {
@@ -82,6 +86,15 @@ impl GpuPrior {
                     scale: vec![1.0; d],
                     center: vec![0.0; d],
                     precision: diagonal(d, std::iter::repeat_n(1.0, d)),
+                }
+            }
+            GpuPrior::Flat => {
+                return PriorTables {
+                    kind: PRIOR_GAUSSIAN,
+                    shift: vec![0.0; d],
+                    scale: vec![1.0; d],
+                    center: vec![0.0; d],
+                    precision: vec![0.0; d * d],
                 }
             }
             GpuPrior::Standardized(p) => (&p.prior, &p.standardization),

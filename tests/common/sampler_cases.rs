@@ -21,7 +21,7 @@ use amortize::estimators::score::{NoiseSchedule, ScoreNet, ScoreNetConfig};
 use amortize::estimators::Standardization;
 use amortize::priors::Prior;
 use amortize::rng::{streams, PhiloxStream};
-use amortize::samplers::gauss::GaussWeights;
+use amortize::samplers::gauss::{GaussPrior, GaussWeights};
 use amortize::samplers::gpu::GpuPrior;
 use amortize::samplers::{
     sample_target, Algorithm, Conditioning, Corrector, SamplerConfig, ScoreComposition, ScorePlan,
@@ -229,7 +229,11 @@ pub fn gauss_weights(d: usize, n: usize, gammas: &[f64]) -> GaussWeights {
         .map(|j| banded(&|i| 0.2 + 0.1 * (i + j) as f64, 0.2))
         .collect();
     let prior_cov = banded(&|_| 1.5, 0.2 / 1.5);
-    GaussWeights::new(d, gammas, &covs, &vec![0.3; d], &prior_cov).unwrap()
+    let prior = GaussPrior::Gaussian {
+        mean: &vec![0.3; d],
+        cov: &prior_cov,
+    };
+    GaussWeights::new(d, gammas, &covs, prior).unwrap()
 }
 
 /// The setup of `case`: a random network (seeded), `case.n` random observations.

@@ -131,7 +131,7 @@ pub fn run(args: &Args) -> Result<()> {
                 ..options
             };
             let start = Instant::now();
-            let draws = model.sample(obs, args.draws, &opts, &|_| {})?;
+            let draws = model.sample(obs, args.draws, &opts, &|_| {})?.samples;
             let rate = args.draws as f64 / start.elapsed().as_secs_f64();
             let accuracy = c2st(&draws, &reference, task.dim_theta())?;
             let name = match composition {

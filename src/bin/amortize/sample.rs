@@ -5,9 +5,9 @@ use std::time::Instant;
 
 use amortize::estimators::ensemble::{Compatible, Ensemble, EnsembleConfig, ENSEMBLE_MODEL_KIND};
 use amortize::estimators::nle::{NleModel, NLE_MODEL_KIND};
-use amortize::estimators::npe::{NpeDraws, NpeModel, NPE_MODEL_KIND};
+use amortize::estimators::npe::{NpeModel, PosteriorDraws, NPE_MODEL_KIND};
 use amortize::estimators::nre::{NreModel, NRE_MODEL_KIND};
-use amortize::estimators::score_model::SCORE_MODEL_KIND;
+use amortize::estimators::score_model::{ThetaSpace, SCORE_MODEL_KIND};
 use amortize::estimators::set_npe::{SetNpeModel, SET_NPE_MODEL_KIND};
 use amortize::estimators::{Composition, SamplingOptions, ScoreModel};
 use amortize::io::model::model_kind;
@@ -204,7 +204,10 @@ impl Estimator {
                 let bar = progress::bar(num as u64, "samples");
                 let draws = model.sample(obs, num, &options, &|rows| bar.inc(rows as u64))?;
                 bar.finish_and_clear();
-                draws
+                match model.members()[0].config.theta_space {
+                    ThetaSpace::Natural => report_acceptance(draws),
+                    ThetaSpace::Unconstrained => draws.samples,
+                }
             }
             Estimator::Npe(model) if obs.len() == model.dim_x() => {
                 report_acceptance(model.sample(obs, num, args.seed)?)
@@ -228,11 +231,11 @@ impl Estimator {
     }
 }
 
-/// A posterior flow's draws, after printing how many of its proposals the prior's
-/// support accepted.
-fn report_acceptance(draws: NpeDraws) -> Vec<f32> {
+/// The draws of a posterior that can leave the prior's support (a flow, a score model in
+/// θ's natural space), after printing how many of its proposals the support accepted.
+fn report_acceptance(draws: PosteriorDraws) -> Vec<f32> {
     eprintln!(
-        "NPE prior-support acceptance rate: {:.3}",
+        "prior-support acceptance rate: {:.3}",
         draws.acceptance_rate
     );
     draws.samples

@@ -11,6 +11,7 @@ use amortize::estimators::npe::NpeModel;
 use amortize::estimators::nre::{NreModel, NreOptions};
 use amortize::estimators::pairs::split_iid_draws;
 use amortize::estimators::score::LevelDraw;
+use amortize::estimators::score_model::ThetaSpace;
 use amortize::estimators::set_npe::{
     draw_subsets, subsets_per_simulation, SetEncoderConfig, SetNpeModel, SetNpeOptions,
 };
@@ -116,6 +117,12 @@ pub struct Args {
     /// canonical order, in training and for every observation it is given later.
     #[arg(long, default_value_t = 1)]
     pub exchangeable_blocks: usize,
+    /// Score estimator: the coordinates of θ the network learns and samples in,
+    /// `unconstrained` (the prior's bijection to ℝᵈ, e.g. a box's scaled logit) or
+    /// `natural` (θ itself; uniform-box and Gaussian priors: draws outside the box are
+    /// rejected, and a narrow mode near the box's edge is not stretched by the logit).
+    #[arg(long, default_value = "unconstrained")]
+    pub theta_space: String,
     /// x is this many iid draws of a smaller output (slcp: 4 points in the plane): the
     /// model learns one draw from every simulation's draws (the 10⁴ simulations of slcp
     /// give 4·10⁴ pairs (θ, point)), and an observation's draws are composed as iid
@@ -138,6 +145,7 @@ impl Args {
             },
             device: self.device.parse()?,
             exchangeable_blocks: self.exchangeable_blocks,
+            theta_space: self.theta_space.parse()?,
             ..ScoreTrainOptions::default()
         };
         options.train.ema_decay = Some(SCORE_EMA_DECAY);
@@ -277,6 +285,12 @@ pub fn run(args: &Args) -> Result<()> {
     let simulations = theta;
     let (theta, dim_x) = split_iid_draws(&simulations, prior.dim(), dim_x, args.iid_draws)?;
     let options = args.options()?;
+    if options.theta_space != ThetaSpace::Unconstrained && args.estimator != "score" {
+        return Err(Error::invalid(
+            "train",
+            "--theta-space is the score estimator's: the flows and NRE learn θ in its own units",
+        ));
+    }
     let start = Instant::now();
     let (theta, x, name) = (theta.as_slice(), x.as_slice(), task_name);
     let reports = match args.estimator.as_str() {
