@@ -498,15 +498,17 @@ impl ScoreModel {
                         Ok(covariance(&pilot, d))
                     })
                     .collect::<Result<Vec<_>>>()?;
-                let (prior_mean, prior_cov) = self.standardized_prior_moments()?;
-                let gauss_prior = match prior {
-                    GpuPrior::Flat => GaussPrior::Flat,
-                    _ => GaussPrior::Gaussian {
-                        mean: &prior_mean,
-                        cov: &prior_cov,
-                    },
-                };
-                Some(GaussWeights::new(d, &gammas, &covs, gauss_prior)?)
+                Some(match prior {
+                    GpuPrior::Flat => GaussWeights::new(d, &gammas, &covs, GaussPrior::Flat)?,
+                    _ => {
+                        let (mean, cov) = self.standardized_prior_moments()?;
+                        let prior = GaussPrior::Gaussian {
+                            mean: &mean,
+                            cov: &cov,
+                        };
+                        GaussWeights::new(d, &gammas, &covs, prior)?
+                    }
+                })
             }
             _ => None,
         };
@@ -543,7 +545,8 @@ impl ScoreModel {
             }
             ThetaSpace::Natural => {
                 // The first run is the sampler's own seed (so the draws equal the
-                // sampler's where all stay inside); top-ups mix in their round.
+                // sampler's where all stay inside); top-ups mix in their round. The
+                // runs seed themselves, so the proposal stream (seed 0) goes unused.
                 let mut round = 0u64;
                 sample_in_support(op, &c.prior, num, 0, |batch, _| {
                     let seed = options.sampler.seed ^ TOP_UP_SEED.wrapping_mul(round);
