@@ -114,7 +114,7 @@ from pathlib import Path
 import numpy as np
 
 MODEL_FORMAT = "amortize-model"
-MODEL_FORMAT_VERSION = 1
+MODEL_FORMAT_VERSIONS = (1, 2)
 COSINE_OFFSET = 0.008
 MAX_PERIOD = 10_000.0
 
@@ -148,13 +148,17 @@ def read_model(directory):
     """(config, tensors) of an amortize score model directory, format checked."""
     directory = Path(directory)
     envelope = json.loads((directory / "config.json").read_text())
-    if (envelope.get("format"), envelope.get("format_version")) != (
-        MODEL_FORMAT,
-        MODEL_FORMAT_VERSION,
+    if (
+        envelope.get("format") != MODEL_FORMAT
+        or envelope.get("format_version") not in MODEL_FORMAT_VERSIONS
     ):
-        raise ValueError(f"{directory}: not an amortize model of format version 1")
+        raise ValueError(f"{directory}: not an amortize model of format version 1 or 2")
     if envelope.get("kind") != "score":
         raise ValueError(f"{directory}: a {envelope.get('kind')!r} model, expected 'score'")
+    if envelope["config"].get("theta_space", "unconstrained") != "unconstrained":
+        raise ValueError(
+            f"{directory}: θ in its natural space (train --theta-space natural) is not reproduced here"
+        )
     return envelope["config"], read_safetensors(directory / "weights.safetensors")
 
 

@@ -159,7 +159,7 @@ fn bad_input_is_an_error_and_writes_nothing() {
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
         &config,
-        text.replace("\"format_version\": 1", "\"format_version\": 2"),
+        text.replace("\"format_version\": 2", "\"format_version\": 3"),
     )
     .unwrap();
     let (ok, err) = amortize(&[

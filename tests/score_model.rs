@@ -99,11 +99,18 @@ fn a_small_budget_model_reaches_a_stated_c2st_and_round_trips_bitwise() {
     let text = std::fs::read_to_string(&config_path).unwrap();
     std::fs::write(
         &config_path,
-        text.replace("\"format_version\": 1", "\"format_version\": 99"),
+        text.replace("\"format_version\": 2", "\"format_version\": 99"),
     )
     .unwrap();
     let err = ScoreModel::load(&dir).unwrap_err().to_string();
     assert!(err.contains("version") && err.contains("99"), "{err}");
+    // Version 1, the files written before version 2's fields existed, still loads.
+    std::fs::write(
+        &config_path,
+        text.replace("\"format_version\": 2", "\"format_version\": 1"),
+    )
+    .unwrap();
+    assert_eq!(ScoreModel::load(&dir).unwrap().config, model.config);
     std::fs::write(&config_path, &text).unwrap();
     let rewrite = |keep: &dyn Fn(&str) -> Option<amortize::Tensor>| {
         let mut store = amortize::ParamStore::new();

@@ -184,14 +184,6 @@ impl ThetaSpace {
         *self == ThetaSpace::Unconstrained
     }
 
-    /// The name `amortize train --theta-space` takes: `"unconstrained"` or `"natural"`.
-    pub fn name(self) -> &'static str {
-        match self {
-            ThetaSpace::Unconstrained => "unconstrained",
-            ThetaSpace::Natural => "natural",
-        }
-    }
-
     /// Checks that a model of `prior` can use this space: the natural space of a
     /// log-normal prior has a boundary at 0 where its score diverges.
     pub fn check(self, op: &'static str, prior: &Prior) -> Result<()> {

@@ -22,8 +22,14 @@ use crate::tensor::Tensor;
 
 /// The `format` field of every amortize model's `config.json`.
 pub const FORMAT: &str = "amortize-model";
-/// The version of the model directory layout this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The version of the model directory layout this build writes. Version 2 configs may
+/// carry fields that change what a model computes and that a version-1 reader would
+/// ignore without a word (NRE's `activation`, a score model's `theta_space`), so a
+/// version-1 build refuses them; this build reads both ([`READS_FORMAT_VERSIONS`]).
+pub const FORMAT_VERSION: u32 = 2;
+/// The versions this build reads: a version-1 file lacks only fields whose absence
+/// means what version 1 computed.
+pub const READS_FORMAT_VERSIONS: std::ops::RangeInclusive<u32> = 1..=FORMAT_VERSION;
 /// Weights file inside a model directory.
 pub const WEIGHTS_FILE: &str = "weights.safetensors";
 /// Config file inside a model directory.
@@ -203,12 +209,17 @@ fn check_header(config_path: &Path, text: &str) -> Result<Header> {
             format!("not an amortize model (format {:?})", header.format),
         ));
     }
-    if header.format_version != Some(FORMAT_VERSION) {
+    if !header
+        .format_version
+        .is_some_and(|v| READS_FORMAT_VERSIONS.contains(&v))
+    {
         return Err(io_error(
             config_path,
             format!(
-                "model format version {:?}, but this build reads version {FORMAT_VERSION}",
-                header.format_version
+                "model format version {:?}, but this build reads versions {} to {}",
+                header.format_version,
+                READS_FORMAT_VERSIONS.start(),
+                READS_FORMAT_VERSIONS.end()
             ),
         ));
     }
