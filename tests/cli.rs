@@ -486,13 +486,16 @@ fn models_of_iid_draws_train_evaluate_and_sample_from_the_command_line() {
             let (ok, err) = train("4", &["--set-encoder", "lstm"]);
             assert!(!ok && err.contains("unknown set encoder \"lstm\""), "{err}");
             assert!(!model.exists());
-            // The set transformer is the other encoder; the model file names it.
-            let (ok, err) = train("4", &["--set-encoder", "set_transformer", "--width", "16"]);
+            let (ok, err) = train("4", &["--width", "30"]);
+            assert!(!ok && err.contains("multiple of heads 4"), "{err}");
+            assert!(!model.exists());
+            // The deep set is the other encoder; the model file names it.
+            let (ok, err) = train("4", &["--set-encoder", "deep_set", "--width", "16"]);
             assert!(ok, "{err}");
             let loaded = amortize::estimators::set_npe::SetNpeModel::load(&model).unwrap();
             assert!(matches!(
                 loaded.config.encoder,
-                SetEncoderConfig::SetTransformer(c) if c.width == 16
+                SetEncoderConfig::DeepSet(c) if c.width == 16
             ));
             std::fs::remove_dir_all(&model).unwrap();
         }

@@ -98,9 +98,11 @@ pub struct Args {
     /// simulations are sparse, e.g. sbibm's gaussian_linear).
     #[arg(long, default_value = "relu")]
     pub nre_activation: String,
-    /// Set NPE: the set encoder, `deep_set` (per-point MLP, mean pooling) or
-    /// `set_transformer` (self-attention between the points, pooling by attention).
-    #[arg(long, default_value = "deep_set")]
+    /// Set NPE: the set encoder, `set_transformer` (self-attention between the points,
+    /// pooling by attention; width a multiple of its 4 heads) or `deep_set` (a per-point
+    /// MLP and mean pooling: 2.6× cheaper to train, but it averages away what pairs of
+    /// points say, e.g. slcp's C2ST 0.745 against 0.685–0.711, benches/RESULTS.md).
+    #[arg(long, default_value = "set_transformer")]
     pub set_encoder: String,
     /// Decay of the exponential moving average of the weights that is validated and
     /// saved (0 turns the average off). Default: 0.999 for the score estimator, off for
