@@ -1,6 +1,8 @@
 //! Posterior samplers for a score network composed over n observations (Geffner et al.
 //! 2022): Algorithm 1 (annealed Langevin) and Algorithm 2 (composed diffusion with the
-//! prior correction). Both run in the standardized unconstrained space of θ.
+//! prior correction). Both run in the network's standardized space of θ: the prior's
+//! unconstrained coordinates, or θ itself for a model in θ's natural space
+//! ([`crate::estimators::score_model::ThetaSpace`]).
 //!
 //! With levels γ_0 = 1 > γ_1 > … > γ_S = 0, α_1 = γ_1, α_k = γ_k/γ_{k−1}, β_k = 1 − α_k,
 //! and the composed score
