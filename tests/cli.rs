@@ -324,6 +324,11 @@ fn a_score_model_in_theta_natural_space_trains_samples_and_evaluates() {
 }
 
 #[test]
+fn a_model_trains_on_every_simulation_without_a_validation_split() {
+    train_sample_evaluate("npe", 1, &["--validation-fraction", "0"], &[]);
+}
+
+#[test]
 fn an_npe_model_trains_samples_and_evaluates_from_the_command_line() {
     train_sample_evaluate("npe", 1, &[], &[]);
 }
@@ -363,6 +368,11 @@ fn training_options_out_of_range_are_errors_and_write_nothing() {
     let (ok, err) = train_two_moons("nre", &data, &model, "1", &["--nre-activation", "tanh"]);
     assert!(
         !ok && err.contains("unknown NRE activation \"tanh\""),
+        "{err}"
+    );
+    let (ok, err) = train_two_moons("npe", &data, &model, "1", &["--validation-fraction", "1"]);
+    assert!(
+        !ok && err.contains("validation_fraction must be in [0, 1)"),
         "{err}"
     );
     let (ok, err) = train_two_moons("npe", &data, &model, "1", &["--weight-decay", "-0.1"]);

@@ -63,6 +63,11 @@ pub struct Args {
     /// as PyTorch's AdamW); 0 is plain Adam.
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub weight_decay: f32,
+    /// Fraction of the simulations held out to validate each epoch and stop early. 0
+    /// trains on all of them for `--epochs` (the cosine schedule runs out) and keeps the
+    /// epoch with the lowest training loss.
+    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true)]
+    pub validation_fraction: f32,
     /// Seeds the initialization, the split, the shuffles and the noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -219,6 +224,7 @@ impl Args {
         train.epochs = self.epochs;
         train.batch_size = self.batch_size;
         train.optimizer.lr = self.lr;
+        train.validation_fraction = self.validation_fraction;
         if self.weight_decay != 0.0 {
             train.optimizer.weight_decay = self.weight_decay;
             train.optimizer.decoupled = true;
@@ -371,12 +377,17 @@ pub fn run(args: &Args) -> Result<()> {
         .iter()
         .map(|r| {
             format!(
-                "{} epochs{}, best validation loss {:.4} at epoch {}",
+                "{} epochs{}, best {} loss {:.4} at epoch {}",
                 r.history.len(),
                 if r.stopped_early {
                     ", stopped early"
                 } else {
                     ""
+                },
+                if args.validation_fraction > 0.0 {
+                    "validation"
+                } else {
+                    "training"
                 },
                 r.best_loss,
                 r.best_epoch
