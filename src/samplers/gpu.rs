@@ -79,23 +79,16 @@ impl GpuPrior {
     /// The kernels' tables for dimension `d` (checked by [`validate`]).
     pub fn tables(&self, d: usize) -> PriorTables {
         let (prior, standardization) = match self {
-            GpuPrior::StandardNormal => {
+            // Gaussians centred at 0 in the sampler's space, of precision I or 0.
+            GpuPrior::StandardNormal | GpuPrior::Flat => {
+                let p = if *self == GpuPrior::Flat { 0.0 } else { 1.0 };
                 return PriorTables {
                     kind: PRIOR_GAUSSIAN,
                     shift: vec![0.0; d],
                     scale: vec![1.0; d],
                     center: vec![0.0; d],
-                    precision: diagonal(d, std::iter::repeat_n(1.0, d)),
-                }
-            }
-            GpuPrior::Flat => {
-                return PriorTables {
-                    kind: PRIOR_GAUSSIAN,
-                    shift: vec![0.0; d],
-                    scale: vec![1.0; d],
-                    center: vec![0.0; d],
-                    precision: vec![0.0; d * d],
-                }
+                    precision: diagonal(d, std::iter::repeat_n(p, d)),
+                };
             }
             GpuPrior::Standardized(p) => (&p.prior, &p.standardization),
         };
