@@ -329,6 +329,34 @@ fn a_model_trains_on_every_simulation_without_a_validation_split() {
 }
 
 #[test]
+fn evaluate_ends_with_the_mean_and_max_c2st_of_its_observations() {
+    let dir = scratch("evaluate-mean");
+    let (data, model) = (dir.join("data"), dir.join("model"));
+    simulate_two_moons(300, &data);
+    let (ok, err) = train_two_moons("npe", &data, &model, "2", &[]);
+    assert!(ok, "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_amortize"))
+        .args(["evaluate", "--task", "two_moons", "--model", s(&model)])
+        .args(["--observation", "1,2", "--num", "200"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let c2st = |label: &str| -> f64 {
+        let line = stdout.lines().find(|l| l.starts_with(label)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let (obs1, obs2, mean) = (c2st("obs1"), c2st("obs2"), c2st("mean"));
+    // Printed to three decimals, so the mean of the printed values is within 1e-3.
+    assert!((mean - (obs1 + obs2) / 2.0).abs() <= 1e-3, "{stdout}");
+    assert!(
+        stdout.contains(&format!("(max {:.3})", obs1.max(obs2))),
+        "{stdout}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn an_npe_model_trains_samples_and_evaluates_from_the_command_line() {
     train_sample_evaluate("npe", 1, &[], &[]);
 }
