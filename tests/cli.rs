@@ -159,7 +159,7 @@ fn bad_input_is_an_error_and_writes_nothing() {
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
         &config,
-        text.replace("\"format_version\": 2", "\"format_version\": 3"),
+        text.replace("\"format_version\": 3", "\"format_version\": 4"),
     )
     .unwrap();
     let (ok, err) = amortize(&[
@@ -588,5 +588,98 @@ fn models_of_iid_draws_train_evaluate_and_sample_from_the_command_line() {
         );
         std::fs::remove_file(&out).unwrap();
     }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_score_network_with_a_set_encoder_for_x_trains_and_samples_from_the_command_line() {
+    let dir = scratch("x-encoder");
+    let (data, model, out) = (dir.join("data"), dir.join("model"), dir.join("draws.npy"));
+    let (ok, err) = amortize(&[
+        "simulate",
+        "--task",
+        "slcp",
+        "--num",
+        "200",
+        "--out",
+        s(&data),
+    ]);
+    assert!(ok, "{err}");
+    let train = |estimator: &str, more: &[&str]| {
+        let args = [
+            &["train", "--estimator", estimator, "--data", s(&data)][..],
+            &[
+                "--task",
+                "slcp",
+                "--out",
+                s(&model),
+                "--epochs",
+                "1",
+                "--width",
+                "16",
+            ],
+            more,
+        ]
+        .concat();
+        amortize(&args)
+    };
+    let refusals: [(&str, &[&str], &str); 3] = [
+        (
+            "score",
+            &["--x-encoder", "lstm"],
+            "unknown x encoder \"lstm\"",
+        ),
+        (
+            "score",
+            &["--x-encoder", "set_transformer"],
+            "exchangeable blocks",
+        ),
+        (
+            "npe",
+            &["--x-encoder", "deep_set", "--exchangeable-blocks", "4"],
+            "--x-encoder is the score estimator's",
+        ),
+    ];
+    for (estimator, more, expect) in refusals {
+        let (ok, err) = train(estimator, more);
+        assert!(!ok && err.contains(expect), "{more:?}: {err}");
+        assert!(!model.exists(), "{more:?} left a model");
+    }
+    let blocks = [
+        "--exchangeable-blocks",
+        "4",
+        "--x-encoder",
+        "set_transformer",
+    ];
+    let (ok, err) = train("score", &blocks);
+    assert!(ok, "{err}");
+    let loaded = amortize::estimators::ScoreModel::load(&model).unwrap();
+    assert!(
+        matches!(
+            loaded.config.network.x_encoder,
+            Some(SetEncoderConfig::SetTransformer(c)) if c.in_features == 2
+        ),
+        "{:?}",
+        loaded.config.network
+    );
+    let obs = dir.join("obs.npy");
+    write_npy(&obs, &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], &[1, 8]).unwrap();
+    let (ok, err) = amortize(&[
+        "sample",
+        "--model",
+        s(&model),
+        "--obs",
+        s(&obs),
+        "--num",
+        "20",
+        "--levels",
+        "5",
+        "--out",
+        s(&out),
+    ]);
+    assert!(ok, "{err}");
+    let (draws, rows, _) = amortize::io::npy::read_npy_matrix(&out, Some(5)).unwrap();
+    assert_eq!(rows, 20);
+    assert!(draws.iter().all(|v| v.is_finite()));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -181,7 +181,7 @@ pub(crate) fn sample_in_support(
         if proposed > MAX_PROPOSALS_PER_DRAW * num.max(1) {
             return Err(Error::invalid(
                 op,
-                format!("acceptance below 1/{MAX_PROPOSALS_PER_DRAW}: the flow puts its mass outside the prior"),
+                format!("acceptance below 1/{MAX_PROPOSALS_PER_DRAW}: the model puts its mass outside the prior"),
             ));
         }
         let want = num - samples.len() / d;

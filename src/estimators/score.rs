@@ -8,7 +8,10 @@
 //! Network: a θ-MLP and an x-MLP (each 3 hidden layers, residual) embed θ_t and x; a
 //! head MLP (3 hidden layers, residual) maps `[e(θ_t), e(x), e(t)]` to ε̂, with e(t) the
 //! sinusoidal embedding of the continuous level t ∈ [0, T]. The score is
-//! `s(θ_t, t, x) = −ε̂ / √(1 − γ_t)`.
+//! `s(θ_t, t, x) = −ε̂ / √(1 − γ_t)`. Where x is a few exchangeable blocks (slcp's four
+//! iid points), a set encoder may take the x-MLP's place ([`XPath::Set`]): attention
+//! between the points sees what pairs of them say. The x path runs once per observation
+//! outside the samplers' loops (contract 4), so the samplers do not depend on which.
 //!
 //! Loss (ε form): θ_t = √γ_t θ₀ + √(1 − γ_t) ε, ε ~ N(0, I), L = mean ‖ε̂(θ_t, t, x) − ε‖²,
 //! with the training levels drawn as t = T·u^p, u ~ U(0, 1] ([`LevelDraw`]). Geffner et
@@ -20,7 +23,9 @@ use serde::{Deserialize, Serialize};
 use crate::autograd::{ParamStore, Tape, Var};
 use crate::backend::UnaryOp;
 use crate::error::{Error, Result};
-use crate::nn::{sinusoidal_embedding_into, MlpShape, ResidualMlp};
+use crate::nn::{
+    sinusoidal_embedding_into, MlpShape, ResidualMlp, SetEncoder, SetEncoderConfig, SetEncoderKind,
+};
 use crate::rng::{streams, PhiloxStream};
 use crate::tensor::Tensor;
 
@@ -108,7 +113,7 @@ impl Default for LevelDraw {
 }
 
 /// Sizes of the score network.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScoreNetConfig {
     /// Dimension of θ.
     pub dim_theta: usize,
@@ -122,6 +127,11 @@ pub struct ScoreNetConfig {
     pub time_embedding: usize,
     /// Hidden layers of each of the three MLPs (Appendix B: 3).
     pub hidden_layers: usize,
+    /// A set encoder in the x-MLP's place: x is `dim_x / in_features` exchangeable
+    /// blocks, each one element of the set, and the encoder's summary (`out_features` =
+    /// `embedding`) is e(x). Absent (model files omit it) for the x-MLP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x_encoder: Option<SetEncoderConfig>,
 }
 
 impl ScoreNetConfig {
@@ -134,7 +144,32 @@ impl ScoreNetConfig {
             embedding: width,
             time_embedding: width.max(2) & !1,
             hidden_layers: 3,
+            x_encoder: None,
         }
+    }
+
+    /// These sizes with a set encoder of `kind` (hidden width `encoder_width`) in the
+    /// x-MLP's place, for an x of `blocks` exchangeable blocks.
+    pub fn with_set_encoder(
+        self,
+        kind: SetEncoderKind,
+        blocks: usize,
+        encoder_width: usize,
+    ) -> Result<Self> {
+        if blocks < 2 || self.dim_x % blocks != 0 {
+            return Err(Error::invalid(
+                "ScoreNet",
+                format!(
+                    "a set encoder needs x to be at least 2 exchangeable blocks of equal size; x has {} features in {blocks} block(s)",
+                    self.dim_x
+                ),
+            ));
+        }
+        let x_encoder = kind.config(self.dim_x / blocks, self.embedding, encoder_width);
+        Ok(ScoreNetConfig {
+            x_encoder: Some(x_encoder),
+            ..self
+        })
     }
 
     fn validate(&self) -> Result<()> {
@@ -159,6 +194,18 @@ impl ScoreNetConfig {
                 ),
             ));
         }
+        if let Some(e) = c.x_encoder {
+            let features = e.in_features();
+            if features == 0 || c.dim_x % features != 0 || e.out_features() != c.embedding {
+                return Err(Error::invalid(
+                    "ScoreNet",
+                    format!(
+                        "the x encoder must read whole blocks of x's {} features and return the embedding's {}, got {e:?}",
+                        c.dim_x, c.embedding
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -166,8 +213,38 @@ impl ScoreNetConfig {
 /// The activation of every hidden layer.
 pub const SCORE_ACTIVATION: UnaryOp = UnaryOp::Silu;
 
-/// The three MLPs of the score network, with parameters `theta_net.*`, `x_net.*` and
-/// `head.*` in a [`ParamStore`].
+/// The x path of the score network, x `[rows, dim_x]` → e(x) `[rows, embedding]`.
+#[derive(Clone, Debug)]
+pub enum XPath {
+    /// Appendix B's x-MLP.
+    Mlp(ResidualMlp),
+    /// A set encoder whose elements are x's blocks of `features` values.
+    Set {
+        /// The encoder.
+        encoder: SetEncoder,
+        /// Values per block.
+        features: usize,
+    },
+}
+
+impl XPath {
+    /// e(x) for rows of x `[rows, dim_x]`.
+    pub fn forward(&self, tape: &mut Tape, store: &ParamStore, x: Var) -> Result<Var> {
+        match self {
+            XPath::Mlp(mlp) => mlp.forward(tape, store, x),
+            XPath::Set { encoder, features } => {
+                let (rows, dim_x) = (tape.shape(x)[0], tape.shape(x)[1]);
+                let blocks = dim_x / features;
+                let sets = tape.reshape(x, &[rows, blocks, *features])?;
+                let mask = Tensor::full_on(tape.value(x).device(), &[rows, blocks], 1.0)?;
+                encoder.forward(tape, store, sets, &mask)
+            }
+        }
+    }
+}
+
+/// The score network: the θ-MLP, the x path and the head, with parameters
+/// `theta_net.*`, `x_net.*` and `head.*` in a [`ParamStore`].
 #[derive(Clone, Debug)]
 pub struct ScoreNet {
     /// Sizes.
@@ -175,7 +252,7 @@ pub struct ScoreNet {
     /// θ_t → e(θ).
     pub theta_net: ResidualMlp,
     /// x → e(x).
-    pub x_net: ResidualMlp,
+    pub x_net: XPath,
     /// [e(θ), e(x), e(t)] → ε̂.
     pub head: ResidualMlp,
 }
@@ -197,7 +274,18 @@ impl ScoreNet {
             activation: SCORE_ACTIVATION,
         };
         let theta_net = ResidualMlp::new(store, "theta_net", shape(c.dim_theta, c.embedding), rng)?;
-        let x_net = ResidualMlp::new(store, "x_net", shape(c.dim_x, c.embedding), rng)?;
+        let x_net = match c.x_encoder {
+            None => XPath::Mlp(ResidualMlp::new(
+                store,
+                "x_net",
+                shape(c.dim_x, c.embedding),
+                rng,
+            )?),
+            Some(config) => XPath::Set {
+                encoder: SetEncoder::new(store, "x_net", config, rng)?,
+                features: config.in_features(),
+            },
+        };
         let head_in = 2 * c.embedding + c.time_embedding;
         let head = ResidualMlp::new(store, "head", shape(head_in, c.dim_theta), rng)?;
         Ok(ScoreNet {

@@ -19,6 +19,7 @@ use crate::autograd::ParamStore;
 use crate::error::{Error, Result};
 use crate::estimators::npe::{sample_in_support, PosteriorDraws};
 use crate::estimators::score::{dsm_loss, LevelDraw, NoiseSchedule, ScoreNet, ScoreNetConfig};
+use crate::nn::SetEncoderKind;
 use crate::optim::AdamConfig;
 use crate::priors::Prior;
 use crate::rng::{streams, PhiloxStream};
@@ -107,6 +108,24 @@ impl Standardization {
         Ok(Standardization {
             exchangeable_blocks: blocks,
             ..Standardization::fit(&canonical, cols)
+        })
+    }
+
+    /// Like [`Standardization::fit_exchangeable`], but with one set of statistics for
+    /// all blocks: feature i of every block is standardized alike, as a set encoder that
+    /// reads each block as an element without knowing its position needs.
+    pub fn fit_pooled_blocks(
+        op: &'static str,
+        data: &[f32],
+        cols: usize,
+        blocks: usize,
+    ) -> Result<Self> {
+        let per_position = Standardization::fit_exchangeable(op, data, cols, blocks)?;
+        let block = Standardization::fit(data, cols / blocks);
+        Ok(Standardization {
+            mean: block.mean.repeat(blocks),
+            std: block.std.repeat(blocks),
+            ..per_position
         })
     }
 
@@ -273,6 +292,9 @@ pub struct ScoreTrainOptions {
     pub exchangeable_blocks: usize,
     /// The coordinates of θ the network learns in.
     pub theta_space: ThetaSpace,
+    /// A set encoder of this kind in the x-MLP's place (needs `exchangeable_blocks` ≥ 2:
+    /// each block is one element of the set); `None` keeps Appendix B's x-MLP.
+    pub x_encoder: Option<SetEncoderKind>,
 }
 
 impl Default for ScoreTrainOptions {
@@ -293,6 +315,7 @@ impl Default for ScoreTrainOptions {
             device: Device::Cpu,
             exchangeable_blocks: 1,
             theta_space: ThetaSpace::Unconstrained,
+            x_encoder: None,
         }
     }
 }
@@ -366,12 +389,18 @@ impl ScoreModel {
         let mut u = options.theta_space.from_theta(op, &prior, theta)?;
         let theta_standardization = Standardization::fit(&u, dim_theta);
         theta_standardization.apply(&mut u);
+        let blocks = options.exchangeable_blocks;
+        let mut network = ScoreNetConfig::new(dim_theta, dim_x, options.width);
+        if let Some(kind) = options.x_encoder {
+            network = network.with_set_encoder(kind, blocks, X_ENCODER_WIDTH)?;
+        }
         let mut xs = x.to_vec();
-        let x_standardization =
-            Standardization::fit_exchangeable(op, &xs, dim_x, options.exchangeable_blocks)?;
+        let x_standardization = match options.x_encoder {
+            None => Standardization::fit_exchangeable(op, &xs, dim_x, blocks)?,
+            Some(_) => Standardization::fit_pooled_blocks(op, &xs, dim_x, blocks)?,
+        };
         x_standardization.apply(&mut xs);
 
-        let network = ScoreNetConfig::new(dim_theta, dim_x, options.width);
         let schedule = NoiseSchedule {
             levels: options.levels,
         };
@@ -581,6 +610,10 @@ impl ScoreModel {
         Ok((mean, covariance(&u, d)))
     }
 }
+
+/// Hidden width of a set encoder in the x-MLP's place: the set encoders' own default
+/// (set NPE's), which a 2-D element needs no more than.
+const X_ENCODER_WIDTH: usize = 64;
 
 /// Prior draws behind the prior's moments in GAUSS (relative error of a variance
 /// ≈ √(2/20000) = 1%).

@@ -31,7 +31,8 @@ use crate::estimators::score_model::{check_rows, move_store};
 use crate::estimators::Standardization;
 use crate::nn::flow::{ConditionalFlow, FlowConfig};
 use crate::nn::sets::{check_set_batch, RaggedSets};
-use crate::nn::{DeepSet, DeepSetConfig, SetTransformer, TransformerConfig};
+use crate::nn::{DeepSetConfig, TransformerConfig};
+pub use crate::nn::{SetEncoder, SetEncoderConfig, SetEncoderKind};
 use crate::priors::Prior;
 use crate::rng::{streams, PhiloxStream};
 use crate::tensor::{Device, Tensor};
@@ -42,78 +43,6 @@ const SUMMARY_FEATURES: usize = 16;
 
 /// Sets per padded group in a training minibatch (see `TrainingSets::loss`).
 const PADDING_GROUP: usize = 32;
-
-/// Which set encoder summarizes the set, and its sizes.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum SetEncoderConfig {
-    /// A deep set (masked sum or mean pooling).
-    DeepSet(DeepSetConfig),
-    /// A set transformer (self-attention, pooling by attention).
-    SetTransformer(TransformerConfig),
-}
-
-impl SetEncoderConfig {
-    /// Features per set element.
-    pub fn in_features(&self) -> usize {
-        match self {
-            SetEncoderConfig::DeepSet(c) => c.in_features,
-            SetEncoderConfig::SetTransformer(c) => c.in_features,
-        }
-    }
-
-    /// Features of the summary.
-    pub fn out_features(&self) -> usize {
-        match self {
-            SetEncoderConfig::DeepSet(c) => c.out_features,
-            SetEncoderConfig::SetTransformer(c) => c.out_features,
-        }
-    }
-}
-
-/// A set encoder built from a [`SetEncoderConfig`]. Both variants are boxed: the two
-/// layers differ much in size, and a model holds only one.
-#[derive(Clone, Debug)]
-pub enum SetEncoder {
-    /// See [`DeepSet`].
-    DeepSet(Box<DeepSet>),
-    /// See [`SetTransformer`].
-    SetTransformer(Box<SetTransformer>),
-}
-
-impl SetEncoder {
-    /// Adds the encoder's parameters under `{name}.*` to `store`.
-    pub fn new(
-        store: &mut ParamStore,
-        name: &str,
-        config: SetEncoderConfig,
-        rng: &mut PhiloxStream,
-    ) -> Result<Self> {
-        Ok(match config {
-            SetEncoderConfig::DeepSet(c) => {
-                SetEncoder::DeepSet(Box::new(DeepSet::new(store, name, c, rng)?))
-            }
-            SetEncoderConfig::SetTransformer(c) => {
-                SetEncoder::SetTransformer(Box::new(SetTransformer::new(store, name, c, rng)?))
-            }
-        })
-    }
-
-    /// The summary `[batch, out_features]` of sets x `[batch, set, in_features]` with
-    /// mask `[batch, set]`.
-    pub fn forward(
-        &self,
-        tape: &mut Tape,
-        store: &ParamStore,
-        x: Var,
-        mask: &Tensor,
-    ) -> Result<Var> {
-        match self {
-            SetEncoder::DeepSet(e) => e.forward(tape, store, x, mask),
-            SetEncoder::SetTransformer(e) => e.forward(tape, store, x, mask),
-        }
-    }
-}
 
 /// How to train a [`SetNpeModel`].
 #[derive(Clone, Debug)]
@@ -131,6 +60,12 @@ pub struct SetNpeOptions {
 }
 
 impl SetNpeOptions {
+    /// A set encoder of `kind` (16 summary features, hidden width `width`) and 4 spline
+    /// layers, for elements of `features` values.
+    pub fn new(kind: SetEncoderKind, features: usize, width: usize) -> Self {
+        Self::with_encoder(kind.config(features, SUMMARY_FEATURES, width))
+    }
+
     /// A deep set (mean pooling, 16 summary features) and 4 spline layers, for elements
     /// of `features` values.
     pub fn deep_set(features: usize) -> Self {

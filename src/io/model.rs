@@ -22,13 +22,14 @@ use crate::tensor::Tensor;
 
 /// The `format` field of every amortize model's `config.json`.
 pub const FORMAT: &str = "amortize-model";
-/// The version of the model directory layout this build writes. Version 2 configs may
-/// carry fields that change what a model computes and that a version-1 reader would
-/// ignore without a word (NRE's `activation`, a score model's `theta_space`), so a
-/// version-1 build refuses them; this build reads both ([`READS_FORMAT_VERSIONS`]).
-pub const FORMAT_VERSION: u32 = 2;
-/// The versions this build reads: a version-1 file lacks only fields whose absence
-/// means what version 1 computed.
+/// The version of the model directory layout this build writes. Each version's configs
+/// may carry fields that change what a model computes and that an older reader would
+/// ignore without a word, so an older build refuses them: version 2 added NRE's
+/// `activation` and a score model's `theta_space`, version 3 a score network's
+/// `x_encoder`. This build reads them all ([`READS_FORMAT_VERSIONS`]).
+pub const FORMAT_VERSION: u32 = 3;
+/// The versions this build reads: an older file lacks only fields whose absence means
+/// what its version computed.
 pub const READS_FORMAT_VERSIONS: std::ops::RangeInclusive<u32> = 1..=FORMAT_VERSION;
 /// Weights file inside a model directory.
 pub const WEIGHTS_FILE: &str = "weights.safetensors";

@@ -9,6 +9,7 @@ pub mod flow;
 pub mod layer_norm;
 pub mod linear;
 pub mod mlp;
+pub mod set_encoder;
 pub mod set_transformer;
 pub mod sets;
 pub mod time_embedding;
@@ -20,6 +21,7 @@ pub use flow::{ActNorm, ConditionalFlow, FlowConfig, Permutation};
 pub use layer_norm::LayerNorm;
 pub use linear::Linear;
 pub use mlp::{MlpShape, ResidualBlock, ResidualMlp};
+pub use set_encoder::{SetEncoder, SetEncoderConfig, SetEncoderKind};
 pub use set_transformer::{
     CausalTransformer, PoolingByAttention, SetTransformer, TransformerConfig,
 };

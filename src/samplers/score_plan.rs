@@ -9,12 +9,13 @@
 //! and step instead of two. Per step the θ path then runs once per sample, and only the
 //! head's residual blocks and output layer run once per (sample, observation).
 
-use crate::autograd::ParamStore;
+use crate::autograd::{ParamStore, Tape};
 use crate::backend::cpu;
 use crate::backend::{MatLayout, MatmulDims};
 use crate::error::{Error, Result};
-use crate::estimators::score::{ScoreNet, ScoreNetConfig, SCORE_ACTIVATION};
+use crate::estimators::score::{ScoreNet, ScoreNetConfig, XPath, SCORE_ACTIVATION};
 use crate::nn::{sinusoidal_embedding_into, Linear, ResidualMlp};
+use crate::tensor::Tensor;
 
 /// y = x·Wᵀ + b on slices.
 #[derive(Clone, Debug)]
@@ -146,6 +147,18 @@ impl MlpLayers {
     }
 }
 
+/// The x path, prepared for [`ScorePlan::condition`].
+#[derive(Clone, Debug)]
+enum XPathPlan {
+    /// The x-MLP's layers.
+    Mlp(MlpLayers),
+    /// A set encoder with its parameters, run on a no-grad tape: once per call on the n
+    /// observations, so the tape costs nothing next to the sampling loop.
+    Set { path: XPath, store: ParamStore },
+    /// An ensemble's: its members' e(x) side by side.
+    Members,
+}
+
 /// In place: h ← act(h).
 fn activate(h: &mut [f32]) {
     for v in h {
@@ -172,7 +185,7 @@ pub struct ScorePlan {
     pub theta_blocks: Vec<Dense>,
     /// θ-MLP output folded into the head's θ columns: `[width, width]`.
     pub theta_to_head: Dense,
-    x_net: MlpLayers,
+    x_path: XPathPlan,
     /// Head's first-layer columns for e(x): `[width, embedding]`, with the head bias.
     pub head_x: Dense,
     /// Head's first-layer columns for e(t): `[width, time_embedding]`, no bias.
@@ -205,7 +218,13 @@ impl ScorePlan {
         }
         let theta = MlpLayers::from_mlp(store, &net.theta_net)?;
         let head = MlpLayers::from_mlp(store, &net.head)?;
-        let x_net = MlpLayers::from_mlp(store, &net.x_net)?;
+        let x_path = match &net.x_net {
+            XPath::Mlp(mlp) => XPathPlan::Mlp(MlpLayers::from_mlp(store, mlp)?),
+            set => XPathPlan::Set {
+                path: set.clone(),
+                store: store.clone(),
+            },
+        };
         let head_in = 2 * c.embedding + c.time_embedding;
         let w_theta = columns(&head.input.weight, head_in, 0, c.embedding);
         let w_x = columns(&head.input.weight, head_in, c.embedding, 2 * c.embedding);
@@ -236,7 +255,7 @@ impl ScorePlan {
                 in_features: c.width,
                 out_features: c.width,
             },
-            x_net,
+            x_path,
             head_x: Dense {
                 weight: w_x,
                 bias: head.input.bias.clone(),
@@ -294,11 +313,7 @@ impl ScorePlan {
             theta_input: merge_each(members, SharedInput, |m| &m.theta_input),
             theta_blocks: merge_blocks(members, |m| &m.theta_blocks),
             theta_to_head: merge_each(members, BlockDiagonal, |m| &m.theta_to_head),
-            x_net: MlpLayers {
-                input: merge_each(members, SharedInput, |m| &m.x_net.input),
-                blocks: merge_blocks(members, |m| &m.x_net.blocks),
-                output: merge_each(members, BlockDiagonal, |m| &m.x_net.output),
-            },
+            x_path: XPathPlan::Members,
             head_x: merge_each(members, BlockDiagonal, |m| &m.head_x),
             head_t: merge_each(members, SharedInput, |m| &m.head_t),
             head_blocks: merge_blocks(members, |m| &m.head_blocks),
@@ -327,15 +342,7 @@ impl ScorePlan {
             ));
         }
         let n = x.len() / c.dim_x;
-        let mut h = vec![0.0; n * c.width];
-        let mut tmp = vec![0.0; n * c.width];
-        self.x_net.input.apply(x, n, &mut h);
-        activate(&mut h);
-        for block in &self.x_net.blocks {
-            residual(block, &mut h, &mut tmp, n);
-        }
-        let mut e_x = vec![0.0; n * c.embedding];
-        self.x_net.output.apply(&h, n, &mut e_x);
+        let e_x = self.embed_x(x, n)?;
         let mut x_part = vec![0.0; n * c.width];
         self.head_x.apply(&e_x, n, &mut x_part);
 
@@ -348,6 +355,46 @@ impl ScorePlan {
             x_part,
             t_part,
         })
+    }
+
+    /// e(x_j) `[n, embedding]` of the standardized observations x `[n, dim_x]`.
+    fn embed_x(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
+        let c = self.config;
+        match &self.x_path {
+            XPathPlan::Mlp(mlp) => {
+                let mut h = vec![0.0; n * c.width];
+                let mut tmp = vec![0.0; n * c.width];
+                mlp.input.apply(x, n, &mut h);
+                activate(&mut h);
+                for block in &mlp.blocks {
+                    residual(block, &mut h, &mut tmp, n);
+                }
+                let mut e_x = vec![0.0; n * c.embedding];
+                mlp.output.apply(&h, n, &mut e_x);
+                Ok(e_x)
+            }
+            XPathPlan::Set { path, store } => {
+                let mut tape = Tape::no_grad();
+                let x = tape.constant(Tensor::from_slice(x, &[n, c.dim_x])?);
+                let e_x = path.forward(&mut tape, store, x)?;
+                tape.value(e_x).to_vec()
+            }
+            XPathPlan::Members => {
+                let parts = self
+                    .members
+                    .iter()
+                    .map(|m| m.embed_x(x, n))
+                    .collect::<Result<Vec<_>>>()?;
+                let mut e_x = Vec::with_capacity(n * c.embedding);
+                for j in 0..n {
+                    for (part, m) in parts.iter().zip(&self.members) {
+                        let e = m.config.embedding;
+                        e_x.extend_from_slice(&part[j * e..(j + 1) * e]);
+                    }
+                }
+                Ok(e_x)
+            }
+        }
     }
 
     /// A workspace for tiles of up to `rows` samples.
@@ -478,10 +525,12 @@ pub struct Workspace {
 mod tests {
     use super::*;
     use crate::estimators::score::NoiseSchedule;
+    use crate::nn::{sinusoidal_embedding, SetEncoderKind};
     use crate::rng::{streams, PhiloxStream};
     use crate::tensor::Tensor;
 
-    fn random_plan(config: ScoreNetConfig, seed: u64) -> ScorePlan {
+    /// A fresh network of `config` with every weight perturbed, and its parameters.
+    fn random_net(config: ScoreNetConfig, seed: u64) -> (ScoreNet, ParamStore) {
         let mut store = ParamStore::new();
         let mut rng = PhiloxStream::new(seed, streams::INIT, 0);
         let net = ScoreNet::new(&mut store, config, &mut rng).unwrap();
@@ -497,61 +546,165 @@ mod tests {
             v.iter_mut().zip(&noise).for_each(|(a, b)| *a += b);
             store.set(id, Tensor::from_vec(v, &shape).unwrap()).unwrap();
         }
+        (net, store)
+    }
+
+    fn random_plan(config: ScoreNetConfig, seed: u64) -> ScorePlan {
+        let (net, store) = random_net(config, seed);
         ScorePlan::new(&net, &store).unwrap()
     }
 
-    /// ε̂ `[n, rows, dim θ]` of `plan` at `level` for fixed θ rows and observations.
-    fn eps(plan: &ScorePlan, level: usize) -> Vec<f32> {
-        let (d, rows, n) = (plan.config.dim_theta, 7, 3);
-        let mut x = vec![0.0f32; n * plan.config.dim_x];
+    /// The sizes of the tests' networks, with the x-MLP and with either set encoder
+    /// (x: 2 blocks of 2).
+    fn configs() -> [ScoreNetConfig; 3] {
+        let mlp = ScoreNetConfig::new(3, 4, 8);
+        let set = |kind| mlp.with_set_encoder(kind, 2, 8).unwrap();
+        [
+            mlp,
+            set(SetEncoderKind::SetTransformer),
+            set(SetEncoderKind::DeepSet),
+        ]
+    }
+
+    /// Fixed standardized inputs: θ rows `[7, dim θ]`, observations `[3, dim x]` and the
+    /// levels of a 10-level grid.
+    fn inputs(config: ScoreNetConfig) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (rows, n) = (7, 3);
+        let mut x = vec![0.0f32; n * config.dim_x];
         PhiloxStream::new(5, streams::TEST, 0).fill_normal(0.0, 1.0, &mut x);
-        let mut theta = vec![0.0f32; rows * d];
+        let mut theta = vec![0.0f32; rows * config.dim_theta];
         PhiloxStream::new(6, streams::TEST, 0).fill_normal(0.0, 1.0, &mut theta);
         let (t, _) = NoiseSchedule { levels: 400 }.grid(10);
-        let cond = plan.condition(&x, &t).unwrap();
-        let mut out = vec![0.0f32; n * rows * d];
+        (theta, x, t)
+    }
+
+    /// ε̂ `[n, rows, dim θ]` of `plan` at `level` on [`inputs`], conditioned by
+    /// `conditioner` (the plan itself, or the ensemble whose layers it holds).
+    fn eps_conditioned_by(conditioner: &ScorePlan, plan: &ScorePlan, level: usize) -> Vec<f32> {
+        let (theta, x, t) = inputs(conditioner.config);
+        let cond = conditioner.condition(&x, &t).unwrap();
+        let mut out = vec![0.0f32; cond.observations * theta.len()];
+        let rows = theta.len() / plan.config.dim_theta;
         plan.eps_hat(&cond, level, &theta, &mut plan.workspace(rows), &mut out);
         out
     }
 
+    fn eps(plan: &ScorePlan, level: usize) -> Vec<f32> {
+        eps_conditioned_by(plan, plan, level)
+    }
+
+    #[test]
+    fn the_plan_computes_the_networks_eps_hat_with_either_x_path() {
+        let level = 4;
+        for config in configs() {
+            let (net, store) = random_net(config, 3);
+            let got = eps(&ScorePlan::new(&net, &store).unwrap(), level);
+            let (theta, x, t) = inputs(config);
+            let (d, dx) = (config.dim_theta, config.dim_x);
+            let rows = theta.len() / d;
+            for (j, got_j) in got.chunks_exact(rows * d).enumerate() {
+                let mut tape = Tape::no_grad();
+                let th = tape.constant(Tensor::from_slice(&theta, &[rows, d]).unwrap());
+                let xj = x[j * dx..(j + 1) * dx].repeat(rows);
+                let xj = tape.constant(Tensor::from_vec(xj, &[rows, dx]).unwrap());
+                let t_emb = sinusoidal_embedding(&vec![t[level]; rows], config.time_embedding);
+                let t_emb = tape.constant(t_emb.unwrap());
+                let want = net.forward(&mut tape, &store, th, xj, t_emb).unwrap();
+                let want = tape.value(want).to_vec().unwrap();
+                // The plan folds the θ-MLP's output layer into the head in f64 and sums
+                // in another order: a few ulps of the activations.
+                let err = got_j
+                    .iter()
+                    .zip(&want)
+                    .map(|(g, w)| (g - w).abs() / (1.0 + w.abs()))
+                    .fold(0.0f32, f32::max);
+                assert!(err < 1e-5, "{:?}, observation {j}: {err}", config.x_encoder);
+            }
+        }
+    }
+
+    #[test]
+    fn a_set_encoder_x_path_ignores_the_order_of_the_blocks() {
+        let [mlp, set_transformer, deep_set] = configs();
+        let (_, x, t) = inputs(mlp);
+        // Each observation's two blocks of two swapped.
+        let swapped: Vec<f32> = x
+            .chunks_exact(4)
+            .flat_map(|r| [r[2], r[3], r[0], r[1]])
+            .collect();
+        let x_part = |plan: &ScorePlan, x: &[f32]| plan.condition(x, &t).unwrap().x_part;
+        for config in [set_transformer, deep_set] {
+            let plan = random_plan(config, 9);
+            let (a, b) = (x_part(&plan, &x), x_part(&plan, &swapped));
+            let err = a
+                .iter()
+                .zip(&b)
+                .map(|(u, v)| (u - v).abs())
+                .fold(0.0f32, f32::max);
+            // The same sums over the elements in another order.
+            assert!(err < 1e-5, "{:?}: {err}", config.x_encoder);
+        }
+        let plan = random_plan(mlp, 9);
+        assert_ne!(
+            x_part(&plan, &x),
+            x_part(&plan, &swapped),
+            "the MLP reads the order"
+        );
+    }
+
+    #[test]
+    fn set_encoders_need_whole_blocks() {
+        let c = ScoreNetConfig::new(3, 4, 8);
+        for blocks in [0, 1, 3] {
+            let err = c
+                .with_set_encoder(SetEncoderKind::DeepSet, blocks, 8)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("exchangeable blocks"), "{blocks}: {err}");
+        }
+    }
+
     #[test]
     fn an_averaged_plan_computes_the_mean_of_its_members() {
-        let config = ScoreNetConfig::new(3, 2, 8);
-        let members: Vec<ScorePlan> = (0..3).map(|s| random_plan(config, 40 + s)).collect();
-        let ensemble = ScorePlan::average(&members).unwrap();
-        assert_eq!(ensemble.config.width, 24);
-        // The block-diagonal layers alone, as the fused GPU samplers run them.
-        let wide = ScorePlan {
-            members: Vec::new(),
-            ..ensemble.clone()
-        };
-        for level in [0, 4, 9] {
-            let per_member: Vec<Vec<f32>> = members.iter().map(|m| eps(m, level)).collect();
-            let (got, got_wide) = (eps(&ensemble, level), eps(&wide, level));
-            let mut spread = 0.0f32;
-            for (i, (&g, &gw)) in got.iter().zip(&got_wide).enumerate() {
-                let mean = per_member.iter().map(|e| e[i]).sum::<f32>() / 3.0;
-                spread = spread.max((per_member[0][i] - mean).abs());
-                // f32 sums of the same terms in another order (the wide layers add
-                // zeros too): a few ulps.
-                let tol = 1e-5 * (1.0 + mean.abs());
+        for config in configs() {
+            let members: Vec<ScorePlan> = (0..3).map(|s| random_plan(config, 40 + s)).collect();
+            let ensemble = ScorePlan::average(&members).unwrap();
+            assert_eq!(ensemble.config.width, 24);
+            // The block-diagonal layers alone, as the fused GPU samplers run them on the
+            // ensemble's conditioning.
+            let wide = ScorePlan {
+                members: Vec::new(),
+                ..ensemble.clone()
+            };
+            for level in [0, 4, 9] {
+                let per_member: Vec<Vec<f32>> = members.iter().map(|m| eps(m, level)).collect();
+                let got = eps(&ensemble, level);
+                let got_wide = eps_conditioned_by(&ensemble, &wide, level);
+                let mut spread = 0.0f32;
+                for (i, (&g, &gw)) in got.iter().zip(&got_wide).enumerate() {
+                    let mean = per_member.iter().map(|e| e[i]).sum::<f32>() / 3.0;
+                    spread = spread.max((per_member[0][i] - mean).abs());
+                    // f32 sums of the same terms in another order (the wide layers add
+                    // zeros too): a few ulps.
+                    let tol = 1e-5 * (1.0 + mean.abs());
+                    assert!(
+                        (g - mean).abs() <= tol,
+                        "level {level} [{i}]: {g} vs {mean}"
+                    );
+                    assert!(
+                        (gw - mean).abs() <= tol,
+                        "wide, level {level} [{i}]: {gw} vs {mean}"
+                    );
+                }
                 assert!(
-                    (g - mean).abs() <= tol,
-                    "level {level} [{i}]: {g} vs {mean}"
-                );
-                assert!(
-                    (gw - mean).abs() <= tol,
-                    "wide, level {level} [{i}]: {gw} vs {mean}"
+                    spread > 1e-2,
+                    "the members must differ for the test to mean anything"
                 );
             }
-            assert!(
-                spread > 1e-2,
-                "the members must differ for the test to mean anything"
-            );
+            // One member is itself.
+            let one = ScorePlan::average(&members[..1]).unwrap();
+            assert_eq!(eps(&one, 3), eps(&members[0], 3));
         }
-        // One member is itself.
-        let one = ScorePlan::average(&members[..1]).unwrap();
-        assert_eq!(eps(&one, 3), eps(&members[0], 3));
     }
 
     #[test]

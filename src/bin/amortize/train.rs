@@ -13,7 +13,7 @@ use amortize::estimators::pairs::split_iid_draws;
 use amortize::estimators::score::LevelDraw;
 use amortize::estimators::score_model::ThetaSpace;
 use amortize::estimators::set_npe::{
-    draw_subsets, subsets_per_simulation, SetEncoderConfig, SetNpeModel, SetNpeOptions,
+    draw_subsets, subsets_per_simulation, SetNpeModel, SetNpeOptions,
 };
 use amortize::estimators::{ScoreModel, ScoreTrainOptions};
 use amortize::io::model::ModelFile;
@@ -130,6 +130,12 @@ pub struct Args {
     /// rejected, and a narrow mode near the box's edge is not stretched by the logit).
     #[arg(long, default_value = "unconstrained")]
     pub theta_space: String,
+    /// Score estimator: the network's x path, `mlp` (Geffner et al.'s x-MLP) or a set
+    /// encoder over x's exchangeable blocks, each block one element (`set_transformer`:
+    /// attention between the blocks sees what pairs of them say; `deep_set`). A set
+    /// encoder needs `--exchangeable-blocks` ≥ 2 and has hidden width 64.
+    #[arg(long, default_value = "mlp")]
+    pub x_encoder: String,
     /// x is this many iid draws of a smaller output (slcp: 4 points in the plane): the
     /// model learns one draw from every simulation's draws (the 10⁴ simulations of slcp
     /// give 4·10⁴ pairs (θ, point)), and an observation's draws are composed as iid
@@ -153,6 +159,17 @@ impl Args {
             device: self.device.parse()?,
             exchangeable_blocks: self.exchangeable_blocks,
             theta_space: self.theta_space.parse()?,
+            x_encoder: match self.x_encoder.as_str() {
+                "mlp" => None,
+                set => Some(set.parse().map_err(|_| {
+                    Error::invalid(
+                        "train",
+                        format!(
+                            "unknown x encoder {set:?} (known: mlp, set_transformer, deep_set)"
+                        ),
+                    )
+                })?),
+            },
             ..ScoreTrainOptions::default()
         };
         options.train.ema_decay = Some(SCORE_EMA_DECAY);
@@ -200,21 +217,11 @@ impl Args {
     /// Set NPE's options for elements of `features` values with the encoder named by
     /// `--set-encoder`, its width `--width`.
     pub fn set_npe_options(&self, features: usize) -> Result<SetNpeOptions> {
-        let mut options = match self.set_encoder.as_str() {
-            "deep_set" => SetNpeOptions::deep_set(features),
-            "set_transformer" => SetNpeOptions::set_transformer(features),
-            other => {
-                return Err(Error::invalid(
-                    "train",
-                    format!("unknown set encoder {other:?} (known: deep_set, set_transformer)"),
-                ))
-            }
-        };
-        match &mut options.encoder {
-            SetEncoderConfig::DeepSet(encoder) => encoder.width = self.width,
-            SetEncoderConfig::SetTransformer(encoder) => encoder.width = self.width,
-        }
-        Ok(options)
+        Ok(SetNpeOptions::new(
+            self.set_encoder.parse()?,
+            features,
+            self.width,
+        ))
     }
 
     /// An estimator's default minibatch settings `base` with the ones given here, and
@@ -243,6 +250,21 @@ impl Args {
 
 /// Reads the data, trains with a progress bar, writes the model.
 pub fn run(args: &Args) -> Result<()> {
+    let options = args.options()?;
+    if args.estimator != "score" {
+        if options.theta_space != ThetaSpace::Unconstrained {
+            return Err(Error::invalid(
+                "train",
+                "--theta-space is the score estimator's: the flows and NRE learn θ in its own units",
+            ));
+        }
+        if options.x_encoder.is_some() {
+            return Err(Error::invalid(
+                "train",
+                "--x-encoder is the score estimator's (set NPE's encoder is --set-encoder)",
+            ));
+        }
+    }
     let (prior, task_name) = match (&args.prior, &args.task) {
         (Some(path), _) => (Prior::from_json_file(path)?, args.task.clone()),
         (None, Some(name)) => {
@@ -292,13 +314,6 @@ pub fn run(args: &Args) -> Result<()> {
     }
     let simulations = theta;
     let (theta, dim_x) = split_iid_draws(&simulations, prior.dim(), dim_x, args.iid_draws)?;
-    let options = args.options()?;
-    if options.theta_space != ThetaSpace::Unconstrained && args.estimator != "score" {
-        return Err(Error::invalid(
-            "train",
-            "--theta-space is the score estimator's: the flows and NRE learn θ in its own units",
-        ));
-    }
     let start = Instant::now();
     let (theta, x, name) = (theta.as_slice(), x.as_slice(), task_name);
     let reports = match args.estimator.as_str() {
