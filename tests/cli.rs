@@ -592,7 +592,7 @@ fn models_of_iid_draws_train_evaluate_and_sample_from_the_command_line() {
 }
 
 #[test]
-fn a_score_network_with_a_set_encoder_for_x_trains_and_samples_from_the_command_line() {
+fn a_score_network_with_a_set_encoder_trains_and_samples_from_the_command_line() {
     let dir = scratch("x-encoder");
     let (data, model, out) = (dir.join("data"), dir.join("model"), dir.join("draws.npy"));
     let (ok, err) = amortize(&[
@@ -600,7 +600,7 @@ fn a_score_network_with_a_set_encoder_for_x_trains_and_samples_from_the_command_
         "--task",
         "slcp",
         "--num",
-        "200",
+        "100",
         "--out",
         s(&data),
     ]);
@@ -632,11 +632,11 @@ fn a_score_network_with_a_set_encoder_for_x_trains_and_samples_from_the_command_
         (
             "score",
             &["--x-encoder", "set_transformer"],
-            "exchangeable blocks",
+            "give --iid-draws K",
         ),
         (
             "npe",
-            &["--x-encoder", "deep_set", "--exchangeable-blocks", "4"],
+            &["--x-encoder", "deep_set", "--iid-draws", "4"],
             "--x-encoder is the score estimator's",
         ),
     ];
@@ -645,13 +645,10 @@ fn a_score_network_with_a_set_encoder_for_x_trains_and_samples_from_the_command_
         assert!(!ok && err.contains(expect), "{more:?}: {err}");
         assert!(!model.exists(), "{more:?} left a model");
     }
-    let blocks = [
-        "--exchangeable-blocks",
-        "4",
-        "--x-encoder",
-        "set_transformer",
-    ];
-    let (ok, err) = train("score", &blocks);
+    let (ok, err) = train(
+        "score",
+        &["--iid-draws", "4", "--x-encoder", "set_transformer"],
+    );
     assert!(ok, "{err}");
     let loaded = amortize::estimators::ScoreModel::load(&model).unwrap();
     assert!(
@@ -662,24 +659,48 @@ fn a_score_network_with_a_set_encoder_for_x_trains_and_samples_from_the_command_
         "{:?}",
         loaded.config.network
     );
+    assert_eq!(loaded.config.max_cardinality, Some(4));
+    // An observation's four points are one set; eight are larger than any in training.
     let obs = dir.join("obs.npy");
-    write_npy(&obs, &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], &[1, 8]).unwrap();
+    let points: Vec<f32> = (0..16).map(|i| 0.1 * i as f32).collect();
+    for (rows, warned) in [(4, false), (8, true)] {
+        write_npy(&obs, &points[..2 * rows], &[rows, 2]).unwrap();
+        let (ok, err) = amortize(&[
+            "sample",
+            "--model",
+            s(&model),
+            "--obs",
+            s(&obs),
+            "--num",
+            "20",
+            "--levels",
+            "5",
+            "--out",
+            s(&out),
+        ]);
+        assert!(ok, "{err}");
+        assert_eq!(
+            err.contains("larger than any the model was trained on (4)"),
+            warned,
+            "{err}"
+        );
+        let (draws, num, _) = amortize::io::npy::read_npy_matrix(&out, Some(5)).unwrap();
+        assert_eq!(num, 20);
+        assert!(draws.iter().all(|v| v.is_finite()));
+    }
     let (ok, err) = amortize(&[
-        "sample",
+        "evaluate",
+        "--task",
+        "slcp",
         "--model",
         s(&model),
-        "--obs",
-        s(&obs),
+        "--observation",
+        "2",
         "--num",
-        "20",
+        "50",
         "--levels",
         "5",
-        "--out",
-        s(&out),
     ]);
-    assert!(ok, "{err}");
-    let (draws, rows, _) = amortize::io::npy::read_npy_matrix(&out, Some(5)).unwrap();
-    assert_eq!(rows, 20);
-    assert!(draws.iter().all(|v| v.is_finite()));
+    assert!(ok && err.contains("draws are one set"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

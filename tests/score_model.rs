@@ -9,6 +9,7 @@ use common::{max_rel_err, wgpu_adapter_or_skip};
 use amortize::diagnostics::c2st::c2st;
 use amortize::estimators::ensemble::Ensemble;
 use amortize::estimators::score_model::ThetaSpace;
+use amortize::estimators::set_npe::{draw_subsets, subsets_per_simulation};
 use amortize::estimators::{
     Composition, SamplingOptions, ScoreModel, ScoreTrainOptions, Standardization,
 };
@@ -446,8 +447,8 @@ fn score_ensembles_sample_their_mean_score_alike_on_the_cpu_and_wgpu_and_round_t
 }
 
 #[test]
-fn a_set_encoder_x_path_standardizes_blocks_alike_round_trips_and_samples_on_wgpu() {
-    // x is two noisy copies of θ: two exchangeable blocks of two features.
+fn a_set_encoder_learns_from_subsets_reads_draws_as_one_set_and_samples_on_wgpu() {
+    // Each simulation is two noisy draws of θ; training sees every non-empty subset.
     let (prior, theta, _) = box_pairs(6);
     let mut rng = PhiloxStream::new(7, streams::TEST, 0);
     let x: Vec<f32> = theta
@@ -455,31 +456,40 @@ fn a_set_encoder_x_path_standardizes_blocks_alike_round_trips_and_samples_on_wgp
         .flat_map(|t| [t[0], t[1], t[0], t[1]])
         .map(|v| v + 0.1 * rng.normal())
         .collect();
+    let (set_theta, sets) = draw_subsets(&theta, &x, 2, 2).unwrap();
     let mut training = ScoreTrainOptions {
         width: 16,
-        exchangeable_blocks: 2,
         x_encoder: Some(SetEncoderKind::SetTransformer),
         ..ScoreTrainOptions::default()
     };
     training.train.epochs = 2;
-    let train = |training: &ScoreTrainOptions| {
-        ScoreModel::train(&theta, &x, 4, prior.clone(), None, training, |_| {})
-    };
-    let model = train(&training).unwrap().0;
-    // One set of statistics for both blocks: those of all blocks stacked as rows.
-    let pooled = Standardization::fit(&x, 2);
-    let s = &model.config.x_standardization;
-    assert_eq!(s.mean, pooled.mean.repeat(2));
-    assert_eq!(s.std, pooled.std.repeat(2));
+    training.train.rows_per_group = subsets_per_simulation(2);
+    let model = ScoreModel::train_sets(&set_theta, &sets, prior.clone(), None, &training, |_| {})
+        .unwrap()
+        .0;
+    assert_eq!(
+        model.config.x_standardization,
+        Standardization::fit(sets.elements(), 2)
+    );
+    assert_eq!(model.config.max_cardinality, Some(2));
 
     let obs = [0.5f32, 2.0, 0.45, 2.1];
-    let opts = options(8, Composition::Geffner);
+    let opts = options(8, Composition::Gauss { pilot_draws: 50 });
     let draws = model.sample(&obs, 100, &opts, &|_| {}).unwrap().samples;
-    let swapped = [0.45f32, 2.1, 0.5, 2.0];
+    // The draws are one set: their order does not matter (up to the order of the
+    // encoder's sums), and no GAUSS pilot runs compose them.
+    let reversed = [0.45f32, 2.1, 0.5, 2.0];
+    let other_order = model
+        .sample(&reversed, 100, &opts, &|_| {})
+        .unwrap()
+        .samples;
+    assert!(max_rel_err(&other_order, &draws) < 1e-4);
+    let geffner = options(8, Composition::Geffner);
     assert_eq!(
-        model.sample(&swapped, 100, &opts, &|_| {}).unwrap().samples,
+        model.sample(&obs, 100, &geffner, &|_| {}).unwrap().samples,
         draws
     );
+
     let dir = std::env::temp_dir().join(format!("amortize-test-x-set-{}", std::process::id()));
     model.save(&dir).unwrap();
     let loaded = ScoreModel::load(&dir).unwrap();
@@ -497,12 +507,18 @@ fn a_set_encoder_x_path_standardizes_blocks_alike_round_trips_and_samples_on_wgp
     // The x path runs before the samplers' loops: the fused wgpu sampler reads its
     // conditioning like any other.
     if wgpu_adapter_or_skip() {
-        let obs2 = [0.5f32, 2.0, 0.45, 2.1, 0.4, 2.2, 0.55, 1.9];
-        let err = wgpu_against_cpu(&model, &obs2, Composition::Geffner, "n = 2, set x path");
+        let err = wgpu_against_cpu(&model, &obs, Composition::Geffner, "a set of 2 draws");
         assert!(err < 1e-3, "{err}");
     }
 
-    training.exchangeable_blocks = 1;
-    let err = train(&training).unwrap_err().to_string();
-    assert!(err.contains("exchangeable blocks"), "{err}");
+    // Rows need the x-MLP, sets a set encoder.
+    let err = ScoreModel::train(&theta, &x, 4, prior.clone(), None, &training, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("train_sets"), "{err}");
+    training.x_encoder = None;
+    let err = ScoreModel::train_sets(&set_theta, &sets, prior, None, &training, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("need a set encoder"), "{err}");
 }

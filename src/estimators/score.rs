@@ -8,10 +8,11 @@
 //! Network: a θ-MLP and an x-MLP (each 3 hidden layers, residual) embed θ_t and x; a
 //! head MLP (3 hidden layers, residual) maps `[e(θ_t), e(x), e(t)]` to ε̂, with e(t) the
 //! sinusoidal embedding of the continuous level t ∈ [0, T]. The score is
-//! `s(θ_t, t, x) = −ε̂ / √(1 − γ_t)`. Where x is a few exchangeable blocks (slcp's four
-//! iid points), a set encoder may take the x-MLP's place ([`XPath::Set`]): attention
-//! between the points sees what pairs of them say. The x path runs once per observation
-//! outside the samplers' loops (contract 4), so the samplers do not depend on which.
+//! `s(θ_t, t, x) = −ε̂ / √(1 − γ_t)`. Where x is a set of iid draws (slcp's four points),
+//! a set encoder may take the x-MLP's place ([`XPath::Set`]): the network then learns
+//! the posterior given a whole set, of any size, and n draws need no composition. The x
+//! path runs once per call outside the samplers' loops (contract 4), so the samplers do
+//! not depend on which.
 //!
 //! Loss (ε form): θ_t = √γ_t θ₀ + √(1 − γ_t) ε, ε ~ N(0, I), L = mean ‖ε̂(θ_t, t, x) − ε‖²,
 //! with the training levels drawn as t = T·u^p, u ~ U(0, 1] ([`LevelDraw`]). Geffner et
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::autograd::{ParamStore, Tape, Var};
 use crate::backend::UnaryOp;
 use crate::error::{Error, Result};
+use crate::nn::sets::RaggedSets;
 use crate::nn::{
     sinusoidal_embedding_into, MlpShape, ResidualMlp, SetEncoder, SetEncoderConfig, SetEncoderKind,
 };
@@ -127,9 +129,9 @@ pub struct ScoreNetConfig {
     pub time_embedding: usize,
     /// Hidden layers of each of the three MLPs (Appendix B: 3).
     pub hidden_layers: usize,
-    /// A set encoder in the x-MLP's place: x is `dim_x / in_features` exchangeable
-    /// blocks, each one element of the set, and the encoder's summary (`out_features` =
-    /// `embedding`) is e(x). Absent (model files omit it) for the x-MLP.
+    /// A set encoder in the x-MLP's place: x is a set of any size of elements of `dim_x`
+    /// values (iid draws), and e(x) is the encoder's summary (`out_features` =
+    /// `embedding` − 1) with ln N appended. Absent (model files omit it) for the x-MLP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub x_encoder: Option<SetEncoderConfig>,
 }
@@ -149,27 +151,13 @@ impl ScoreNetConfig {
     }
 
     /// These sizes with a set encoder of `kind` (hidden width `encoder_width`) in the
-    /// x-MLP's place, for an x of `blocks` exchangeable blocks.
-    pub fn with_set_encoder(
-        self,
-        kind: SetEncoderKind,
-        blocks: usize,
-        encoder_width: usize,
-    ) -> Result<Self> {
-        if blocks < 2 || self.dim_x % blocks != 0 {
-            return Err(Error::invalid(
-                "ScoreNet",
-                format!(
-                    "a set encoder needs x to be at least 2 exchangeable blocks of equal size; x has {} features in {blocks} block(s)",
-                    self.dim_x
-                ),
-            ));
-        }
-        let x_encoder = kind.config(self.dim_x / blocks, self.embedding, encoder_width);
-        Ok(ScoreNetConfig {
-            x_encoder: Some(x_encoder),
+    /// x-MLP's place, its elements of `dim_x` values.
+    pub fn with_set_encoder(self, kind: SetEncoderKind, encoder_width: usize) -> Self {
+        let summary = self.embedding.saturating_sub(1);
+        ScoreNetConfig {
+            x_encoder: Some(kind.config(self.dim_x, summary, encoder_width)),
             ..self
-        })
+        }
     }
 
     fn validate(&self) -> Result<()> {
@@ -195,13 +183,13 @@ impl ScoreNetConfig {
             ));
         }
         if let Some(e) = c.x_encoder {
-            let features = e.in_features();
-            if features == 0 || c.dim_x % features != 0 || e.out_features() != c.embedding {
+            if e.in_features() != c.dim_x || e.out_features() + 1 != c.embedding {
                 return Err(Error::invalid(
                     "ScoreNet",
                     format!(
-                        "the x encoder must read whole blocks of x's {} features and return the embedding's {}, got {e:?}",
-                        c.dim_x, c.embedding
+                        "the x encoder must read elements of {} values and return {} features (ln N completes the embedding), got {e:?}",
+                        c.dim_x,
+                        c.embedding.saturating_sub(1)
                     ),
                 ));
             }
@@ -213,32 +201,46 @@ impl ScoreNetConfig {
 /// The activation of every hidden layer.
 pub const SCORE_ACTIVATION: UnaryOp = UnaryOp::Silu;
 
-/// The x path of the score network, x `[rows, dim_x]` → e(x) `[rows, embedding]`.
+/// A batch of the score network's x, as its x path reads it.
+#[derive(Clone, Copy, Debug)]
+pub enum XBatch<'a> {
+    /// Rows x `[rows, dim_x]`, for the x-MLP.
+    Rows(Var),
+    /// Sets x `[rows, set, dim_x]` with their 0/1 mask `[rows, set]` (on x's device),
+    /// for a set encoder.
+    Sets {
+        /// The padded elements.
+        x: Var,
+        /// Which elements are real.
+        mask: &'a Tensor,
+    },
+}
+
+/// The x path of the score network: x → e(x) `[rows, embedding]`.
 #[derive(Clone, Debug)]
 pub enum XPath {
     /// Appendix B's x-MLP.
     Mlp(ResidualMlp),
-    /// A set encoder whose elements are x's blocks of `features` values.
-    Set {
-        /// The encoder.
-        encoder: SetEncoder,
-        /// Values per block.
-        features: usize,
-    },
+    /// A set encoder, its summary and ln N side by side.
+    Set(SetEncoder),
 }
 
 impl XPath {
-    /// e(x) for rows of x `[rows, dim_x]`.
-    pub fn forward(&self, tape: &mut Tape, store: &ParamStore, x: Var) -> Result<Var> {
-        match self {
-            XPath::Mlp(mlp) => mlp.forward(tape, store, x),
-            XPath::Set { encoder, features } => {
-                let (rows, dim_x) = (tape.shape(x)[0], tape.shape(x)[1]);
-                let blocks = dim_x / features;
-                let sets = tape.reshape(x, &[rows, blocks, *features])?;
-                let mask = Tensor::full_on(tape.value(x).device(), &[rows, blocks], 1.0)?;
-                encoder.forward(tape, store, sets, &mask)
+    /// e(x) for a batch of x; an error if the batch is not what this path reads.
+    pub fn forward(&self, tape: &mut Tape, store: &ParamStore, x: XBatch) -> Result<Var> {
+        match (self, x) {
+            (XPath::Mlp(mlp), XBatch::Rows(x)) => mlp.forward(tape, store, x),
+            (XPath::Set(encoder), XBatch::Sets { x, mask }) => {
+                encoder.summary_and_log_n(tape, store, x, mask, |_| {})
             }
+            (XPath::Mlp(_), XBatch::Sets { .. }) => Err(Error::invalid(
+                "ScoreNet",
+                "the x-MLP reads rows of x, not sets",
+            )),
+            (XPath::Set(_), XBatch::Rows(_)) => Err(Error::invalid(
+                "ScoreNet",
+                "a set encoder reads sets of x, not rows",
+            )),
         }
     }
 }
@@ -281,10 +283,7 @@ impl ScoreNet {
                 shape(c.dim_x, c.embedding),
                 rng,
             )?),
-            Some(config) => XPath::Set {
-                encoder: SetEncoder::new(store, "x_net", config, rng)?,
-                features: config.in_features(),
-            },
+            Some(config) => XPath::Set(SetEncoder::new(store, "x_net", config, rng)?),
         };
         let head_in = 2 * c.embedding + c.time_embedding;
         let head = ResidualMlp::new(store, "head", shape(head_in, c.dim_theta), rng)?;
@@ -296,13 +295,14 @@ impl ScoreNet {
         })
     }
 
-    /// ε̂ for rows of θ_t `[rows, dim_theta]`, x `[rows, dim_x]` and e(t) `[rows, time_embedding]`.
+    /// ε̂ for rows of θ_t `[rows, dim_theta]`, x (one row or set per row) and e(t)
+    /// `[rows, time_embedding]`.
     pub fn forward(
         &self,
         tape: &mut Tape,
         store: &ParamStore,
         theta_t: Var,
-        x: Var,
+        x: XBatch,
         t_emb: Var,
     ) -> Result<Var> {
         let e_theta = self.theta_net.forward(tape, store, theta_t)?;
@@ -362,6 +362,16 @@ pub fn gather(data: &[f32], cols: usize, batch: &[u32]) -> Result<Tensor> {
     Tensor::from_vec(out, &[batch.len(), cols])
 }
 
+/// The standardized x that denoising score matching pairs with θ: a row per θ row, or a
+/// set per θ row (for a set encoder).
+#[derive(Clone, Copy, Debug)]
+pub enum XData<'a> {
+    /// x `[rows, dim_x]`, row-major.
+    Rows(&'a [f32]),
+    /// One set per row of θ.
+    Sets(&'a RaggedSets),
+}
+
 /// The denoising score matching loss of the rows `batch` (standardized θ and x).
 /// Training steps draw fresh noise per call (`step` counts calls); pass a fixed `step`
 /// for validation so the validation loss of every epoch sees the same noise.
@@ -373,7 +383,7 @@ pub fn dsm_loss(
     schedule: &NoiseSchedule,
     levels: LevelDraw,
     theta: &[f32],
-    x: &[f32],
+    x: XData,
     batch: &[u32],
     seed: u64,
     step: u32,
@@ -397,8 +407,24 @@ pub fn dsm_loss(
     let t_emb =
         tape.constant(Tensor::from_vec(t_emb, &[rows, c.time_embedding])?.to_device(device)?);
     let eps = tape.constant(Tensor::from_vec(eps, &[rows, c.dim_theta])?.to_device(device)?);
-    let xb = tape.constant(gather(x, c.dim_x, batch)?.to_device(device)?);
-    let eps_hat = net.forward(tape, store, theta_t, xb, t_emb)?;
+    let eps_hat = match x {
+        XData::Rows(x) => {
+            let xb = tape.constant(gather(x, c.dim_x, batch)?.to_device(device)?);
+            net.forward(tape, store, theta_t, XBatch::Rows(xb), t_emb)?
+        }
+        XData::Sets(sets) => {
+            let (xb, mask) = sets.padded(batch)?;
+            let (xb, mask) = (xb.to_device(device)?, mask.to_device(device)?);
+            let xb = tape.constant(xb);
+            net.forward(
+                tape,
+                store,
+                theta_t,
+                XBatch::Sets { x: xb, mask: &mask },
+                t_emb,
+            )?
+        }
+    };
     tape.mse(eps_hat, eps)
 }
 

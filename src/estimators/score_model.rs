@@ -18,7 +18,10 @@ use serde::{Deserialize, Serialize};
 use crate::autograd::ParamStore;
 use crate::error::{Error, Result};
 use crate::estimators::npe::{sample_in_support, PosteriorDraws};
-use crate::estimators::score::{dsm_loss, LevelDraw, NoiseSchedule, ScoreNet, ScoreNetConfig};
+use crate::estimators::score::{
+    dsm_loss, LevelDraw, NoiseSchedule, ScoreNet, ScoreNetConfig, XData,
+};
+use crate::nn::sets::RaggedSets;
 use crate::nn::SetEncoderKind;
 use crate::optim::AdamConfig;
 use crate::priors::Prior;
@@ -108,24 +111,6 @@ impl Standardization {
         Ok(Standardization {
             exchangeable_blocks: blocks,
             ..Standardization::fit(&canonical, cols)
-        })
-    }
-
-    /// Like [`Standardization::fit_exchangeable`], but with one set of statistics for
-    /// all blocks: feature i of every block is standardized alike, as a set encoder that
-    /// reads each block as an element without knowing its position needs.
-    pub fn fit_pooled_blocks(
-        op: &'static str,
-        data: &[f32],
-        cols: usize,
-        blocks: usize,
-    ) -> Result<Self> {
-        let per_position = Standardization::fit_exchangeable(op, data, cols, blocks)?;
-        let block = Standardization::fit(data, cols / blocks);
-        Ok(Standardization {
-            mean: block.mean.repeat(blocks),
-            std: block.std.repeat(blocks),
-            ..per_position
         })
     }
 
@@ -272,6 +257,10 @@ pub struct ScoreModelConfig {
     pub x_standardization: Standardization,
     /// The task the model was trained on, if a built-in one.
     pub task: Option<String>,
+    /// A set encoder's largest training set (absent for the x-MLP): larger sets are an
+    /// extrapolation in N.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cardinality: Option<usize>,
 }
 
 /// How to train a score model.
@@ -292,8 +281,8 @@ pub struct ScoreTrainOptions {
     pub exchangeable_blocks: usize,
     /// The coordinates of θ the network learns in.
     pub theta_space: ThetaSpace,
-    /// A set encoder of this kind in the x-MLP's place (needs `exchangeable_blocks` ≥ 2:
-    /// each block is one element of the set); `None` keeps Appendix B's x-MLP.
+    /// A set encoder of this kind in the x-MLP's place, for [`ScoreModel::train_sets`];
+    /// `None` keeps Appendix B's x-MLP.
     pub x_encoder: Option<SetEncoderKind>,
 }
 
@@ -364,7 +353,9 @@ pub(crate) fn move_store(store: &ParamStore, device: Device) -> Result<ParamStor
 
 impl ScoreModel {
     /// Trains on rows θ `[rows, dim θ]` and x `[rows, dim x]` drawn from `prior` and the
-    /// simulator. `on_epoch` sees every epoch's report.
+    /// simulator. `on_epoch` sees every epoch's report. A set encoder
+    /// ([`ScoreTrainOptions::x_encoder`]) trains on sets instead: see
+    /// [`ScoreModel::train_sets`].
     pub fn train(
         theta: &[f32],
         x: &[f32],
@@ -375,9 +366,13 @@ impl ScoreModel {
         on_epoch: impl FnMut(&EpochReport),
     ) -> Result<(ScoreModel, TrainReport)> {
         let op = "ScoreModel::train";
-        let dim_theta = prior.dim();
-        options.level_draw.validate(op)?;
-        let rows = check_rows(op, "theta", theta, dim_theta)?;
+        if options.x_encoder.is_some() {
+            return Err(Error::invalid(
+                op,
+                "a set encoder learns from sets of x's iid draws: train with ScoreModel::train_sets",
+            ));
+        }
+        let rows = check_rows(op, "theta", theta, prior.dim())?;
         let x_rows = check_rows(op, "x", x, dim_x)?;
         if rows != x_rows {
             return Err(Error::invalid(
@@ -385,21 +380,78 @@ impl ScoreModel {
                 format!("theta has {rows} rows but x has {x_rows}"),
             ));
         }
+        let mut xs = x.to_vec();
+        let x_standardization =
+            Standardization::fit_exchangeable(op, &xs, dim_x, options.exchangeable_blocks)?;
+        x_standardization.apply(&mut xs);
+        let network = ScoreNetConfig::new(prior.dim(), dim_x, options.width);
+        let data = (XData::Rows(&xs), x_standardization);
+        Self::train_standardized(theta, data, network, prior, task, options, on_epoch)
+    }
+
+    /// Trains on θ `[sets, dim θ]` and one set of x's iid draws per row of θ (e.g.
+    /// [`crate::estimators::set_npe::draw_subsets`]: every non-empty subset of each
+    /// simulation's draws), with a set encoder of kind `options.x_encoder` in the x-MLP's
+    /// place. The model learns the posterior given a set of any size, so sampling given n
+    /// draws reads them as one set and composes nothing.
+    pub fn train_sets(
+        theta: &[f32],
+        sets: &RaggedSets,
+        prior: Prior,
+        task: Option<String>,
+        options: &ScoreTrainOptions,
+        on_epoch: impl FnMut(&EpochReport),
+    ) -> Result<(ScoreModel, TrainReport)> {
+        let op = "ScoreModel::train_sets";
+        let Some(kind) = options.x_encoder else {
+            return Err(Error::invalid(op, "sets need a set encoder (x_encoder)"));
+        };
+        if options.exchangeable_blocks != 1 {
+            return Err(Error::invalid(
+                op,
+                "a set has no order to sort: exchangeable_blocks must be 1",
+            ));
+        }
+        let rows = check_rows(op, "theta", theta, prior.dim())?;
+        if rows != sets.len() {
+            return Err(Error::invalid(
+                op,
+                format!("theta has {rows} rows but there are {} sets", sets.len()),
+            ));
+        }
+        let dim_x = sets.features();
+        check_rows(op, "the sets' elements", sets.elements(), dim_x)?;
+        let x_standardization = Standardization::fit(sets.elements(), dim_x);
+        let mut xs = sets.clone();
+        x_standardization.apply(xs.elements_mut());
+        let network = ScoreNetConfig::new(prior.dim(), dim_x, options.width)
+            .with_set_encoder(kind, X_ENCODER_WIDTH);
+        let data = (XData::Sets(&xs), x_standardization);
+        let (mut model, report) =
+            Self::train_standardized(theta, data, network, prior, task, options, on_epoch)?;
+        model.config.max_cardinality = (0..sets.len()).map(|i| sets.cardinality(i)).max();
+        Ok((model, report))
+    }
+
+    /// The training both [`ScoreModel::train`] and [`ScoreModel::train_sets`] run, on
+    /// their standardized x and its standardization.
+    fn train_standardized(
+        theta: &[f32],
+        (xs, x_standardization): (XData, Standardization),
+        network: ScoreNetConfig,
+        prior: Prior,
+        task: Option<String>,
+        options: &ScoreTrainOptions,
+        on_epoch: impl FnMut(&EpochReport),
+    ) -> Result<(ScoreModel, TrainReport)> {
+        let op = "ScoreModel::train";
+        let dim_theta = prior.dim();
+        options.level_draw.validate(op)?;
+        let rows = theta.len() / dim_theta;
         options.theta_space.check(op, &prior)?;
         let mut u = options.theta_space.from_theta(op, &prior, theta)?;
         let theta_standardization = Standardization::fit(&u, dim_theta);
         theta_standardization.apply(&mut u);
-        let blocks = options.exchangeable_blocks;
-        let mut network = ScoreNetConfig::new(dim_theta, dim_x, options.width);
-        if let Some(kind) = options.x_encoder {
-            network = network.with_set_encoder(kind, blocks, X_ENCODER_WIDTH)?;
-        }
-        let mut xs = x.to_vec();
-        let x_standardization = match options.x_encoder {
-            None => Standardization::fit_exchangeable(op, &xs, dim_x, blocks)?,
-            Some(_) => Standardization::fit_pooled_blocks(op, &xs, dim_x, blocks)?,
-        };
-        x_standardization.apply(&mut xs);
 
         let schedule = NoiseSchedule {
             levels: options.levels,
@@ -424,7 +476,7 @@ impl ScoreModel {
                     u32::MAX
                 };
                 dsm_loss(
-                    tape, store, &net, &schedule, level_draw, &u, &xs, batch, seed, step,
+                    tape, store, &net, &schedule, level_draw, &u, xs, batch, seed, step,
                 )
             },
             on_epoch,
@@ -439,6 +491,7 @@ impl ScoreModel {
                 theta_standardization,
                 x_standardization,
                 task,
+                max_cardinality: None,
             },
             store,
             net,
@@ -481,6 +534,8 @@ impl ScoreModel {
         if n == 0 {
             return Err(Error::invalid(op, "the observation set is empty"));
         }
+        // A set encoder reads the n draws as one set: nothing to compose.
+        let composed = if c.network.x_encoder.is_some() { 1 } else { n };
         if options.levels < 2 {
             return Err(Error::invalid(
                 op,
@@ -493,9 +548,9 @@ impl ScoreModel {
         let prior = self.sampler_prior()?;
         // GAUSS's weights, from pilot runs of each observation alone on the same device.
         let weights = match options.composition {
-            Composition::Gauss { pilot_draws } if n > 1 => {
+            Composition::Gauss { pilot_draws } if composed > 1 => {
                 let d = c.network.dim_theta;
-                let covs = (0..n)
+                let covs = (0..composed)
                     .map(|j| {
                         let dx = c.network.dim_x;
                         let single = plan.condition(&x[j * dx..(j + 1) * dx], &t)?;

@@ -219,26 +219,16 @@ fn set_context(
     x: Tensor,
     mask: &Tensor,
 ) -> Result<Var> {
-    // The batch goes where the parameters are (the CPU, or a GPU backend); the mask is
-    // read on the host first, for ln N.
+    // The batch goes where the parameters are (the CPU, or a GPU backend).
     let device = store
         .iter()
         .next()
         .map_or(Device::Cpu, |(_, _, t)| t.device());
-    let set = mask.shape()[1];
-    let mut log_n: Vec<f32> = mask
-        .to_vec()?
-        .chunks_exact(set)
-        .map(|m| m.iter().sum::<f32>().ln())
-        .collect();
     let mask = mask.to_device(device)?;
-    // The encoder checks the batch first, so an empty set is an error, not ln 0.
     let x = tape.constant(x.to_device(device)?);
-    let summary = encoder.forward(tape, store, x, &mask)?;
-    cardinality_standardization.apply(&mut log_n);
-    let rows = log_n.len();
-    let log_n = tape.constant(Tensor::from_vec(log_n, &[rows, 1])?.to_device(device)?);
-    tape.concat(&[summary, log_n])
+    encoder.summary_and_log_n(tape, store, x, &mask, |log_n| {
+        cardinality_standardization.apply(log_n)
+    })
 }
 
 /// Standardized training data, as the loss reads it.

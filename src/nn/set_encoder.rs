@@ -124,3 +124,32 @@ impl SetEncoder {
         }
     }
 }
+
+impl SetEncoder {
+    /// `[summary, ln N]` `[batch, out_features + 1]` of sets x `[batch, set, in_features]`
+    /// with mask `[batch, set]` (on x's device), N each set's cardinality, mapped by
+    /// `scale_log_n` in place first. Mean and attention pooling forget N, while a
+    /// posterior's width depends on it, so the summary carries it beside.
+    pub fn summary_and_log_n(
+        &self,
+        tape: &mut Tape,
+        store: &ParamStore,
+        x: Var,
+        mask: &Tensor,
+        scale_log_n: impl Fn(&mut [f32]),
+    ) -> Result<Var> {
+        // The encoder checks the batch first, so an empty set is an error, not ln 0.
+        let summary = self.forward(tape, store, x, mask)?;
+        let set = mask.shape()[1];
+        let mut log_n: Vec<f32> = mask
+            .to_vec()?
+            .chunks_exact(set)
+            .map(|m| m.iter().sum::<f32>().ln())
+            .collect();
+        scale_log_n(&mut log_n);
+        let rows = log_n.len();
+        let log_n = Tensor::from_vec(log_n, &[rows, 1])?.to_device(mask.device())?;
+        let log_n = tape.constant(log_n);
+        tape.concat(&[summary, log_n])
+    }
+}

@@ -13,7 +13,7 @@ use crate::autograd::{ParamStore, Tape};
 use crate::backend::cpu;
 use crate::backend::{MatLayout, MatmulDims};
 use crate::error::{Error, Result};
-use crate::estimators::score::{ScoreNet, ScoreNetConfig, XPath, SCORE_ACTIVATION};
+use crate::estimators::score::{ScoreNet, ScoreNetConfig, XBatch, XPath, SCORE_ACTIVATION};
 use crate::nn::{sinusoidal_embedding_into, Linear, ResidualMlp};
 use crate::tensor::Tensor;
 
@@ -152,8 +152,8 @@ impl MlpLayers {
 enum XPathPlan {
     /// The x-MLP's layers.
     Mlp(MlpLayers),
-    /// A set encoder with its parameters, run on a no-grad tape: once per call on the n
-    /// observations, so the tape costs nothing next to the sampling loop.
+    /// A set encoder with its parameters, run on a no-grad tape once per call on the
+    /// call's set of draws, so the tape costs nothing next to the sampling loop.
     Set { path: XPath, store: ParamStore },
     /// An ensemble's: its members' e(x) side by side.
     Members,
@@ -328,7 +328,8 @@ impl ScorePlan {
     }
 
     /// Precomputes `W_x·e(x_j) + b` for the standardized observations `x` `[n, dim_x]`
-    /// and `W_t·e(t_k)` for the levels `t`.
+    /// and `W_t·e(t_k)` for the levels `t`. With a set encoder the n rows are one set, and
+    /// the conditioning is of one observation.
     pub fn condition(&self, x: &[f32], t: &[f32]) -> Result<Conditioning> {
         let c = self.config;
         if x.is_empty() || x.len() % c.dim_x != 0 {
@@ -341,8 +342,7 @@ impl ScorePlan {
                 ),
             ));
         }
-        let n = x.len() / c.dim_x;
-        let e_x = self.embed_x(x, n)?;
+        let (e_x, n) = self.embed_x(x)?;
         let mut x_part = vec![0.0; n * c.width];
         self.head_x.apply(&e_x, n, &mut x_part);
 
@@ -357,9 +357,11 @@ impl ScorePlan {
         })
     }
 
-    /// e(x_j) `[n, embedding]` of the standardized observations x `[n, dim_x]`.
-    fn embed_x(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
+    /// e(x_j) `[n, embedding]` of the standardized observations x `[n, dim_x]`, and n;
+    /// a set encoder's e(x) of the one set x, and 1.
+    fn embed_x(&self, x: &[f32]) -> Result<(Vec<f32>, usize)> {
         let c = self.config;
+        let n = x.len() / c.dim_x;
         match &self.x_path {
             XPathPlan::Mlp(mlp) => {
                 let mut h = vec![0.0; n * c.width];
@@ -371,28 +373,37 @@ impl ScorePlan {
                 }
                 let mut e_x = vec![0.0; n * c.embedding];
                 mlp.output.apply(&h, n, &mut e_x);
-                Ok(e_x)
+                Ok((e_x, n))
             }
             XPathPlan::Set { path, store } => {
                 let mut tape = Tape::no_grad();
-                let x = tape.constant(Tensor::from_slice(x, &[n, c.dim_x])?);
-                let e_x = path.forward(&mut tape, store, x)?;
-                tape.value(e_x).to_vec()
+                let set = tape.constant(Tensor::from_slice(x, &[1, n, c.dim_x])?);
+                let mask = Tensor::full(&[1, n], 1.0);
+                let e_x = path.forward(
+                    &mut tape,
+                    store,
+                    XBatch::Sets {
+                        x: set,
+                        mask: &mask,
+                    },
+                )?;
+                Ok((tape.value(e_x).to_vec()?, 1))
             }
             XPathPlan::Members => {
                 let parts = self
                     .members
                     .iter()
-                    .map(|m| m.embed_x(x, n))
+                    .map(|m| m.embed_x(x))
                     .collect::<Result<Vec<_>>>()?;
-                let mut e_x = Vec::with_capacity(n * c.embedding);
-                for j in 0..n {
-                    for (part, m) in parts.iter().zip(&self.members) {
+                let rows = parts.first().map_or(0, |(_, rows)| *rows);
+                let mut e_x = Vec::with_capacity(rows * c.embedding);
+                for j in 0..rows {
+                    for ((part, _), m) in parts.iter().zip(&self.members) {
                         let e = m.config.embedding;
                         e_x.extend_from_slice(&part[j * e..(j + 1) * e]);
                     }
                 }
-                Ok(e_x)
+                Ok((e_x, rows))
             }
         }
     }
@@ -554,11 +565,10 @@ mod tests {
         ScorePlan::new(&net, &store).unwrap()
     }
 
-    /// The sizes of the tests' networks, with the x-MLP and with either set encoder
-    /// (x: 2 blocks of 2).
+    /// The sizes of the tests' networks, with the x-MLP and with either set encoder.
     fn configs() -> [ScoreNetConfig; 3] {
-        let mlp = ScoreNetConfig::new(3, 4, 8);
-        let set = |kind| mlp.with_set_encoder(kind, 2, 8).unwrap();
+        let mlp = ScoreNetConfig::new(3, 2, 8);
+        let set = |kind| mlp.with_set_encoder(kind, 8);
         [
             mlp,
             set(SetEncoderKind::SetTransformer),
@@ -566,8 +576,8 @@ mod tests {
         ]
     }
 
-    /// Fixed standardized inputs: θ rows `[7, dim θ]`, observations `[3, dim x]` and the
-    /// levels of a 10-level grid.
+    /// Fixed standardized inputs: θ rows `[7, dim θ]`, observations `[3, dim x]` (a set
+    /// of 3 draws, to a set encoder) and the levels of a 10-level grid.
     fn inputs(config: ScoreNetConfig) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let (rows, n) = (7, 3);
         let mut x = vec![0.0f32; n * config.dim_x];
@@ -602,14 +612,26 @@ mod tests {
             let (theta, x, t) = inputs(config);
             let (d, dx) = (config.dim_theta, config.dim_x);
             let rows = theta.len() / d;
+            // The x-MLP conditions on each of the 3 observations, a set encoder on the set.
+            let sets = config.x_encoder.is_some();
+            assert_eq!(got.len(), if sets { 1 } else { 3 } * rows * d);
             for (j, got_j) in got.chunks_exact(rows * d).enumerate() {
                 let mut tape = Tape::no_grad();
                 let th = tape.constant(Tensor::from_slice(&theta, &[rows, d]).unwrap());
-                let xj = x[j * dx..(j + 1) * dx].repeat(rows);
-                let xj = tape.constant(Tensor::from_vec(xj, &[rows, dx]).unwrap());
                 let t_emb = sinusoidal_embedding(&vec![t[level]; rows], config.time_embedding);
                 let t_emb = tape.constant(t_emb.unwrap());
-                let want = net.forward(&mut tape, &store, th, xj, t_emb).unwrap();
+                let mask = Tensor::full(&[rows, 3], 1.0);
+                let xb = if sets {
+                    let set = Tensor::from_vec(x.repeat(rows), &[rows, 3, dx]).unwrap();
+                    XBatch::Sets {
+                        x: tape.constant(set),
+                        mask: &mask,
+                    }
+                } else {
+                    let xj = x[j * dx..(j + 1) * dx].repeat(rows);
+                    XBatch::Rows(tape.constant(Tensor::from_vec(xj, &[rows, dx]).unwrap()))
+                };
+                let want = net.forward(&mut tape, &store, th, xb, t_emb).unwrap();
                 let want = tape.value(want).to_vec().unwrap();
                 // The plan folds the θ-MLP's output layer into the head in f64 and sums
                 // in another order: a few ulps of the activations.
@@ -624,18 +646,14 @@ mod tests {
     }
 
     #[test]
-    fn a_set_encoder_x_path_ignores_the_order_of_the_blocks() {
-        let [mlp, set_transformer, deep_set] = configs();
-        let (_, x, t) = inputs(mlp);
-        // Each observation's two blocks of two swapped.
-        let swapped: Vec<f32> = x
-            .chunks_exact(4)
-            .flat_map(|r| [r[2], r[3], r[0], r[1]])
-            .collect();
-        let x_part = |plan: &ScorePlan, x: &[f32]| plan.condition(x, &t).unwrap().x_part;
+    fn a_set_encoder_reads_the_draws_in_any_order_and_counts_them() {
+        let [_, set_transformer, deep_set] = configs();
+        let (_, x, t) = inputs(set_transformer);
+        let reversed: Vec<f32> = x.chunks_exact(2).rev().flatten().copied().collect();
         for config in [set_transformer, deep_set] {
             let plan = random_plan(config, 9);
-            let (a, b) = (x_part(&plan, &x), x_part(&plan, &swapped));
+            let x_part = |x: &[f32]| plan.condition(x, &t).unwrap().x_part;
+            let (a, b) = (x_part(&x), x_part(&reversed));
             let err = a
                 .iter()
                 .zip(&b)
@@ -643,24 +661,32 @@ mod tests {
                 .fold(0.0f32, f32::max);
             // The same sums over the elements in another order.
             assert!(err < 1e-5, "{:?}: {err}", config.x_encoder);
+            // The draw x₀ twice is another set than x₀ once: ln N tells them apart even
+            // where the pooling averages.
+            let once = x_part(&x[..2]);
+            let twice = x_part(&x[..2].repeat(2));
+            assert!(
+                once.iter().zip(&twice).any(|(u, v)| (u - v).abs() > 1e-3),
+                "{:?}",
+                config.x_encoder
+            );
         }
-        let plan = random_plan(mlp, 9);
-        assert_ne!(
-            x_part(&plan, &x),
-            x_part(&plan, &swapped),
-            "the MLP reads the order"
-        );
     }
 
     #[test]
-    fn set_encoders_need_whole_blocks() {
-        let c = ScoreNetConfig::new(3, 4, 8);
-        for blocks in [0, 1, 3] {
-            let err = c
-                .with_set_encoder(SetEncoderKind::DeepSet, blocks, 8)
+    fn a_set_encoder_must_read_x_and_fill_the_embedding() {
+        let c = ScoreNetConfig::new(3, 2, 8);
+        for (features, out) in [(3, 7), (2, 8)] {
+            let config = ScoreNetConfig {
+                x_encoder: Some(SetEncoderKind::DeepSet.config(features, out, 8)),
+                ..c
+            };
+            let mut store = ParamStore::new();
+            let mut rng = PhiloxStream::new(0, streams::INIT, 0);
+            let err = ScoreNet::new(&mut store, config, &mut rng)
                 .unwrap_err()
                 .to_string();
-            assert!(err.contains("exchangeable blocks"), "{blocks}: {err}");
+            assert!(err.contains("ln N completes the embedding"), "{err}");
         }
     }
 

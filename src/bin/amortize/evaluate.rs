@@ -117,11 +117,11 @@ pub fn run(args: &Args) -> Result<()> {
         && dim_x * task.iid_draws() == task.dim_x();
     if per_draw {
         let k = task.iid_draws();
-        match model {
-            Estimator::SetNpe(_) => eprintln!(
-                "the model reads {task}'s {k} iid draws as one set (train --estimator set_npe --iid-draws {k}): each observation's draws are one set"
+        match model.reads_sets() {
+            true => eprintln!(
+                "the model reads {task}'s {k} iid draws as one set (set NPE, or a score network with --x-encoder): each observation's draws are one set"
             ),
-            _ => eprintln!(
+            false => eprintln!(
                 "the model learned one of {task}'s {k} iid draws (train --iid-draws {k}): each observation is composed of its draws"
             ),
         }

@@ -184,6 +184,34 @@ impl Estimator {
         }
     }
 
+    /// Whether the model reads an observation's iid draws as one set (set NPE, a score
+    /// network with a set encoder) rather than composing them.
+    pub fn reads_sets(&self) -> bool {
+        match self {
+            Estimator::Score(m) => m.members()[0].config.network.x_encoder.is_some(),
+            Estimator::SetNpe(_) => true,
+            _ => false,
+        }
+    }
+
+    /// The largest set a model that reads an observation's draws as one set was trained
+    /// on, where its file records it; `None` for models that compose draws.
+    pub fn largest_training_set(&self) -> Option<usize> {
+        match self {
+            Estimator::Score(m) => m
+                .members()
+                .iter()
+                .filter_map(|m| m.config.max_cardinality)
+                .max(),
+            Estimator::SetNpe(m) => m
+                .members()
+                .iter()
+                .filter_map(|m| m.config.max_cardinality)
+                .max(),
+            _ => None,
+        }
+    }
+
     /// Draws `num` samples given `obs`, with a progress bar; returns them and the
     /// samples/s. NPE, NLE, NRE and set NPE sample on the CPU and ignore the diffusion
     /// options. NPE draws from its flow given one observation; given n > 1 it samples the
@@ -197,6 +225,15 @@ impl Estimator {
                 device: options.device.to_string(),
                 msg: "NPE, NLE, NRE and set NPE sample on the CPU only so far".into(),
             });
+        }
+        let size = obs.len() / self.dims().1;
+        if let Some(largest) = self
+            .largest_training_set()
+            .filter(|&largest| size > largest)
+        {
+            eprintln!(
+                "warning: a set of {size} elements, larger than any the model was trained on ({largest}): its posterior is an extrapolation in N"
+            );
         }
         let start = Instant::now();
         let draws = match self {
@@ -212,17 +249,7 @@ impl Estimator {
             Estimator::Npe(model) if obs.len() == model.dim_x() => {
                 report_acceptance(model.sample(obs, num, args.seed)?)
             }
-            Estimator::SetNpe(model) => {
-                let size = obs.len() / self.dims().1;
-                let members = model.members().iter();
-                let largest = members.filter_map(|m| m.config.max_cardinality).max();
-                if let Some(largest) = largest.filter(|&largest| size > largest) {
-                    eprintln!(
-                        "warning: a set of {size} elements, larger than any the model was trained on ({largest}): its posterior is an extrapolation in N"
-                    );
-                }
-                report_acceptance(model.sample(obs, num, args.seed)?)
-            }
+            Estimator::SetNpe(model) => report_acceptance(model.sample(obs, num, args.seed)?),
             Estimator::Npe(model) => mcmc(model.as_ref(), obs, num, args)?,
             Estimator::Nle(model) => mcmc(model.as_ref(), obs, num, args)?,
             Estimator::Nre(model) => mcmc(model.as_ref(), obs, num, args)?,

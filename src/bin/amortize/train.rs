@@ -131,9 +131,10 @@ pub struct Args {
     #[arg(long, default_value = "unconstrained")]
     pub theta_space: String,
     /// Score estimator: the network's x path, `mlp` (Geffner et al.'s x-MLP) or a set
-    /// encoder over x's exchangeable blocks, each block one element (`set_transformer`:
-    /// attention between the blocks sees what pairs of them say; `deep_set`). A set
-    /// encoder needs `--exchangeable-blocks` ≥ 2 and has hidden width 64.
+    /// encoder over x's iid draws (`set_transformer`: attention between the draws sees
+    /// what pairs of them say; `deep_set`), hidden width 64. A set encoder needs
+    /// `--iid-draws K`: it trains on every non-empty subset of each simulation's draws,
+    /// as set NPE does, and samples an observation's draws as one set, composing nothing.
     #[arg(long, default_value = "mlp")]
     pub x_encoder: String,
     /// x is this many iid draws of a smaller output (slcp: 4 points in the plane): the
@@ -317,6 +318,22 @@ pub fn run(args: &Args) -> Result<()> {
     let start = Instant::now();
     let (theta, x, name) = (theta.as_slice(), x.as_slice(), task_name);
     let reports = match args.estimator.as_str() {
+        "score" if options.x_encoder.is_some() => {
+            if args.iid_draws < 2 {
+                return Err(Error::invalid(
+                    "train",
+                    "--x-encoder reads x's iid draws as a set: give --iid-draws K (K ≥ 2), the draws each x is made of",
+                ));
+            }
+            let (set_theta, sets) = draw_subsets(&simulations, x, prior.dim(), args.iid_draws)?;
+            train_members(args, |seed, on_epoch| {
+                let mut member = options.clone();
+                member.train.seed = seed;
+                member.train.rows_per_group = subsets_per_simulation(args.iid_draws);
+                let task = name.clone();
+                ScoreModel::train_sets(&set_theta, &sets, prior.clone(), task, &member, on_epoch)
+            })?
+        }
         "score" => train_members(args, |seed, on_epoch| {
             let mut member = options.clone();
             member.train.seed = seed;
