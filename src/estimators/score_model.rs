@@ -393,7 +393,9 @@ impl ScoreModel {
     /// [`crate::estimators::set_npe::draw_subsets`]: every non-empty subset of each
     /// simulation's draws), with a set encoder of kind `options.x_encoder` in the x-MLP's
     /// place. The model learns the posterior given a set of any size, so sampling given n
-    /// draws reads them as one set and composes nothing.
+    /// draws reads them as one set and composes nothing. With subsets, keep each
+    /// simulation's on one side of the validation split: `options.train.rows_per_group`
+    /// = [`crate::estimators::set_npe::subsets_per_simulation`]`(K)`.
     pub fn train_sets(
         theta: &[f32],
         sets: &RaggedSets,
