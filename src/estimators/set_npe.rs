@@ -2,7 +2,8 @@
 //! events of any size, as in the hierarchical SBI paper
 //! (`hierarchical-sbi-event-ensembles.txt`, section 2.2 and figure 1).
 //!
-//! A set encoder (a [`DeepSet`], or a [`SetTransformer`]) summarizes the set's
+//! A set encoder (a [`DeepSet`](crate::nn::DeepSet), or a
+//! [`SetTransformer`](crate::nn::SetTransformer)) summarizes the set's
 //! standardized elements; the summary, with the standardized log-cardinality ln N
 //! appended, is the context of a [`ConditionalFlow`] over standardized θ. Encoder and flow
 //! are trained jointly by maximum likelihood, L = −mean log q(θ̃ | {x̃}), on pairs of

@@ -1,8 +1,7 @@
-//! A set encoder chosen by configuration: a [`DeepSet`](crate::nn::DeepSet) or a
-//! [`SetTransformer`](crate::nn::SetTransformer), both reading a masked batch of sets
-//! `[batch, set, features]` (see [`crate::nn::sets`]) and returning one summary row per
-//! set. Set NPE summarizes its sets with one; the score network can embed a set of x's
-//! iid draws with one.
+//! A set encoder chosen by configuration: a [`DeepSet`] or a [`SetTransformer`], both
+//! reading a masked batch of sets `[batch, set, features]` (see [`crate::nn::sets`]) and
+//! returning one summary row per set. Set NPE summarizes its sets with one; the score
+//! network can embed a set of x's iid draws with one.
 
 use serde::{Deserialize, Serialize};
 
