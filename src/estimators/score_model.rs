@@ -507,7 +507,8 @@ impl ScoreModel {
     }
 
     /// `num` draws `[num, dim θ]` from the posterior given the iid observations `obs`
-    /// `[n, dim x]`, all inside the prior's support (in θ's natural space, draws outside
+    /// `[n, dim x]` (composed; a set encoder reads them as one set), all inside the prior's
+    /// support (in θ's natural space, draws outside
     /// are rejected: see the acceptance rate). `progress` hears of each finished tile of
     /// the main run.
     pub fn sample(
@@ -668,8 +669,8 @@ impl ScoreModel {
     }
 }
 
-/// Hidden width of a set encoder in the x-MLP's place: the set encoders' own default
-/// (set NPE's), which a 2-D element needs no more than.
+/// Hidden width of a set encoder in the x-MLP's place: the set encoders' own default, as
+/// set NPE uses it.
 const X_ENCODER_WIDTH: usize = 64;
 
 /// Prior draws behind the prior's moments in GAUSS (relative error of a variance

@@ -265,6 +265,11 @@ pub fn run(args: &Args) -> Result<()> {
                 "--x-encoder is the score estimator's (set NPE's encoder is --set-encoder)",
             ));
         }
+    } else if options.x_encoder.is_some() && args.iid_draws < 2 {
+        return Err(Error::invalid(
+            "train",
+            "--x-encoder reads x's iid draws as a set: give --iid-draws K (K ≥ 2), the draws each x is made of",
+        ));
     }
     let (prior, task_name) = match (&args.prior, &args.task) {
         (Some(path), _) => (Prior::from_json_file(path)?, args.task.clone()),
@@ -319,12 +324,6 @@ pub fn run(args: &Args) -> Result<()> {
     let (theta, x, name) = (theta.as_slice(), x.as_slice(), task_name);
     let reports = match args.estimator.as_str() {
         "score" if options.x_encoder.is_some() => {
-            if args.iid_draws < 2 {
-                return Err(Error::invalid(
-                    "train",
-                    "--x-encoder reads x's iid draws as a set: give --iid-draws K (K ≥ 2), the draws each x is made of",
-                ));
-            }
             let (set_theta, sets) = draw_subsets(&simulations, x, prior.dim(), args.iid_draws)?;
             train_members(args, |seed, on_epoch| {
                 let mut member = options.clone();
