@@ -432,23 +432,9 @@ pub fn dsm_loss(
     };
     match x {
         XData::Rows(_) => group_loss(tape, batch),
-        XData::Sets(sets) => {
-            // Sets in order of size, in groups that pad only to their own largest: with
-            // sizes spread over 1..N, the whole batch padded to N would run the set
-            // encoder on about twice the real elements. Each row's noise depends on its
-            // index alone, so the order changes nothing else.
-            let mut by_size = batch.to_vec();
-            by_size.sort_by_key(|&i| sets.cardinality(i as usize));
-            let mut total: Option<Var> = None;
-            for group in by_size.chunks(SET_GROUP) {
-                let loss = group_loss(tape, group)?;
-                total = Some(match total {
-                    Some(sum) => tape.add(sum, loss)?,
-                    None => loss,
-                });
-            }
-            total.ok_or_else(|| Error::invalid("dsm_loss", "an empty batch"))
-        }
+        // Each row's noise depends on its index alone, so the groups' order changes
+        // nothing else.
+        XData::Sets(sets) => sets.sum_over_size_groups(tape, batch, SET_GROUP, group_loss),
     }
 }
 

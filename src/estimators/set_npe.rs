@@ -254,29 +254,23 @@ impl TrainingSets<'_> {
         flow: &ConditionalFlow,
         batch: &[u32],
     ) -> Result<Var> {
-        let mut order = batch.to_vec();
-        order.sort_by_key(|&i| self.sets.cardinality(i as usize));
-        let mut total: Option<Var> = None;
-        for group in order.chunks(PADDING_GROUP) {
-            let (x, mask) = self.sets.padded(group)?;
-            let context = set_context(
-                tape,
-                store,
-                encoder,
-                self.cardinality_standardization,
-                x,
-                &mask,
-            )?;
-            let t = gather(self.theta, self.dim_theta, group)?;
-            let t = tape.constant(t.to_device(tape.value(context).device())?);
-            let lp = flow.log_prob(tape, store, t, Some(context))?;
-            let sum = tape.reduce_all(lp, Reduction::Sum)?;
-            total = Some(match total {
-                Some(acc) => tape.add(acc, sum)?,
-                None => sum,
-            });
-        }
-        let total = total.ok_or_else(|| Error::invalid("SetNpeModel::train", "an empty batch"))?;
+        let total = self
+            .sets
+            .sum_over_size_groups(tape, batch, PADDING_GROUP, |tape, group| {
+                let (x, mask) = self.sets.padded(group)?;
+                let context = set_context(
+                    tape,
+                    store,
+                    encoder,
+                    self.cardinality_standardization,
+                    x,
+                    &mask,
+                )?;
+                let t = gather(self.theta, self.dim_theta, group)?;
+                let t = tape.constant(t.to_device(tape.value(context).device())?);
+                let lp = flow.log_prob(tape, store, t, Some(context))?;
+                tape.reduce_all(lp, Reduction::Sum)
+            })?;
         tape.scale(total, -1.0 / batch.len() as f32)
     }
 }
