@@ -114,7 +114,7 @@ from pathlib import Path
 import numpy as np
 
 MODEL_FORMAT = "amortize-model"
-MODEL_FORMAT_VERSIONS = (1, 2, 3)
+MODEL_FORMAT_VERSIONS = (1, 2, 3, 4)
 COSINE_OFFSET = 0.008
 MAX_PERIOD = 10_000.0
 
@@ -152,7 +152,7 @@ def read_model(directory):
         envelope.get("format") != MODEL_FORMAT
         or envelope.get("format_version") not in MODEL_FORMAT_VERSIONS
     ):
-        raise ValueError(f"{directory}: not an amortize model of format version 1, 2 or 3")
+        raise ValueError(f"{directory}: not an amortize model of format version 1 to 4")
     if envelope.get("kind") != "score":
         raise ValueError(f"{directory}: a {envelope.get('kind')!r} model, expected 'score'")
     if envelope["config"].get("theta_space", "unconstrained") != "unconstrained":
@@ -162,6 +162,10 @@ def read_model(directory):
     if envelope["config"]["network"].get("x_encoder") is not None:
         raise ValueError(
             f"{directory}: a set encoder in the x path (train --x-encoder) is not reproduced here"
+        )
+    if envelope["config"].get("gaussian_base") is not None:
+        raise ValueError(
+            f"{directory}: a Gaussian base under the network (train --gaussian-base) is not reproduced here"
         )
     return envelope["config"], read_safetensors(directory / "weights.safetensors")
 

@@ -19,6 +19,7 @@
 // Sample `lane` at chain step `step` draws its normals from Philox counter
 // (3, step, lane, b), key = seed: normals 4b..4b+3 from block b (score_sampler.cuh).
 // The mean is computed in double as on the CPU: Σ_j μ_jk = (nθ + (1 − α)Σ_j s_j)/√α.
+// A Gaussian base under the network (has_base ≠ 0, score_sampler.cuh) adds its ε to ε̂.
 // GAUSS (gauss_stride ≠ 0, score_sampler.cuh): Σ_j s_j is GAUSS's composed score and the
 // chain's n is 1 (the host's level tables and init_std say the same).
 //
@@ -41,11 +42,12 @@ extern "C" __global__ void __launch_bounds__(SAMPLER_THREADS)
                      int prior_kind, const float* prior_shift, const float* prior_scale,
                      const double* prior_center, const double* prior_precision,
                      const float* level_f, const double* level_d, const float* gauss,
-                     int gauss_stride, int levels, int num,
+                     int gauss_stride, const float* base, int has_base, int levels,
+                     int num,
                      unsigned int seed_lo, unsigned int seed_hi, float init_std,
                      int corrector_steps, int corrector_levels, double corrector_numer) {
     extern __shared__ double sampler_shared[];
-    const SamplerNet net = {params, offsets, nbt, nbh, d, w};
+    const SamplerNet net = {params, offsets, nbt, nbh, d, w, has_base ? base : nullptr};
     const SamplerPrior prior = {prior_kind, prior_shift, prior_scale, prior_center,
                                 prior_precision};
     const SamplerSmem sm = sampler_smem(sampler_shared, d, w);

@@ -14,6 +14,7 @@
 // ∇log p(θ) is the prior's score in the sampler's standardized unconstrained space,
 // s ⊙ g(m + s ⊙ θ) with g(u) = −P·(u − c) (Gaussian, log-normal) or 1 − 2σ(u) (uniform
 // box), evaluated where w_k ≠ 0 (n > 1) once per network pass (score_sampler.cuh).
+// A Gaussian base under the network (has_base ≠ 0, score_sampler.cuh) adds its ε to ε̂.
 // GAUSS (gauss_stride ≠ 0, score_sampler.cuh): Σ_j s_ψ is GAUSS's composed score, the
 // chain's n is 1 (w_k = 0, init_std = 1, from the host).
 // Sample `lane` at chain step `step` draws its normals from Philox counter
@@ -37,12 +38,13 @@ extern "C" __global__ void __launch_bounds__(SAMPLER_THREADS)
                     int prior_kind, const float* prior_shift, const float* prior_scale,
                     const double* prior_center, const double* prior_precision,
                     const float* level_f, const double* level_d, const float* gauss,
-                    int gauss_stride, int levels, int num,
+                    int gauss_stride, const float* base, int has_base, int levels,
+                    int num,
                     unsigned int seed_lo, unsigned int seed_hi, float init_std,
                     int corrector_steps, int corrector_levels, double corrector_numer,
                     int steps_per_level) {
     extern __shared__ double sampler_shared[];
-    const SamplerNet net = {params, offsets, nbt, nbh, d, w};
+    const SamplerNet net = {params, offsets, nbt, nbh, d, w, has_base ? base : nullptr};
     const SamplerPrior prior = {prior_kind, prior_shift, prior_scale, prior_center,
                                 prior_precision};
     const SamplerSmem sm = sampler_smem(sampler_shared, d, w);

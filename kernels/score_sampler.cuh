@@ -52,6 +52,13 @@
 // each s_ψ(θ, k, x_j) passing through g; the host gives the chain one observation's
 // coefficients and initial draw (w_k = 0, so the prior's score is not added).
 //
+// Gaussian base (ScorePlan::with_base, src/estimators/gaussian_base.rs), when the kernel's
+// `has_base` is not 0: ε̂ = ε̂_net + (c_k ⊙ θ − s_k ⊙ m_j), so the head's output goes to g
+// as ε̂_net, and sampler_base_score adds the base's ε and scales it in the CPU's order,
+//   s_j = (ε̂_net + (c_k·θ − s_k·m_j))·scale,
+// before s_j is summed (or passed to GAUSS). Table `base` (BaseConditioning, f32):
+// m_j = A·x̃_j + b for j < n (n·d), then per level k = 0 … S: c_k (d), s_k (d).
+//
 // Per-level tables (index k = level, stride 8), computed on the host exactly as
 // run_tile computes them (so they agree bit for bit):
 //   level_f[8k + 0] = −1/√(1 − γ_k) as f32 (ε̂ → s_ψ), [1] = w_k as f32 with
@@ -80,7 +87,7 @@
 #define EPI_SCORE 3
 
 /// The network's weights: `params` holds every transposed weight and bias, `offsets` the
-/// layer table above.
+/// layer table above; `base` the Gaussian base's table (header comment), or null.
 struct SamplerNet {
     const float* params;
     const int* offsets;
@@ -88,6 +95,7 @@ struct SamplerNet {
     int nbh;
     int d;
     int w;
+    const float* base;
 };
 
 /// The prior's tables (header comment): kind, m [d], s [d], c [d], P [d, d].
@@ -284,6 +292,28 @@ __device__ __noinline__ void sampler_gauss_observation(const float* wj, const fl
     __syncthreads();
 }
 
+/// The Gaussian base's share of observation j at `level` (header comment): with ε̂_net in
+/// g, s_j = (ε̂_net + (c·θ − s·m_j))·scale goes to g under GAUSS (`to_g`), else is summed
+/// into sum_s (replacing it when `first`).
+__device__ __noinline__ void sampler_base_score(const SamplerNet& net, int n_obs, int level, int j,
+                                                const float* theta, float scale, bool to_g,
+                                                bool first, float* g, float* sum_s) {
+    const int d = net.d;
+    const float* m = net.base + (long long)j * d;
+    const float* c = net.base + (long long)n_obs * d + 2LL * level * d;
+    for (int idx = threadIdx.x; idx < SAMPLER_TILE * d; idx += SAMPLER_THREADS) {
+        const int i = idx % d;
+        const float base_eps = __fsub_rn(__fmul_rn(c[i], theta[idx]), __fmul_rn(c[d + i], m[i]));
+        const float s = __fmul_rn(__fadd_rn(g[idx], base_eps), scale);
+        if (to_g) {
+            g[idx] = s;
+        } else {
+            sum_s[idx] = first ? s : __fadd_rn(sum_s[idx], s);
+        }
+    }
+    __syncthreads();
+}
+
 /// sum_s[r, :] = Σ_j s_ψ(θ_r, level, x_j) = Σ_j scale·ε̂(θ_r, t_level, x_j) for the tile
 /// (ScorePlan::eps_hat, LearnedScore::scores and the Σ_j of TileState::evaluate): the θ
 /// path once per sample, the head's blocks and output once per (sample, observation),
@@ -322,7 +352,14 @@ __device__ __noinline__ void sampler_evaluate(const SamplerNet& net, const float
             sampler_dense_any<EPI_RESIDUAL>(sampler_w(net, l), sampler_b(net, l), w, w, h, w, h,
                                             w, slab, 0.0f, false);
         }
-        if (gauss) {
+        if (net.base) {
+            // ε̂_net alone, into g (free until sampler_prior_score below).
+            sampler_dense_any<EPI_LINEAR>(sampler_w(net, out_layer), sampler_b(net, out_layer), w,
+                                          d, h, w, g, d, slab, 0.0f, false);
+            sampler_base_score(net, n_obs, level, j, theta, scale, gauss != nullptr, j == 0, g,
+                               sum_s);
+            if (gauss) sampler_gauss_observation(gauss + (long long)j * d * d, g, d, sum_s);
+        } else if (gauss) {
             // s_j alone, into g (free until sampler_prior_score below).
             sampler_dense_any<EPI_SCORE>(sampler_w(net, out_layer), sampler_b(net, out_layer), w,
                                          d, h, w, g, d, slab, scale, true);

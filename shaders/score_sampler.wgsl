@@ -76,9 +76,16 @@
 // and a dispatch may start or end inside a level (level_range). On lavapipe this is what
 // keeps each dispatch under llvmpipe's loop limiter (src/samplers/wgpu.rs, "Dispatches").
 //
+// Gaussian base (p.base = 1; ScorePlan::with_base, src/estimators/gaussian_base.rs):
+// ε̂ = ε̂_net + (c_k ⊙ θ − s_k ⊙ m_j), so the head's output goes to gT as ε̂_net and
+// add_base forms s_j = (ε̂_net + (c_k·θ − s_k·m_j))·scale in the CPU's order before it is
+// summed (or passed to GAUSS). Its table (BaseConditioning) follows the prior's in binding
+// 6: m_j = A·x̃_j + b for j < n (n·d), then per level k = 0 … S: c_k (d), s_k (d).
+//
 // Bindings: 0 params, 1 net, 2 x_part [n, W], 3 t_part [S + 1, W], 4 level [(S + 1)·8],
 // 5 state [tiles·TILE, d] (read-write: the chain state, and the draws at the end),
-// 6 prior [m (d), s (d), c (d), P (d·d)], 7 gauss [(S + 1)·GS] with GS = (n + 1)·d² + d:
+// 6 prior [m (d), s (d), c (d), P (d·d)] and the base's table when p.base = 1,
+// 7 gauss [(S + 1)·GS] with GS = (n + 1)·d² + d:
 // per level W_k0 … W_k,n−1, M_k (row-major d×d each), c_k (one unused float when
 // p.gauss = 0).
 // Barriers are reached in uniform control flow only: every loop bound is a constant or a
@@ -117,6 +124,7 @@ struct Params {
     tiles: u32,
     prior_kind: u32,
     gauss: u32,
+    base: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -323,7 +331,17 @@ fn evaluate(k: u32, scale: f32, w_f: f32, tid: u32) {
                 let b = vec4<f32>(net[out_layer + W * D + o]);
                 let a = acc[c];
                 let i = o * Q;
-                if (p.gauss != 0u) {
+                if (p.base != 0u) {
+                    // ε̂_net alone, into gT (free until prior_score below).
+                    gT[i] = a.q0 + b;
+                    gT[i + 1u] = a.q1 + b;
+                    gT[i + 2u] = a.q2 + b;
+                    gT[i + 3u] = a.q3 + b;
+                    gT[i + 4u] = a.q4 + b;
+                    gT[i + 5u] = a.q5 + b;
+                    gT[i + 6u] = a.q6 + b;
+                    gT[i + 7u] = a.q7 + b;
+                } else if (p.gauss != 0u) {
                     // s_j alone, into gT (free until prior_score below).
                     gT[i] = (a.q0 + b) * scale;
                     gT[i + 1u] = (a.q1 + b) * scale;
@@ -347,11 +365,36 @@ fn evaluate(k: u32, scale: f32, w_f: f32, tid: u32) {
             }
         }
         workgroupBarrier();
+        if (p.base != 0u) {
+            add_base(k, j, scale, tid);
+        }
         if (p.gauss != 0u) {
             gauss_observation(k, j, tid);
         }
     }
     prior_score(w_f, tid);
+}
+
+/// The Gaussian base's share of observation j at level k (top comment): with ε̂_net in gT,
+/// s_j = (ε̂_net + (c·θ − s·m_j))·scale goes to gT under GAUSS, else is summed into sT as
+/// the output epilogue sums.
+fn add_base(k: u32, j: u32, scale: f32, tid: u32) {
+    let m = 3u * D + D * D + j * D;
+    let c = 3u * D + D * D + p.n_obs * D + 2u * k * D;
+    for (var idx = tid; idx < TILE * D; idx += THREADS) {
+        let r = idx / D;
+        let i = idx % D;
+        let base_eps = prior[c + i] * theta_at(r, i) - prior[c + D + i] * prior[m + i];
+        let s = (prior_at(r, i) + base_eps) * scale;
+        if (p.gauss != 0u) {
+            gT[i * Q + r / 4u][r % 4u] = s;
+        } else if (j == 0u) {
+            sT[i * Q + r / 4u][r % 4u] = s;
+        } else {
+            sT[i * Q + r / 4u][r % 4u] = score_at(r, i) + s;
+        }
+    }
+    workgroupBarrier();
 }
 
 /// Offset in `gauss` of level k's weights (top comment).

@@ -159,7 +159,7 @@ fn bad_input_is_an_error_and_writes_nothing() {
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
         &config,
-        text.replace("\"format_version\": 3", "\"format_version\": 4"),
+        text.replace("\"format_version\": 4", "\"format_version\": 5"),
     )
     .unwrap();
     let (ok, err) = amortize(&[
@@ -623,11 +623,27 @@ fn a_score_network_with_a_set_encoder_trains_and_samples_from_the_command_line()
         .concat();
         amortize(&args)
     };
-    let refusals: [(&str, &[&str], &str); 3] = [
+    let refusals: [(&str, &[&str], &str); 5] = [
         (
             "score",
             &["--x-encoder", "lstm"],
             "unknown x encoder \"lstm\"",
+        ),
+        (
+            "score",
+            &[
+                "--x-encoder",
+                "deep_set",
+                "--iid-draws",
+                "4",
+                "--gaussian-base",
+            ],
+            "cannot sit under a set encoder",
+        ),
+        (
+            "nre",
+            &["--gaussian-base"],
+            "--gaussian-base is the score estimator's",
         ),
         (
             "score",

@@ -58,6 +58,7 @@ fn wide(n: usize, levels: usize, prior: PriorCase) -> Setup {
         width: 48,
         prior,
         gauss: false,
+        base: false,
         config: SamplerConfig::default(),
     })
 }

@@ -101,17 +101,17 @@ fn a_small_budget_model_reaches_a_stated_c2st_and_round_trips_bitwise() {
     let text = std::fs::read_to_string(&config_path).unwrap();
     std::fs::write(
         &config_path,
-        text.replace("\"format_version\": 3", "\"format_version\": 99"),
+        text.replace("\"format_version\": 4", "\"format_version\": 99"),
     )
     .unwrap();
     let err = ScoreModel::load(&dir).unwrap_err().to_string();
     assert!(err.contains("version") && err.contains("99"), "{err}");
-    // Versions 1 and 2, the files written before the newer fields existed, still load.
-    for old in ["1", "2"] {
+    // Versions 1 to 3, the files written before the newer fields existed, still load.
+    for old in ["1", "2", "3"] {
         std::fs::write(
             &config_path,
             text.replace(
-                "\"format_version\": 3",
+                "\"format_version\": 4",
                 &format!("\"format_version\": {old}"),
             ),
         )
@@ -521,4 +521,114 @@ fn a_set_encoder_learns_from_subsets_reads_draws_as_one_set_and_samples_on_wgpu(
         .unwrap_err()
         .to_string();
     assert!(err.contains("need a set encoder"), "{err}");
+}
+
+#[test]
+fn a_gaussian_base_is_fitted_in_the_networks_spaces_samples_its_posterior_and_round_trips() {
+    // gaussian10: θ ~ N(0, I), x ~ N(θ, diag(σ²)), so θ_i | x ~ N(x_i/(1 + σ_i²),
+    // σ_i²/(1 + σ_i²)); standardized (θ's sd 1, x_i's √(1 + σ_i²)) the base's A is
+    // diag(1/√(1 + σ_i²)) and v_i = σ_i²/(1 + σ_i²).
+    let task = Task::Gaussian10;
+    let (theta, x) = task.simulate_dataset(3000, 4);
+    let mut training = ScoreTrainOptions {
+        width: 16,
+        gaussian_base: true,
+        ..ScoreTrainOptions::default()
+    };
+    training.train.epochs = 2;
+    let (mut model, _) =
+        ScoreModel::train(&theta, &x, 10, task.prior(), None, &training, |_| {}).unwrap();
+    let base = model.config.gaussian_base.clone().expect("a base");
+    for i in 0..10 {
+        let var = 0.6 + 0.8 * i as f32 / 9.0;
+        let (a, v) = (1.0 / (1.0 + var).sqrt(), var / (1.0 + var));
+        // Standard errors at 3000 pairs: ≈ 0.015 for A, ≈ 3% for v (and θ's sample sd).
+        for k in 0..10 {
+            let want = if k == i { a } else { 0.0 };
+            let got = base.weight[i * 10 + k];
+            assert!(
+                (got - want).abs() < 0.06,
+                "A[{i}, {k}] = {got}, want {want}"
+            );
+        }
+        let got = base.variance[i];
+        assert!((got - v).abs() < 0.12 * v, "v[{i}] = {got}, want {v}");
+    }
+
+    // With the network's output zeroed ε̂ is the base's alone, and the samplers must draw
+    // the base's posterior: for one observation, and for four composed by GAUSS. In θ̃
+    // (θ standardized by m_θ, s_θ) the prior is N(−m_θ/s_θ, diag(1/s_θ²)) and the base
+    // N(μ_j, diag(v)), so the composed posterior has precision n/v − (n − 1)·s_θ² and mean
+    // (Σ_j μ_j/v + (n − 1)·s_θ·m_θ)/precision, per component.
+    let mut base_only = model.clone();
+    let output = &base_only.net.head.output;
+    for id in [Some(output.weight), output.bias].into_iter().flatten() {
+        let shape = base_only.store.get(id).shape().to_vec();
+        base_only
+            .store
+            .set(id, amortize::Tensor::zeros(&shape))
+            .unwrap();
+    }
+    for n in [1, 4] {
+        let obs = observations(n);
+        let composition = Composition::Gauss { pilot_draws: 1000 };
+        let draws = base_only
+            .sample(&obs, 2000, &options(50, composition), &|_| {})
+            .unwrap()
+            .samples;
+        let mut x_std = obs.clone();
+        model.config.x_standardization.apply(&mut x_std);
+        let mu = base.means(&x_std);
+        let theta_std = &model.config.theta_standardization;
+        let nf = n as f32;
+        let mut reference = vec![0.0f32; 2000 * 10];
+        PhiloxStream::new(6, streams::TEST, n as u32).fill_normal(0.0, 1.0, &mut reference);
+        for row in reference.chunks_exact_mut(10) {
+            for (i, z) in row.iter_mut().enumerate() {
+                let (m, s) = (theta_std.mean[i], theta_std.std[i]);
+                let precision = nf / base.variance[i] - (nf - 1.0) * s * s;
+                let sum: f32 = (0..n).map(|j| mu[j * 10 + i]).sum();
+                let mean = (sum / base.variance[i] + (nf - 1.0) * s * m) / precision;
+                *z = mean + *z / precision.sqrt();
+            }
+        }
+        theta_std.invert(&mut reference);
+        let accuracy = c2st(&draws, &reference, 10).unwrap();
+        // 2000 draws each: equal distributions score ≈ 0.5 ± 0.015; a base whose ε had
+        // the wrong sign or scale, or missed the x-dependent mean, scores > 0.9.
+        eprintln!("the base alone, n = {n}: C2ST {accuracy:.3} against its posterior");
+        assert!(accuracy < 0.56, "n = {n}: C2ST {accuracy}");
+    }
+
+    // The base travels with the model file, and sampling after a reload is bitwise equal.
+    let dir = std::env::temp_dir().join(format!("amortize-test-base-{}", std::process::id()));
+    model.save(&dir).unwrap();
+    let loaded = ScoreModel::load(&dir).unwrap();
+    assert_eq!(loaded.config, model.config);
+    let obs = observations(2);
+    let opts = options(10, Composition::Geffner);
+    let a = model.sample(&obs, 100, &opts, &|_| {}).unwrap().samples;
+    let b = loaded.sample(&obs, 100, &opts, &|_| {}).unwrap().samples;
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+    // A base that does not fit the network is refused on load.
+    model.config.gaussian_base = Some(amortize::estimators::gaussian_base::GaussianBase {
+        variance: vec![1.0; 3],
+        ..base
+    });
+    amortize::io::model::save_model(&dir, "score", &model.config, &model.store).unwrap();
+    let err = ScoreModel::load(&dir).unwrap_err().to_string();
+    assert!(err.contains("Gaussian base"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // On wgpu the fused sampler adds the base's ε as the CPU does, in either composition.
+    if wgpu_adapter_or_skip() {
+        for composition in [
+            Composition::Geffner,
+            Composition::Gauss { pilot_draws: 200 },
+        ] {
+            let what = format!("gaussian10 with a base, n = 2, {composition:?}");
+            let err = wgpu_against_cpu(&loaded, &obs, composition, &what);
+            assert!(err < 1e-3, "{err}");
+        }
+    }
 }

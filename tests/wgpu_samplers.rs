@@ -66,6 +66,7 @@ fn small(n: usize, levels: usize, prior: PriorCase) -> Setup {
         width: 16,
         prior,
         gauss: false,
+        base: false,
         config: SamplerConfig::default(),
     })
 }
@@ -145,6 +146,7 @@ fn chains_past_llvmpipes_loop_limit_match_the_cpu() {
         width,
         prior: PriorCase::StandardNormal,
         gauss: false,
+        base: false,
         config,
     };
     for (name, case) in [

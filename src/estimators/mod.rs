@@ -1,5 +1,6 @@
 //! The estimators: networks, their losses and training, and what they need to sample.
 
+pub mod gaussian_base;
 pub mod score;
 pub mod score_model;
 

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::autograd::{ParamStore, Tape, Var};
 use crate::backend::UnaryOp;
 use crate::error::{Error, Result};
+use crate::estimators::gaussian_base::GaussianBase;
 use crate::nn::sets::RaggedSets;
 use crate::nn::{
     sinusoidal_embedding_into, MlpShape, ResidualMlp, SetEncoder, SetEncoderConfig, SetEncoderKind,
@@ -312,9 +313,21 @@ impl ScoreNet {
     }
 }
 
+/// One training minibatch of denoising score matching, row-major buffers.
+pub struct NoisyBatch {
+    /// θ_t = √γ_t θ₀ + √(1 − γ_t) ε, `[rows, dim θ]`.
+    pub theta_t: Vec<f32>,
+    /// e(t), `[rows, time_embedding]`.
+    pub t_emb: Vec<f32>,
+    /// ε, `[rows, dim θ]`.
+    pub eps: Vec<f32>,
+    /// γ_t of each row.
+    pub gamma: Vec<f64>,
+}
+
 /// One training minibatch of denoising score matching: for each row r of `batch`, a
 /// level t ∈ (0, T] drawn by `levels` and noise ε ~ N(0, I) from Philox counter (DATA, `step`, r, ·),
-/// then θ_t = √γ_t θ₀ + √(1 − γ_t) ε. Returns (θ_t, e(t), ε) as row-major buffers.
+/// then θ_t = √γ_t θ₀ + √(1 − γ_t) ε.
 #[allow(clippy::too_many_arguments)]
 pub fn noisy_batch(
     theta: &[f32],
@@ -325,11 +338,12 @@ pub fn noisy_batch(
     time_embedding: usize,
     seed: u64,
     step: u32,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+) -> NoisyBatch {
     let rows = batch.len();
     let mut theta_t = vec![0.0; rows * dim_theta];
     let mut eps = vec![0.0; rows * dim_theta];
     let mut t = vec![0.0; rows];
+    let mut gammas = vec![0.0; rows];
     for (i, &r) in batch.iter().enumerate() {
         let mut rng = PhiloxStream::at_step(seed, streams::DATA, step, r);
         // U(0, 1) is open at 0, so t > 0: γ_t < 1 and the target is never noise-free.
@@ -347,10 +361,16 @@ pub fn noisy_batch(
             *out = a * th + b * ev;
         }
         t[i] = level;
+        gammas[i] = gamma;
     }
     let mut t_emb = vec![0.0; rows * time_embedding];
     sinusoidal_embedding_into(&t, time_embedding, &mut t_emb);
-    (theta_t, t_emb, eps)
+    NoisyBatch {
+        theta_t,
+        t_emb,
+        eps,
+        gamma: gammas,
+    }
 }
 
 /// Rows `batch` of a row-major `[_, cols]` buffer as a tensor.
@@ -375,7 +395,33 @@ pub enum XData<'a> {
 /// Sets per padded group of a minibatch's x (see `dsm_loss`).
 const SET_GROUP: usize = 32;
 
-/// The denoising score matching loss of the rows `batch` (standardized θ and x).
+/// A [`GaussianBase`] under the network, as denoising score matching sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct BaseTerms<'a> {
+    /// The base.
+    pub base: &'a GaussianBase,
+    /// Its mean m = A·x̃ + b for every training row, `[rows, dim θ]`.
+    pub means: &'a [f32],
+}
+
+impl BaseTerms<'_> {
+    /// In place: ε ← ε − ε_base(θ_t, m_r) for the rows `group` of a [`NoisyBatch`], so
+    /// the network, whose ε̂ the base's is added to, learns the rest.
+    fn subtract(&self, group: &[u32], batch: &mut NoisyBatch) {
+        let d = self.base.dim_theta();
+        for (i, &r) in group.iter().enumerate() {
+            let (c, s) = self.base.coefficients(batch.gamma[i]);
+            let m = &self.means[r as usize * d..(r as usize + 1) * d];
+            let theta_t = &batch.theta_t[i * d..(i + 1) * d];
+            for (k, e) in batch.eps[i * d..(i + 1) * d].iter_mut().enumerate() {
+                *e -= c[k] * theta_t[k] - s[k] * m[k];
+            }
+        }
+    }
+}
+
+/// The denoising score matching loss of the rows `batch` (standardized θ and x), of the
+/// network alone or, with `base`, of ε̂_net + ε_base.
 /// Training steps draw fresh noise per call (`step` counts calls); pass a fixed `step`
 /// for validation so the validation loss of every epoch sees the same noise.
 #[allow(clippy::too_many_arguments)]
@@ -387,6 +433,7 @@ pub fn dsm_loss(
     levels: LevelDraw,
     theta: &[f32],
     x: XData,
+    base: Option<BaseTerms>,
     batch: &[u32],
     seed: u64,
     step: u32,
@@ -397,7 +444,7 @@ pub fn dsm_loss(
     let rows = batch.len();
     // The mean over the rows of ‖ε̂ − ε‖²/dim θ, as a sum over groups of rows.
     let group_loss = |tape: &mut Tape, group: &[u32]| -> Result<Var> {
-        let (theta_t, t_emb, eps) = noisy_batch(
+        let mut noisy = noisy_batch(
             theta,
             c.dim_theta,
             group,
@@ -407,6 +454,15 @@ pub fn dsm_loss(
             seed,
             step,
         );
+        if let Some(base) = base {
+            base.subtract(group, &mut noisy);
+        }
+        let NoisyBatch {
+            theta_t,
+            t_emb,
+            eps,
+            ..
+        } = noisy;
         let n = group.len();
         let constant = |tape: &mut Tape, v: Vec<f32>, cols: usize| -> Result<Var> {
             Ok(tape.constant(Tensor::from_vec(v, &[n, cols])?.to_device(device)?))
@@ -463,12 +519,17 @@ mod tests {
         let mut tape = Tape::no_grad();
         let data = XData::Sets(&sets);
         let grouped = dsm_loss(
-            &mut tape, &store, &net, &schedule, levels, &theta, data, &batch, 3, 5,
+            &mut tape, &store, &net, &schedule, levels, &theta, data, None, &batch, 3, 5,
         );
         let grouped = tape.value(grouped.unwrap()).to_vec().unwrap()[0];
 
         let mut tape = Tape::no_grad();
-        let (theta_t, t_emb, eps) = noisy_batch(&theta, 2, &batch, &schedule, levels, 8, 3, 5);
+        let NoisyBatch {
+            theta_t,
+            t_emb,
+            eps,
+            ..
+        } = noisy_batch(&theta, 2, &batch, &schedule, levels, 8, 3, 5);
         let theta_t = tape.constant(Tensor::from_vec(theta_t, &[70, 2]).unwrap());
         let t_emb = tape.constant(Tensor::from_vec(t_emb, &[70, 8]).unwrap());
         let eps = tape.constant(Tensor::from_vec(eps, &[70, 2]).unwrap());
@@ -504,9 +565,13 @@ mod tests {
         let s = NoiseSchedule { levels: 400 };
         let (zeros, ones) = (vec![0.0f32; 4 * 3], vec![1.0f32; 4 * 3]);
         let rows = [0, 1, 2, 3];
-        let (noise_only, t_emb, eps) =
-            noisy_batch(&zeros, 3, &rows, &s, LevelDraw::UNIFORM, 8, 5, 0);
-        let (mixed, _, eps_again) = noisy_batch(&ones, 3, &rows, &s, LevelDraw::UNIFORM, 8, 5, 0);
+        let uniform = LevelDraw::UNIFORM;
+        let (noisy_zeros, noisy_ones) = (
+            noisy_batch(&zeros, 3, &rows, &s, uniform, 8, 5, 0),
+            noisy_batch(&ones, 3, &rows, &s, uniform, 8, 5, 0),
+        );
+        let (noise_only, t_emb, eps) = (noisy_zeros.theta_t, noisy_zeros.t_emb, noisy_zeros.eps);
+        let (mixed, eps_again) = (noisy_ones.theta_t, noisy_ones.eps);
         assert_eq!(t_emb.len(), 4 * 8);
         assert_eq!(eps, eps_again, "noise depends on (seed, step, row) only");
         for r in 0..4 {
@@ -514,6 +579,8 @@ mod tests {
             let b = noise_only[r * 3] / eps[r * 3];
             let a = mixed[r * 3] - b * eps[r * 3];
             assert!((a * a + b * b - 1.0).abs() < 1e-4, "row {r}: a {a}, b {b}");
+            let gamma = noisy_zeros.gamma[r] as f32;
+            assert!((a - gamma.sqrt()).abs() < 1e-4, "row {r}: a {a}, γ {gamma}");
             for j in 1..3 {
                 assert!(
                     (noise_only[r * 3 + j] - b * eps[r * 3 + j]).abs() < 1e-5,
@@ -521,8 +588,8 @@ mod tests {
                 );
             }
         }
-        let other = noisy_batch(&zeros, 3, &rows, &s, LevelDraw::UNIFORM, 8, 5, 1);
-        assert_ne!(other.2, eps, "another step draws new noise");
+        let other = noisy_batch(&zeros, 3, &rows, &s, uniform, 8, 5, 1);
+        assert_ne!(other.eps, eps, "another step draws new noise");
     }
 
     #[test]
@@ -545,7 +612,7 @@ mod tests {
         let zeros = vec![0.0f32; rows.len()];
         for power in [1.0f32, 2.0, 3.0] {
             let draw = LevelDraw { power };
-            let (theta_t, _, eps) = noisy_batch(&zeros, 1, &rows, &s, draw, 8, 9, 0);
+            let NoisyBatch { theta_t, eps, .. } = noisy_batch(&zeros, 1, &rows, &s, draw, 8, 9, 0);
             // θ₀ = 0, so θ_t = √(1 − γ_t)·ε.
             let low = theta_t
                 .iter()

@@ -17,9 +17,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::autograd::ParamStore;
 use crate::error::{Error, Result};
+use crate::estimators::gaussian_base::GaussianBase;
 use crate::estimators::npe::{sample_in_support, PosteriorDraws};
 use crate::estimators::score::{
-    dsm_loss, LevelDraw, NoiseSchedule, ScoreNet, ScoreNetConfig, XData,
+    dsm_loss, BaseTerms, LevelDraw, NoiseSchedule, ScoreNet, ScoreNetConfig, XData,
 };
 use crate::nn::sets::RaggedSets;
 use crate::nn::SetEncoderKind;
@@ -261,6 +262,10 @@ pub struct ScoreModelConfig {
     /// extrapolation in N.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_cardinality: Option<usize>,
+    /// A linear-Gaussian base under the network (ε̂ = ε̂_net + ε_base), fitted to the
+    /// standardized training pairs; absent for the network alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gaussian_base: Option<GaussianBase>,
 }
 
 /// How to train a score model.
@@ -284,6 +289,9 @@ pub struct ScoreTrainOptions {
     /// A set encoder of this kind in the x-MLP's place, for [`ScoreModel::train_sets`];
     /// `None` keeps Appendix B's x-MLP.
     pub x_encoder: Option<SetEncoderKind>,
+    /// Put a [`GaussianBase`] fitted to the training pairs under the network, which then
+    /// learns what the base gets wrong (x-MLP only).
+    pub gaussian_base: bool,
 }
 
 impl Default for ScoreTrainOptions {
@@ -305,6 +313,7 @@ impl Default for ScoreTrainOptions {
             exchangeable_blocks: 1,
             theta_space: ThetaSpace::Unconstrained,
             x_encoder: None,
+            gaussian_base: false,
         }
     }
 }
@@ -455,6 +464,26 @@ impl ScoreModel {
         let theta_standardization = Standardization::fit(&u, dim_theta);
         theta_standardization.apply(&mut u);
 
+        // Fitted to every row, as the standardizations are, so that the members of an
+        // ensemble trained on the same simulations share it.
+        let gaussian_base = match (options.gaussian_base, xs) {
+            (false, _) => None,
+            (true, XData::Rows(x)) => Some(GaussianBase::fit(&u, x, dim_theta, network.dim_x)?),
+            (true, XData::Sets(_)) => {
+                return Err(Error::invalid(
+                    op,
+                    "a Gaussian base is linear in one observation: a set encoder's network cannot have one",
+                ))
+            }
+        };
+        let base_means = match (&gaussian_base, xs) {
+            (Some(base), XData::Rows(x)) => base.means(x),
+            _ => Vec::new(),
+        };
+        let base_terms = gaussian_base.as_ref().map(|base| BaseTerms {
+            base,
+            means: &base_means,
+        });
         let schedule = NoiseSchedule {
             levels: options.levels,
         };
@@ -478,7 +507,7 @@ impl ScoreModel {
                     u32::MAX
                 };
                 dsm_loss(
-                    tape, store, &net, &schedule, level_draw, &u, xs, batch, seed, step,
+                    tape, store, &net, &schedule, level_draw, &u, xs, base_terms, batch, seed, step,
                 )
             },
             on_epoch,
@@ -494,6 +523,7 @@ impl ScoreModel {
                 x_standardization,
                 task,
                 max_cardinality: None,
+                gaussian_base,
             },
             store,
             net,
@@ -503,7 +533,11 @@ impl ScoreModel {
 
     /// The network prepared for sampling (weights copied, θ-path folded).
     pub fn plan(&self) -> Result<ScorePlan> {
-        ScorePlan::new(&self.net, &self.store)
+        let plan = ScorePlan::new(&self.net, &self.store)?;
+        match &self.config.gaussian_base {
+            Some(base) => plan.with_base(base.clone(), self.config.schedule),
+            None => Ok(plan),
+        }
     }
 
     /// `num` draws `[num, dim θ]` from the posterior given the iid observations `obs`
@@ -767,6 +801,13 @@ impl ScoreModel {
                     config.network.dim_theta
                 ),
             ));
+        }
+        if let Some(base) = &config.gaussian_base {
+            let net = &config.network;
+            base.validate("ScoreModel::load", net.dim_theta, net.dim_x)
+                .map_err(|e| {
+                    Error::invalid("ScoreModel::load", format!("{}: {e}", dir.display()))
+                })?;
         }
         Ok(ScoreModel { config, store, net })
     }

@@ -26,8 +26,9 @@ pub const FORMAT: &str = "amortize-model";
 /// may carry fields that change what a model computes and that an older reader would
 /// ignore without a word, so an older build refuses them: version 2 added NRE's
 /// `activation` and a score model's `theta_space`, version 3 a score network's
-/// `x_encoder`. This build reads them all ([`READS_FORMAT_VERSIONS`]).
-pub const FORMAT_VERSION: u32 = 3;
+/// `x_encoder`, version 4 a score model's `gaussian_base`. This build reads them all
+/// ([`READS_FORMAT_VERSIONS`]).
+pub const FORMAT_VERSION: u32 = 4;
 /// The versions this build reads: an older file lacks only fields whose absence means
 /// what its version computed.
 pub const READS_FORMAT_VERSIONS: std::ops::RangeInclusive<u32> = 1..=FORMAT_VERSION;

@@ -196,6 +196,12 @@ pub fn sample_cuda(
         ScoreComposition::Gauss(weights) => (weights.table(), weights.level_stride()),
     };
     let gauss_stride = to_i32(gauss_stride, "GAUSS weights per level")?;
+    // The Gaussian base's table, or one unused float.
+    let (base, has_base) = match super::gpu::base_table(cond) {
+        Some(table) => (table, 1i32),
+        None => (vec![0.0f32], 0),
+    };
+    to_i32(base.len(), "Gaussian base terms")?;
     to_i32(gauss.len(), "GAUSS weights")?;
     let prior = prior.tables(d);
     let up = |e| gpu.err(&format!("{op}: upload"), e);
@@ -210,6 +216,7 @@ pub fn sample_cuda(
     let prior_center = stream.clone_htod(&prior.center).map_err(up)?;
     let prior_precision = stream.clone_htod(&prior.precision).map_err(up)?;
     let gauss_d = stream.clone_htod(&gauss).map_err(up)?;
+    let base_d = stream.clone_htod(&base).map_err(up)?;
     let prior_kind = prior.kind as i32;
     // NaN, so that a draw the kernel fails to write cannot pass for a sample.
     let out = stream.clone_htod(&vec![f32::NAN; num * d]).map_err(up)?;
@@ -260,6 +267,8 @@ pub fn sample_cuda(
         .arg(&level_d_d)
         .arg(&gauss_d)
         .arg(&gauss_stride)
+        .arg(&base_d)
+        .arg(&has_base)
         .arg(&levels_i)
         .arg(&num_i)
         .arg(&seed_lo)
@@ -277,7 +286,8 @@ pub fn sample_cuda(
     // t_part [levels + 1, w] (validated), the prior's shift, scale and center d entries and
     // its precision d·d (GpuPrior::tables, dimension validated), the level tables
     // (levels + 1)·8 entries, `gauss` (levels + 1)·gauss_stride floats when gauss_stride is
-    // not 0 (GaussWeights::table, its observations, dimension and grid validated); the
+    // not 0 (GaussWeights::table, its observations, dimension and grid validated), `base`
+    // n·d + (levels + 1)·2d floats when has_base is 1 (gpu::base_table, validated); the
     // dynamic shared memory is the size sampler_smem_floats computes, opted in above.
     unsafe { l.launch(cfg) }.map_err(|e| gpu.err(entry, e))?;
     let draws = stream

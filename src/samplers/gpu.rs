@@ -3,7 +3,10 @@
 //! checks of their inputs.
 
 use super::target::{ScoreComposition, Target};
-use super::{validate_chain, Algorithm, PriorScore, SamplerConfig, ScorePlan, StandardizedPrior};
+use super::{
+    validate_chain, Algorithm, Conditioning, PriorScore, SamplerConfig, ScorePlan,
+    StandardizedPrior,
+};
 use crate::error::{Error, Result};
 use crate::priors::Prior;
 
@@ -181,6 +184,23 @@ pub fn validate(op: &'static str, target: &Target, config: &SamplerConfig) -> Re
             format!("the GPU samplers handle width and dim θ in 1..={MAX_WIDTH}, got width {w}, dim θ {d}{ensemble}"),
         ));
     }
+    if let Some(base) = &cond.base {
+        let sizes = [
+            (base.means.len(), cond.observations * d),
+            (base.theta_coef.len(), (levels + 1) * d),
+            (base.mean_coef.len(), (levels + 1) * d),
+        ];
+        if sizes.iter().any(|(got, want)| got != want) {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "the Gaussian base's terms hold {:?} values, expected n·d, (levels + 1)·d, (levels + 1)·d = {:?}",
+                    sizes.map(|s| s.0),
+                    sizes.map(|s| s.1)
+                ),
+            ));
+        }
+    }
     if cond.x_part.len() != cond.observations * w {
         return Err(Error::invalid(
             op,
@@ -267,4 +287,22 @@ pub fn pack_weights(op: &'static str, plan: &ScorePlan) -> Result<(Vec<f32>, Vec
         params.extend_from_slice(&layer.bias);
     }
     Ok((params, offsets))
+}
+
+/// The Gaussian base's table of the fused samplers (`kernels/score_sampler.cuh`,
+/// `shaders/score_sampler.wgsl`): m_j for every observation (`[n, d]`), then c_k and s_k of
+/// every level (`[levels + 1, 2, d]`); `None` without a base.
+pub fn base_table(cond: &Conditioning) -> Option<Vec<f32>> {
+    let base = cond.base.as_ref()?;
+    let d = base.means.len() / cond.observations;
+    let mut table = base.means.clone();
+    for (c, s) in base
+        .theta_coef
+        .chunks_exact(d)
+        .zip(base.mean_coef.chunks_exact(d))
+    {
+        table.extend_from_slice(c);
+        table.extend_from_slice(s);
+    }
+    Some(table)
 }

@@ -56,7 +56,7 @@ use crate::error::{Error, Result};
 use crate::estimators::score_model::Standardization;
 use crate::priors::Prior;
 use crate::rng::{streams, PhiloxStream};
-pub use score_plan::{Conditioning, Dense, ScorePlan, Workspace};
+pub use score_plan::{BaseConditioning, Conditioning, Dense, ScorePlan, Workspace};
 pub use target::{sample_target, ScoreComposition, Target};
 
 /// Per-observation scores s_ψ(θ, k, x_j) for a tile of samples.

@@ -13,7 +13,10 @@ use crate::autograd::{ParamStore, Tape};
 use crate::backend::cpu;
 use crate::backend::{MatLayout, MatmulDims};
 use crate::error::{Error, Result};
-use crate::estimators::score::{ScoreNet, ScoreNetConfig, XBatch, XPath, SCORE_ACTIVATION};
+use crate::estimators::gaussian_base::GaussianBase;
+use crate::estimators::score::{
+    NoiseSchedule, ScoreNet, ScoreNetConfig, XBatch, XPath, SCORE_ACTIVATION,
+};
 use crate::nn::{sinusoidal_embedding_into, Linear, ResidualMlp};
 use crate::tensor::Tensor;
 
@@ -197,6 +200,9 @@ pub struct ScorePlan {
     /// The members of an ensemble ([`ScorePlan::average`]), each evaluated on its own
     /// by the CPU's [`ScorePlan::eps_hat`]; empty for one network.
     members: Vec<ScorePlan>,
+    /// A Gaussian base whose ε is added to the network's, with the schedule that gives
+    /// each level's γ ([`ScorePlan::with_base`]).
+    base: Option<(GaussianBase, NoiseSchedule)>,
 }
 
 /// Columns `from..to` of a row-major `[rows, cols]` matrix.
@@ -271,7 +277,24 @@ impl ScorePlan {
             head_blocks: head.blocks,
             head_output: head.output,
             members: Vec::new(),
+            base: None,
         })
+    }
+
+    /// This plan with a [`GaussianBase`] under the network: ε̂ = ε̂_net + ε_base, γ of each
+    /// level by `schedule`. An error if the base does not fit the network's sizes.
+    pub fn with_base(self, base: GaussianBase, schedule: NoiseSchedule) -> Result<Self> {
+        let c = self.config;
+        base.validate("ScorePlan::with_base", c.dim_theta, c.dim_x)?;
+        Ok(ScorePlan {
+            base: Some((base, schedule)),
+            ..self
+        })
+    }
+
+    /// The Gaussian base under the network, if any.
+    pub fn base(&self) -> Option<&GaussianBase> {
+        self.base.as_ref().map(|(base, _)| base)
     }
 
     /// The plan of an ensemble of networks of one architecture whose ε̂ is the mean of
@@ -299,6 +322,12 @@ impl ScorePlan {
                 ),
             ));
         }
+        if let Some(k) = members.iter().position(|m| m.base != first.base) {
+            return Err(Error::invalid(
+                op,
+                format!("member {k} has another Gaussian base than member 0"),
+            ));
+        }
         if members.len() == 1 {
             return Ok(first.clone());
         }
@@ -318,7 +347,15 @@ impl ScorePlan {
             head_t: merge_each(members, SharedInput, |m| &m.head_t),
             head_blocks: merge_blocks(members, |m| &m.head_blocks),
             head_output: merge_each(members, MeanOutput, |m| &m.head_output),
-            members: members.to_vec(),
+            // The mean of ε̂_net,k + ε_base is the mean of the networks' plus ε_base.
+            base: first.base.clone(),
+            members: members
+                .iter()
+                .map(|m| ScorePlan {
+                    base: None,
+                    ..m.clone()
+                })
+                .collect(),
         })
     }
 
@@ -350,10 +387,26 @@ impl ScorePlan {
         sinusoidal_embedding_into(t, c.time_embedding, &mut e_t);
         let mut t_part = vec![0.0; t.len() * c.width];
         self.head_t.apply(&e_t, t.len(), &mut t_part);
+        let base = match (&self.base, &self.x_path) {
+            (None, _) => None,
+            (Some(_), XPathPlan::Set { .. }) => return Err(Error::invalid(
+                "ScorePlan::condition",
+                "a Gaussian base is linear in one observation: a set encoder's network has none",
+            )),
+            (Some((base, schedule)), _) => {
+                let (theta_coef, mean_coef) = base.level_coefficients(schedule, t);
+                Some(BaseConditioning {
+                    means: base.means(x),
+                    theta_coef,
+                    mean_coef,
+                })
+            }
+        };
         Ok(Conditioning {
             observations: n,
             x_part,
             t_part,
+            base,
         })
     }
 
@@ -437,7 +490,8 @@ impl ScorePlan {
         let rows = theta.len() / d;
         debug_assert!(rows <= ws.rows && out.len() == cond.observations * rows * d);
         if self.members.is_empty() {
-            return self.member_eps_hat(cond, 0, self.config.width, level, theta, ws, out);
+            self.member_eps_hat(cond, 0, self.config.width, level, theta, ws, out);
+            return add_base(cond, level, theta, out);
         }
         // Member 0 writes `out`, the others a buffer added to it: grown once per tile
         // (the first call tells n), then reused.
@@ -456,6 +510,7 @@ impl ScorePlan {
         ws.member_eps = member_eps;
         let scale = 1.0 / self.members.len() as f32;
         out.iter_mut().for_each(|o| *o *= scale);
+        add_base(cond, level, theta, out);
     }
 
     /// ε̂ of one network whose columns of the conditioning `cond` are
@@ -509,6 +564,25 @@ impl ScorePlan {
     }
 }
 
+/// In place: `out` `[n, rows, dim θ]` += ε_base(θ, t_k, x_j) = c_k ⊙ θ − s_k ⊙ m_j
+/// ([`GaussianBase::coefficients`]), if the conditioning has a base.
+fn add_base(cond: &Conditioning, level: usize, theta: &[f32], out: &mut [f32]) {
+    let Some(base) = &cond.base else { return };
+    let d = base.means.len() / cond.observations;
+    let c = &base.theta_coef[level * d..(level + 1) * d];
+    let s = &base.mean_coef[level * d..(level + 1) * d];
+    for (out_j, m) in out
+        .chunks_exact_mut(theta.len())
+        .zip(base.means.chunks_exact(d))
+    {
+        for (o_row, th_row) in out_j.chunks_exact_mut(d).zip(theta.chunks_exact(d)) {
+            for k in 0..d {
+                o_row[k] += c[k] * th_row[k] - s[k] * m[k];
+            }
+        }
+    }
+}
+
 /// What [`ScorePlan::condition`] precomputes for one call.
 #[derive(Clone, Debug)]
 pub struct Conditioning {
@@ -518,6 +592,19 @@ pub struct Conditioning {
     pub x_part: Vec<f32>,
     /// `W_t·e(t_k)`, `[levels, width]`.
     pub t_part: Vec<f32>,
+    /// The Gaussian base's terms, if the plan has one.
+    pub base: Option<BaseConditioning>,
+}
+
+/// A [`GaussianBase`]'s share of one call: ε_base(θ, t_k, x_j) = c_k ⊙ θ − s_k ⊙ m_j.
+#[derive(Clone, Debug)]
+pub struct BaseConditioning {
+    /// m_j = A·x̃_j + b, `[n, dim θ]`.
+    pub means: Vec<f32>,
+    /// c_k, `[levels, dim θ]`.
+    pub theta_coef: Vec<f32>,
+    /// s_k, `[levels, dim θ]`.
+    pub mean_coef: Vec<f32>,
 }
 
 /// Scratch buffers of one tile of samples, allocated once per tile.
@@ -731,6 +818,66 @@ mod tests {
             let one = ScorePlan::average(&members[..1]).unwrap();
             assert_eq!(eps(&one, 3), eps(&members[0], 3));
         }
+    }
+
+    /// A base for [`configs`]' sizes (dim θ 3, dim x 2) whose ε is O(1).
+    fn base() -> GaussianBase {
+        GaussianBase {
+            weight: vec![0.5, -1.0, 2.0, 0.3, 0.0, 1.5],
+            bias: vec![0.2, -0.4, 1.0],
+            variance: vec![0.05, 0.3, 1.2],
+        }
+    }
+
+    #[test]
+    fn a_gaussian_base_adds_its_epsilon_to_the_networks_and_to_an_ensembles_mean() {
+        let schedule = NoiseSchedule { levels: 400 };
+        let config = configs()[0];
+        let members: Vec<ScorePlan> = (0..2).map(|s| random_plan(config, 20 + s)).collect();
+        let ensemble = ScorePlan::average(&members).unwrap();
+        let (theta, x, t) = inputs(config);
+        let d = config.dim_theta;
+        for plan in [&members[0], &ensemble] {
+            let with_base = plan.clone().with_base(base(), schedule).unwrap();
+            assert_eq!(with_base.base(), Some(&base()));
+            for level in [1, 4, 10] {
+                let (without, with) = (eps(plan, level), eps(&with_base, level));
+                let gamma = schedule.gamma(t[level] as f64);
+                let (c, s) = base().coefficients(gamma);
+                let means = base().means(&x);
+                for (i, (&a, &b)) in without.iter().zip(&with).enumerate() {
+                    let (j, r, k) = (i / theta.len(), (i % theta.len()) / d, i % d);
+                    let want = a + (c[k] * theta[r * d + k] - s[k] * means[j * d + k]);
+                    assert!(
+                        (b - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                        "{b} vs {want}"
+                    );
+                }
+                // The base term is O(1) (at t = T, where γ = 0, it is θ itself).
+                assert!(without.iter().zip(&with).any(|(a, b)| (a - b).abs() > 0.1));
+            }
+        }
+        // An ensemble of a base's members has that base; members of different bases, or
+        // a base that does not fit the network, are refused.
+        let based: Vec<ScorePlan> = members
+            .iter()
+            .map(|m| m.clone().with_base(base(), schedule).unwrap())
+            .collect();
+        assert_eq!(ScorePlan::average(&based).unwrap().base(), Some(&base()));
+        let mixed = [based[0].clone(), members[1].clone()];
+        let err = ScorePlan::average(&mixed).unwrap_err().to_string();
+        assert!(err.contains("Gaussian base"), "{err}");
+        let wrong = GaussianBase {
+            bias: vec![0.0; 2],
+            ..base()
+        };
+        assert!(members[0].clone().with_base(wrong, schedule).is_err());
+        // A set encoder's x is a set, not one observation the base is linear in.
+        let set = random_plan(configs()[1], 3)
+            .with_base(base(), schedule)
+            .unwrap();
+        let err = set.condition(&x, &t).unwrap_err().to_string();
+        assert!(err.contains("set encoder"), "{err}");
     }
 
     #[test]

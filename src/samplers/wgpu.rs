@@ -109,7 +109,7 @@ pub const WGPU_TILE: usize = CORRECTOR_GROUP;
 /// Entries per level in the level table.
 const LEVEL_STRIDE: usize = 8;
 /// Words of the uniform parameter block (`Params` in the shader).
-const PARAM_WORDS: usize = 20;
+const PARAM_WORDS: usize = 21;
 
 /// What one dispatch may spend of [`LLVMPIPE_LOOP_LIMIT`] by [`loop_iterations`]'s count.
 const LLVMPIPE_LOOP_BUDGET: usize = 50_000;
@@ -200,7 +200,7 @@ fn level_table(gammas: &[f64], n: usize, config: &SamplerConfig) -> Vec<f32> {
 fn loop_iterations(
     plan_sizes: (usize, usize, usize, usize),
     n: usize,
-    gauss: bool,
+    (gauss, base): (bool, bool),
     (threads, cols): (usize, usize),
 ) -> (usize, usize) {
     let (d, w, nbt, nbh) = plan_sizes;
@@ -208,7 +208,11 @@ fn loop_iterations(
     let per_element = (WGPU_TILE * d).div_ceil(threads) * (1 + d);
     let noise = (WGPU_TILE * d.div_ceil(4)).div_ceil(threads) * 5;
     let theta_path = dense(d) + (nbt + 1) * dense(w) + cols;
-    let head = 1 + cols + (nbh + 1) * dense(w) + cols + if gauss { per_element } else { 0 };
+    let head = 1
+        + cols
+        + (nbh + 1) * dense(w)
+        + cols
+        + per_element * (usize::from(gauss) + usize::from(base));
     let evaluate = theta_path + n * head + per_element * (1 + usize::from(gauss));
     // The move (noise), the corrector's ‖s‖² and serial group mean, the level loops.
     let step = evaluate + noise + WGPU_TILE.div_ceil(threads) * (1 + d) + WGPU_TILE + 4;
@@ -222,7 +226,7 @@ fn loop_iterations(
 fn shape_and_steps(
     plan_sizes: (usize, usize, usize, usize),
     n: usize,
-    gauss: bool,
+    extra: (bool, bool),
     cpu: bool,
     max_threads: usize,
 ) -> Result<((usize, usize), usize)> {
@@ -232,7 +236,7 @@ fn shape_and_steps(
         return Ok((shape, usize::MAX));
     }
     loop {
-        let (step, fixed) = loop_iterations(plan_sizes, n, gauss, shape);
+        let (step, fixed) = loop_iterations(plan_sizes, n, extra, shape);
         if step + fixed <= LLVMPIPE_LOOP_BUDGET {
             return Ok((shape, (LLVMPIPE_LOOP_BUDGET - fixed) / step));
         }
@@ -488,8 +492,10 @@ pub fn sample_wgpu_with(
         .max_compute_invocations_per_workgroup
         .min(limits.max_compute_workgroup_size_x) as usize;
     let gauss = matches!(composition, ScoreComposition::Gauss(_));
+    let base = super::gpu::base_table(cond);
     let sizes = (d, w, plan.theta_blocks.len(), plan.head_blocks.len());
-    let ((threads, cols), steps_per_dispatch) = shape_and_steps(sizes, n, gauss, cpu, max_threads)?;
+    let extra = (gauss, base.is_some());
+    let ((threads, cols), steps_per_dispatch) = shape_and_steps(sizes, n, extra, cpu, max_threads)?;
     if threads > max_threads {
         return Err(device_err(
             adapter,
@@ -527,7 +533,7 @@ pub fn sample_wgpu_with(
         ScoreComposition::Gauss(weights) => weights.table(),
     };
     let prior = prior.tables(d);
-    // [m, s, c, P] (binding 6).
+    // [m, s, c, P], then the Gaussian base's table (binding 6).
     let prior_table: Vec<f32> = prior
         .shift
         .iter()
@@ -540,6 +546,7 @@ pub fn sample_wgpu_with(
                 .chain(&prior.precision)
                 .map(|&v| v as f32),
         )
+        .chain(base.iter().flatten().copied())
         .collect();
     let max_binding = limits
         .max_storage_buffer_binding_size
@@ -600,6 +607,7 @@ pub fn sample_wgpu_with(
             tiles_u32,
             prior.kind,
             u32::from(gauss),
+            u32::from(base.is_some()),
         ];
         uniforms[c * stride..c * stride + PARAM_WORDS * 4]
             .copy_from_slice(bytemuck::cast_slice(&words));
@@ -796,16 +804,16 @@ mod tests {
     #[test]
     fn cpu_adapters_fit_each_dispatch_under_the_loop_limit() {
         // gaussian10's network: width 64 (8 invocations of 8 columns) and 128 (more
-        // invocations once a step would not fit); n = 8 with GAUSS.
-        for (w, n, gauss) in [
-            (64, 1, false),
-            (128, 1, false),
-            (128, 8, true),
-            (256, 8, true),
+        // invocations once a step would not fit); n = 8 with GAUSS and a Gaussian base.
+        for (w, n, extra) in [
+            (64, 1, (false, false)),
+            (128, 1, (false, false)),
+            (128, 8, (true, false)),
+            (256, 8, (true, true)),
         ] {
             let sizes = (10, w, 2, 2);
-            let (shape, steps) = shape_and_steps(sizes, n, gauss, true, 256).unwrap();
-            let (step, fixed) = loop_iterations(sizes, n, gauss, shape);
+            let (shape, steps) = shape_and_steps(sizes, n, extra, true, 256).unwrap();
+            let (step, fixed) = loop_iterations(sizes, n, extra, shape);
             assert!(
                 steps >= 1 && steps * step + fixed <= LLVMPIPE_LOOP_BUDGET,
                 "{w} {n}"
@@ -813,18 +821,18 @@ mod tests {
             assert!(shape.0 * shape.1 >= w && shape.0 * (shape.1 - 1) < w);
         }
         assert_eq!(
-            shape_and_steps((10, 64, 2, 2), 1, false, true, 256)
+            shape_and_steps((10, 64, 2, 2), 1, (false, false), true, 256)
                 .unwrap()
                 .0,
             (8, 8)
         );
         // GPUs: one dispatch, the GPU shape.
         assert_eq!(
-            shape_and_steps((10, 64, 2, 2), 1, false, false, 256).unwrap(),
+            shape_and_steps((10, 64, 2, 2), 1, (false, false), false, 256).unwrap(),
             ((64, 1), usize::MAX)
         );
         // A step that cannot fit even with one column per invocation is an error.
-        let e = shape_and_steps((10, 256, 2, 40), 8, false, true, 64).unwrap_err();
+        let e = shape_and_steps((10, 256, 2, 40), 8, (false, false), true, 64).unwrap_err();
         assert!(e.to_string().contains("llvmpipe"), "{e}");
     }
 

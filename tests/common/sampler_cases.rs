@@ -15,8 +15,12 @@
 //! ([`gauss_weights`]: correlated per-observation and prior covariances, a prior mean off
 //! 0), so they test the samplers' arithmetic of the composition, not how good the weights
 //! are.
+//!
+//! The base cases put a made-up Gaussian base under the network ([`gaussian_base`]), so
+//! ε̂ = ε̂_net + ε_base as in a model trained with `--gaussian-base`.
 #![allow(dead_code)]
 
+use amortize::estimators::gaussian_base::GaussianBase;
 use amortize::estimators::score::{NoiseSchedule, ScoreNet, ScoreNetConfig};
 use amortize::estimators::Standardization;
 use amortize::priors::Prior;
@@ -122,6 +126,8 @@ pub struct Case {
     pub prior: PriorCase,
     /// GAUSS composition with [`gauss_weights`] (else Geffner et al.'s).
     pub gauss: bool,
+    /// A Gaussian base under the network ([`gaussian_base`]).
+    pub base: bool,
     /// Algorithm, corrector, seed.
     pub config: SamplerConfig,
 }
@@ -153,9 +159,10 @@ pub fn cases() -> Vec<Case> {
     let diffusion = |c| config(Algorithm::Diffusion, c);
     let langevin = |c| config(Algorithm::Langevin { steps_per_level: 3 }, c);
     let case = |name, n, levels, (dim_theta, width), prior, config| Case {
-        name, n, levels, dim_theta, width, prior, gauss: false, config,
+        name, n, levels, dim_theta, width, prior, gauss: false, base: false, config,
     };
     let gauss = |c: Case| Case { gauss: true, ..c };
+    let base = |c: Case| Case { base: true, ..c };
     let noisy_last = |c: Case| Case { config: SamplerConfig { denoise_last: false, ..c.config }, ..c };
     let (small, wide) = ((3, 16), (5, 48));
     use PriorCase::*;
@@ -176,6 +183,9 @@ pub fn cases() -> Vec<Case> {
         gauss(case("diffusion n=3 gauss", 3, 20, small, StandardNormal, diffusion(Corrector::NONE))),
         gauss(case("diffusion n=3 gauss width 48", 3, 20, wide, StandardNormal, diffusion(CORRECTOR))),
         gauss(case("langevin n=3 gauss", 3, 6, small, StandardNormal, langevin(CORRECTOR))),
+        base(case("diffusion n=3 base", 3, 20, wide, Gaussian, diffusion(CORRECTOR))),
+        base(gauss(case("diffusion n=3 gauss base", 3, 20, small, StandardNormal, diffusion(Corrector::NONE)))),
+        base(case("langevin n=3 base", 3, 6, small, Box, langevin(CORRECTOR))),
     ]
 }
 
@@ -236,16 +246,37 @@ pub fn gauss_weights(d: usize, n: usize, gammas: &[f64]) -> GaussWeights {
     GaussWeights::new(d, gammas, &covs, prior).unwrap()
 }
 
+/// A made-up Gaussian base for dim θ `d` and dim x 2: A and b of unit-normal entries,
+/// variances 0.1 … 0.1 + 0.3·(d − 1), so that the base's ε moves θ by O(1) at every level.
+pub fn gaussian_base(d: usize) -> GaussianBase {
+    let mut rng = PhiloxStream::new(13, streams::TEST, 0);
+    let mut weight = vec![0.0f32; d * 2];
+    let mut bias = vec![0.0f32; d];
+    rng.fill_normal(0.0, 1.0, &mut weight);
+    rng.fill_normal(0.0, 1.0, &mut bias);
+    GaussianBase {
+        weight,
+        bias,
+        variance: (0..d).map(|i| 0.1 + 0.3 * i as f32).collect(),
+    }
+}
+
 /// The setup of `case`: a random network (seeded), `case.n` random observations.
 pub fn setup(case: &Case) -> Setup {
     let config = ScoreNetConfig::new(case.dim_theta, 2, case.width);
     let mut store = ParamStore::new();
     let mut rng = PhiloxStream::new(11, streams::INIT, 0);
     let net = ScoreNet::new(&mut store, config, &mut rng).unwrap();
-    let plan = ScorePlan::new(&net, &store).unwrap();
+    let schedule = NoiseSchedule { levels: 400 };
+    let mut plan = ScorePlan::new(&net, &store).unwrap();
+    if case.base {
+        plan = plan
+            .with_base(gaussian_base(case.dim_theta), schedule)
+            .unwrap();
+    }
     let mut x = vec![0.0f32; case.n * config.dim_x];
     PhiloxStream::new(12, streams::TEST, 0).fill_normal(0.0, 1.0, &mut x);
-    let (t, gammas) = NoiseSchedule { levels: 400 }.grid(case.levels);
+    let (t, gammas) = schedule.grid(case.levels);
     let cond = plan.condition(&x, &t).unwrap();
     let prior = gpu_prior(case.prior, case.dim_theta);
     let gauss = case
@@ -316,6 +347,23 @@ pub fn compare(
             assert!(
                 moved > 10.0 * tol,
                 "{}: GAUSS moves the draws by only {moved}",
+                case.name
+            );
+        }
+        if case.base {
+            let without = setup(&Case {
+                base: false,
+                ..case.clone()
+            });
+            let target = Target {
+                cond: &without.cond,
+                ..s.target()
+            };
+            let other = sample_target(Device::Cpu, &target, NUM, &case.config, &|_| {}).unwrap();
+            let moved = max_rel_err(&other, &want);
+            assert!(
+                moved > 10.0 * tol,
+                "{}: the Gaussian base moves the draws by only {moved}",
                 case.name
             );
         }

@@ -39,6 +39,9 @@ pub struct Args {
     /// Seed of the simulations, the training and the observations.
     #[arg(long, default_value_t = 1)]
     pub data_seed: u64,
+    /// Put a linear-Gaussian base under the network (see `amortize train --help`).
+    #[arg(long)]
+    pub gaussian_base: bool,
     #[command(flatten)]
     pub sampler: SamplerArgs,
 }
@@ -63,6 +66,7 @@ pub fn run(args: &Args) -> Result<()> {
 
     let mut options = amortize::estimators::ScoreTrainOptions {
         width: args.width,
+        gaussian_base: args.gaussian_base,
         ..Default::default()
     };
     options.train.epochs = args.epochs;

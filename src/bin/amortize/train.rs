@@ -137,6 +137,13 @@ pub struct Args {
     /// as set NPE does, and samples an observation's draws as one set, composing nothing.
     #[arg(long, default_value = "mlp")]
     pub x_encoder: String,
+    /// Score estimator: put a linear-Gaussian posterior N(A·x + b, diag(v)), fitted by
+    /// least squares to the standardized simulations, under the network, which then
+    /// learns only what it gets wrong. Extrapolates where simulations are sparse and
+    /// keeps composed observations' errors from adding up where the posterior is near
+    /// Gaussian (gaussian_linear, gaussian10); x-MLP only, CPU sampling only.
+    #[arg(long)]
+    pub gaussian_base: bool,
     /// x is this many iid draws of a smaller output (slcp: 4 points in the plane): the
     /// model learns one draw from every simulation's draws (the 10⁴ simulations of slcp
     /// give 4·10⁴ pairs (θ, point)), and an observation's draws are composed as iid
@@ -171,6 +178,7 @@ impl Args {
                     )
                 })?),
             },
+            gaussian_base: self.gaussian_base,
             ..ScoreTrainOptions::default()
         };
         options.train.ema_decay = Some(SCORE_EMA_DECAY);
@@ -265,6 +273,17 @@ pub fn run(args: &Args) -> Result<()> {
                 "--x-encoder is the score estimator's (set NPE's encoder is --set-encoder)",
             ));
         }
+        if options.gaussian_base {
+            return Err(Error::invalid(
+                "train",
+                "--gaussian-base is the score estimator's",
+            ));
+        }
+    } else if options.gaussian_base && options.x_encoder.is_some() {
+        return Err(Error::invalid(
+            "train",
+            "--gaussian-base is linear in one observation: it cannot sit under a set encoder (--x-encoder)",
+        ));
     } else if options.x_encoder.is_some() && args.iid_draws < 2 {
         return Err(Error::invalid(
             "train",
