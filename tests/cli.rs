@@ -623,11 +623,16 @@ fn a_score_network_with_a_set_encoder_trains_and_samples_from_the_command_line()
         .concat();
         amortize(&args)
     };
-    let refusals: [(&str, &[&str], &str); 5] = [
+    let refusals: [(&str, &[&str], &str); 6] = [
         (
             "score",
             &["--x-encoder", "lstm"],
             "unknown x encoder \"lstm\"",
+        ),
+        (
+            "score",
+            &["--set-encoder", "deep_set", "--iid-draws", "4"],
+            "--set-encoder is set NPE's",
         ),
         (
             "score",
@@ -704,6 +709,24 @@ fn a_score_network_with_a_set_encoder_trains_and_samples_from_the_command_line()
         assert_eq!(num, 20);
         assert!(draws.iter().all(|v| v.is_finite()));
     }
+    // The draws are one set, so there is nothing to compose: --compose is said to do
+    // nothing, not silently ignored.
+    let (ok, err) = amortize(&[
+        "sample",
+        "--model",
+        s(&model),
+        "--obs",
+        s(&obs),
+        "--num",
+        "5",
+        "--levels",
+        "5",
+        "--compose",
+        "geffner",
+        "--out",
+        s(&out),
+    ]);
+    assert!(ok && err.contains("--compose has no effect"), "{err}");
     let (ok, err) = amortize(&[
         "evaluate",
         "--task",

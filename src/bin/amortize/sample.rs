@@ -41,9 +41,10 @@ pub struct SamplerArgs {
     pub noisy_last_step: bool,
     /// How n > 1 observations are composed: `gauss` (Linhart et al. 2024: exact for
     /// Gaussian posteriors, pilot runs of 1000 draws per observation) or `geffner`
-    /// (the paper's composition as written, biased for n > 1).
-    #[arg(long, default_value = "gauss")]
-    pub compose: String,
+    /// (the paper's composition as written, biased for n > 1). Default: `gauss`.
+    /// Score models that compose observations only.
+    #[arg(long)]
+    pub compose: Option<String>,
     /// Seed of the sampler's noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -81,7 +82,11 @@ impl SamplerArgs {
                 denoise_last: !self.noisy_last_step,
                 ..SamplerConfig::default()
             },
-            composition: self.compose.parse::<Composition>()?,
+            composition: self
+                .compose
+                .as_deref()
+                .unwrap_or("gauss")
+                .parse::<Composition>()?,
             device: self.device.parse::<Device>()?,
         })
     }
@@ -225,6 +230,12 @@ impl Estimator {
                 device: options.device.to_string(),
                 msg: "NPE, NLE, NRE and set NPE sample on the CPU only so far".into(),
             });
+        }
+        let composes = matches!(self, Estimator::Score(_)) && !self.reads_sets();
+        if args.compose.is_some() && !composes {
+            eprintln!(
+                "warning: --compose has no effect: only a score model whose x path reads one observation composes them"
+            );
         }
         let size = obs.len() / self.dims().1;
         if let Some(largest) = self

@@ -107,8 +107,9 @@ pub struct Args {
     /// pooling by attention; width a multiple of its 4 heads) or `deep_set` (a per-point
     /// MLP and mean pooling: 2.6× cheaper to train, but it averages away what pairs of
     /// points say, e.g. slcp's C2ST 0.745 against 0.685–0.711, benches/RESULTS.md).
-    #[arg(long, default_value = "set_transformer")]
-    pub set_encoder: String,
+    /// Default: `set_transformer`.
+    #[arg(long)]
+    pub set_encoder: Option<String>,
     /// Decay of the exponential moving average of the weights that is validated and
     /// saved (0 turns the average off). Default: 0.999 for the score estimator, off for
     /// NPE, NLE and NRE (whose early stopping comes before a slow average settles).
@@ -226,11 +227,8 @@ impl Args {
     /// Set NPE's options for elements of `features` values with the encoder named by
     /// `--set-encoder`, its width `--width`.
     pub fn set_npe_options(&self, features: usize) -> Result<SetNpeOptions> {
-        Ok(SetNpeOptions::new(
-            self.set_encoder.parse()?,
-            features,
-            self.width,
-        ))
+        let kind = self.set_encoder.as_deref().unwrap_or("set_transformer");
+        Ok(SetNpeOptions::new(kind.parse()?, features, self.width))
     }
 
     /// An estimator's default minibatch settings `base` with the ones given here, and
@@ -260,6 +258,12 @@ impl Args {
 /// Reads the data, trains with a progress bar, writes the model.
 pub fn run(args: &Args) -> Result<()> {
     let options = args.options()?;
+    if args.set_encoder.is_some() && args.estimator != "set_npe" {
+        return Err(Error::invalid(
+            "train",
+            "--set-encoder is set NPE's (the score network's set encoder is --x-encoder)",
+        ));
+    }
     if args.estimator != "score" {
         if options.theta_space != ThetaSpace::Unconstrained {
             return Err(Error::invalid(
