@@ -12,7 +12,9 @@
 //! a set encoder may take the x-MLP's place ([`XPath::Set`]): the network then learns
 //! the posterior given a whole set, of any size, and n draws need no composition. The x
 //! path runs once per call outside the samplers' loops (contract 4), so the samplers do
-//! not depend on which.
+//! not depend on which. A linear-Gaussian base may sit under the network (ε̂ = ε̂_net +
+//! ε_base, [`crate::estimators::gaussian_base`]); the loss then trains the network on
+//! ε − ε_base ([`BaseTerms`]).
 //!
 //! Loss (ε form): θ_t = √γ_t θ₀ + √(1 − γ_t) ε, ε ~ N(0, I), L = mean ‖ε̂(θ_t, t, x) − ε‖²,
 //! with the training levels drawn as t = T·u^p, u ~ U(0, 1] ([`LevelDraw`]). Geffner et
