@@ -803,8 +803,9 @@ impl ScoreModel {
             ));
         }
         if let Some(base) = &config.gaussian_base {
-            let net = &config.network;
-            base.validate("ScoreModel::load", net.dim_theta, net.dim_x)
+            // The plan refuses a base that does not fit, or one under a set encoder.
+            ScorePlan::new(&net, &store)?
+                .with_base(base.clone(), config.schedule)
                 .map_err(|e| {
                     Error::invalid("ScoreModel::load", format!("{}: {e}", dir.display()))
                 })?;

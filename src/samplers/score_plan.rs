@@ -282,10 +282,18 @@ impl ScorePlan {
     }
 
     /// This plan with a [`GaussianBase`] under the network: ε̂ = ε̂_net + ε_base, γ of each
-    /// level by `schedule`. An error if the base does not fit the network's sizes.
+    /// level by `schedule`. An error if the base does not fit the network's sizes, or if
+    /// the network reads sets (the base is linear in one observation).
     pub fn with_base(self, base: GaussianBase, schedule: NoiseSchedule) -> Result<Self> {
+        let op = "ScorePlan::with_base";
         let c = self.config;
-        base.validate("ScorePlan::with_base", c.dim_theta, c.dim_x)?;
+        if c.x_encoder.is_some() {
+            return Err(Error::invalid(
+                op,
+                "a Gaussian base is linear in one observation: a set encoder's network has none",
+            ));
+        }
+        base.validate(op, c.dim_theta, c.dim_x)?;
         Ok(ScorePlan {
             base: Some((base, schedule)),
             ..self
@@ -387,21 +395,14 @@ impl ScorePlan {
         sinusoidal_embedding_into(t, c.time_embedding, &mut e_t);
         let mut t_part = vec![0.0; t.len() * c.width];
         self.head_t.apply(&e_t, t.len(), &mut t_part);
-        let base = match (&self.base, &self.x_path) {
-            (None, _) => None,
-            (Some(_), XPathPlan::Set { .. }) => return Err(Error::invalid(
-                "ScorePlan::condition",
-                "a Gaussian base is linear in one observation: a set encoder's network has none",
-            )),
-            (Some((base, schedule)), _) => {
-                let (theta_coef, mean_coef) = base.level_coefficients(schedule, t);
-                Some(BaseConditioning {
-                    means: base.means(x),
-                    theta_coef,
-                    mean_coef,
-                })
+        let base = self.base.as_ref().map(|(base, schedule)| {
+            let (theta_coef, mean_coef) = base.level_coefficients(schedule, t);
+            BaseConditioning {
+                means: base.means(x),
+                theta_coef,
+                mean_coef,
             }
-        };
+        });
         Ok(Conditioning {
             observations: n,
             x_part,
@@ -873,10 +874,8 @@ mod tests {
         };
         assert!(members[0].clone().with_base(wrong, schedule).is_err());
         // A set encoder's x is a set, not one observation the base is linear in.
-        let set = random_plan(configs()[1], 3)
-            .with_base(base(), schedule)
-            .unwrap();
-        let err = set.condition(&x, &t).unwrap_err().to_string();
+        let set = random_plan(configs()[1], 3).with_base(base(), schedule);
+        let err = set.unwrap_err().to_string();
         assert!(err.contains("set encoder"), "{err}");
     }
 
