@@ -1,7 +1,7 @@
 // unary: y = f(x) and its backward dx = f'(x, y) * dy, elementwise, for
 //   relu      max(x, 0);                      f' = 1 if x > 0 else 0
-//   gelu      0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3)
-//             f' = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) sqrt(2/pi) (1 + 3*0.044715 x^2)
+//   gelu      0.5 x (1 + tanh(u)) = x sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3)
+//             f' = s + 2 x s (1 - s) sqrt(2/pi) (1 + 3*0.044715 x^2), s = sigmoid(2u)
 //   silu      x sigmoid(x);                   f' = s (1 + x (1 - s)), s = sigmoid(x)
 //   tanh      tanh x;                         f' = 1 - y^2
 //   sigmoid   1/(1 + e^-x) (no overflow for either sign);  f' = y (1 - y)
@@ -24,7 +24,7 @@ __device__ __forceinline__ float sigmoid_f(float x) {
 __device__ __forceinline__ float f_relu(float x) { return fmaxf(x, 0.0f); }
 __device__ __forceinline__ float f_gelu(float x) {
     const float u = SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x);
-    return 0.5f * x * (1.0f + tanhf(u));
+    return x * sigmoid_f(2.0f * u);
 }
 __device__ __forceinline__ float f_silu(float x) { return x * sigmoid_f(x); }
 __device__ __forceinline__ float f_tanh(float x) { return tanhf(x); }
@@ -38,9 +38,9 @@ __device__ __forceinline__ float f_log(float x) { return logf(x); }
 __device__ __forceinline__ float d_relu(float x, float) { return x > 0.0f ? 1.0f : 0.0f; }
 __device__ __forceinline__ float d_gelu(float x, float) {
     const float u = SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x);
-    const float th = tanhf(u);
+    const float s = sigmoid_f(2.0f * u);
     const float du = SQRT_2_OVER_PI * (1.0f + 3.0f * GELU_CUBIC * x * x);
-    return 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * du;
+    return s + 2.0f * x * s * (1.0f - s) * du;
 }
 __device__ __forceinline__ float d_silu(float x, float) {
     const float s = sigmoid_f(x);

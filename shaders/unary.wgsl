@@ -2,8 +2,8 @@
 // unary_backward: dx[i] = f'(x[i], y[i]) · dy[i]
 // with f chosen by op (UnaryOp::ALL order):
 //   0 relu      max(x, 0)                         f' = 1 if x > 0 else 0
-//   1 gelu      0.5·x·(1 + tanh(u)), u = √(2/π)(x + 0.044715x³)
-//               f' = 0.5(1 + tanh u) + 0.5·x·(1 − tanh²u)·√(2/π)(1 + 3·0.044715x²)
+//   1 gelu      0.5·x·(1 + tanh(u)) = x·σ(2u), u = √(2/π)(x + 0.044715x³)
+//               f' = σ(2u) + 2x·σ(2u)(1 − σ(2u))·√(2/π)(1 + 3·0.044715x²)
 //   2 silu      x·σ(x)                            f' = σ(x)(1 + x(1 − σ(x)))
 //   3 tanh      tanh x                            f' = 1 − y²
 //   4 sigmoid   σ(x) = 1/(1 + e^−x) (overflow-free for either sign)   f' = y(1 − y)
@@ -59,7 +59,7 @@ fn apply(op: u32, v: f32) -> f32 {
         case 0u: { return max(v, 0.0); }
         case 1u: {
             let u = SQRT_2_OVER_PI * (v + GELU_CUBIC * v * v * v);
-            return 0.5 * v * (1.0 + tanh_safe(u));
+            return v * sigmoid(2.0 * u);
         }
         case 2u: { return v * sigmoid(v); }
         case 3u: { return tanh_safe(v); }
@@ -75,9 +75,9 @@ fn derivative(op: u32, v: f32, w: f32) -> f32 {
         case 0u: { return select(0.0, 1.0, v > 0.0); }
         case 1u: {
             let u = SQRT_2_OVER_PI * (v + GELU_CUBIC * v * v * v);
-            let th = tanh_safe(u);
+            let s = sigmoid(2.0 * u);
             let du = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_CUBIC * v * v);
-            return 0.5 * (1.0 + th) + 0.5 * v * (1.0 - th * th) * du;
+            return s + 2.0 * v * s * (1.0 - s) * du;
         }
         case 2u: {
             let s = sigmoid(v);

@@ -84,8 +84,10 @@ impl BinaryOp {
 pub enum UnaryOp {
     /// max(x, 0); its derivative at 0 is taken as 0.
     Relu,
-    /// GELU in the tanh form, 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))). Chosen over the
-    /// erf form because WGSL has no erf: every backend can compute this one the same way.
+    /// GELU in the tanh form, 0.5·x·(1 + tanh(u)) with u = √(2/π)·(x + 0.044715·x³),
+    /// computed as x·σ(2u) (the same function: 0.5·(1 + tanh u) = σ(2u)), which needs one
+    /// exponential where tanh costs two and has no cancellation for negative x. Chosen
+    /// over the erf form because WGSL has no erf: every backend computes this one alike.
     Gelu,
     /// x·sigmoid(x).
     Silu,
@@ -122,7 +124,7 @@ impl UnaryOp {
             UnaryOp::Relu => x.max(0.0),
             UnaryOp::Gelu => {
                 let u = SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x);
-                0.5 * x * (1.0 + u.tanh())
+                x * sigmoid(2.0 * u)
             }
             UnaryOp::Silu => x * sigmoid(x),
             UnaryOp::Tanh => x.tanh(),
@@ -145,10 +147,11 @@ impl UnaryOp {
                 }
             }
             UnaryOp::Gelu => {
+                // d/dx x·σ(2u) = σ(2u) + 2x·σ(2u)(1 − σ(2u))·du/dx.
                 let u = SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x);
-                let th = u.tanh();
+                let s = sigmoid(2.0 * u);
                 let du = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_CUBIC * x * x);
-                0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * du
+                s + 2.0 * x * s * (1.0 - s) * du
             }
             UnaryOp::Silu => {
                 let s = sigmoid(x);
