@@ -33,6 +33,19 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// `amortize sample --model MODEL --obs OBS --num NUM --levels 5 EXTRA --out OUT`.
+fn sample_few(model: &Path, obs: &Path, num: usize, extra: &[&str], out: &Path) -> (bool, String) {
+    let num = num.to_string();
+    let args = [
+        &["sample", "--model", s(model), "--obs", s(obs)][..],
+        &["--num", &num, "--levels", "5"],
+        extra,
+        &["--out", s(out)],
+    ]
+    .concat();
+    amortize(&args)
+}
+
 /// `amortize simulate --task two_moons --num NUM --out DIR`, which must succeed.
 fn simulate_two_moons(num: usize, dir: &Path) {
     let (ok, err) = amortize(&[
@@ -686,19 +699,7 @@ fn a_score_network_with_a_set_encoder_trains_and_samples_from_the_command_line()
     let points: Vec<f32> = (0..16).map(|i| 0.1 * i as f32).collect();
     for (rows, warned) in [(4, false), (8, true)] {
         write_npy(&obs, &points[..2 * rows], &[rows, 2]).unwrap();
-        let (ok, err) = amortize(&[
-            "sample",
-            "--model",
-            s(&model),
-            "--obs",
-            s(&obs),
-            "--num",
-            "20",
-            "--levels",
-            "5",
-            "--out",
-            s(&out),
-        ]);
+        let (ok, err) = sample_few(&model, &obs, 20, &[], &out);
         assert!(ok, "{err}");
         assert_eq!(
             err.contains("larger than any the model was trained on (4)"),
@@ -711,21 +712,7 @@ fn a_score_network_with_a_set_encoder_trains_and_samples_from_the_command_line()
     }
     // The draws are one set, so there is nothing to compose: --compose is said to do
     // nothing, not silently ignored.
-    let (ok, err) = amortize(&[
-        "sample",
-        "--model",
-        s(&model),
-        "--obs",
-        s(&obs),
-        "--num",
-        "5",
-        "--levels",
-        "5",
-        "--compose",
-        "geffner",
-        "--out",
-        s(&out),
-    ]);
+    let (ok, err) = sample_few(&model, &obs, 5, &["--compose", "geffner"], &out);
     assert!(ok && err.contains("--compose has no effect"), "{err}");
     let (ok, err) = amortize(&[
         "evaluate",
