@@ -555,19 +555,24 @@ fn a_gaussian_base_is_fitted_in_the_networks_spaces_samples_its_posterior_and_ro
         assert!((got - v).abs() < 0.12 * v, "v[{i}] = {got}, want {v}");
     }
 
-    // With the network's output zeroed ε̂ is the base's alone, and the samplers must draw
-    // the base's posterior: for one observation, and for four composed by GAUSS. In θ̃
+    // A network over a base starts with its output layer at zero: trained with a zero
+    // learning rate, ε̂ is the base's alone, and the samplers must draw the base's
+    // posterior: for one observation, and for four composed by GAUSS. In θ̃
     // (θ standardized by m_θ, s_θ) the prior is N(−m_θ/s_θ, diag(1/s_θ²)) and the base
     // N(μ_j, diag(v)), so the composed posterior has precision n/v − (n − 1)·s_θ² and mean
     // (Σ_j μ_j/v + (n − 1)·s_θ·m_θ)/precision, per component.
-    let mut base_only = model.clone();
+    training.train.optimizer.lr = 0.0;
+    training.train.epochs = 1;
+    let (base_only, _) =
+        ScoreModel::train(&theta, &x, 10, task.prior(), None, &training, |_| {}).unwrap();
+    assert_eq!(base_only.config.gaussian_base, model.config.gaussian_base);
     let output = &base_only.net.head.output;
     for id in [Some(output.weight), output.bias].into_iter().flatten() {
-        let shape = base_only.store.get(id).shape().to_vec();
-        base_only
-            .store
-            .set(id, amortize::Tensor::zeros(&shape))
-            .unwrap();
+        let values = base_only.store.get(id).to_vec().unwrap();
+        assert!(
+            values.iter().all(|&v| v == 0.0),
+            "the output layer starts at zero"
+        );
     }
     for n in [1, 4] {
         let obs = observations(n);

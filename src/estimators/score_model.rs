@@ -490,6 +490,12 @@ impl ScoreModel {
         let mut store = ParamStore::new();
         let mut rng = PhiloxStream::new(options.train.seed, streams::INIT, 0);
         let net = ScoreNet::new(&mut store, network, &mut rng)?;
+        if gaussian_base.is_some() {
+            // The model starts as the base and the network learns what it gets wrong; a
+            // random output layer would add noise that a short run (and the weight
+            // average, which starts from the initial weights) keeps.
+            net.head.output.zero(&mut store)?;
+        }
         let mut store = move_store(&store, options.device)?;
         let seed = options.train.seed;
         let level_draw = options.level_draw;
