@@ -8,7 +8,9 @@
 //   softplus  max(x, 0) + log1p(e^-|x|);      f' = sigmoid(x)
 //   exp       e^x;                            f' = y
 //   log       ln x;                           f' = 1/x
-// exactly as UnaryOp::apply / UnaryOp::derivative in src/backend/mod.rs. Kernels are
+// exactly as UnaryOp::apply / UnaryOp::derivative in src/backend/mod.rs, except that the
+// CPU reads SiLU's and GELU's gate s back from the output (s = y/x, saving an exponential
+// on a CPU), where these kernels compute it again: the same value to a few ulps. Kernels are
 // unary_NAME(x, y, n) and unary_backward_NAME(x, y, dy, dx, n); one thread per element.
 #define SQRT_2_OVER_PI 0.7978846f
 #define GELU_CUBIC 0.044715f

@@ -13,7 +13,9 @@
 // tanh is computed here as sign(x)(1 − e^−2|x|)/(1 + e^−2|x|), which never overflows,
 // rather than trusting each driver's builtin; ln(1 + t) uses the log1p correction
 // ln(u)·t/(u − 1), u = 1 + t, so softplus keeps its accuracy for large |x|.
-// Reference: `UnaryOp::apply` / `UnaryOp::derivative` in src/backend/mod.rs.
+// Reference: `UnaryOp::apply` / `UnaryOp::derivative` in src/backend/mod.rs (which reads
+// SiLU's and GELU's gate back from the output, s = y/x; computed again here, the same
+// value to a few ulps).
 // Bindings: unary 0 params, 1 x, 2 y; unary_backward 0 params, 1 x, 2 y, 3 dy, 4 dx.
 // Workgroup: 256 threads, one element each.
 

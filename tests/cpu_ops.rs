@@ -147,6 +147,59 @@ fn unary_ops_match_their_formulas() {
 }
 
 #[test]
+fn unary_derivatives_match_their_formulas_from_zero_to_saturation() {
+    // SiLU's and GELU's backward read their gate back from the output (y/x): the grid
+    // has x = 0, subnormal and tiny x, where that division would lose the gate, and
+    // saturated x, where the gate is 0 or 1.
+    let mut x: Vec<f32> = randn(&[257], 8).to_vec().unwrap();
+    for v in [
+        0.0f32, 1e-40, -1e-40, 1e-35, -1e-20, 1e-3, -1e-3, 20.0, -20.0, 90.0, -90.0,
+    ] {
+        x.push(v);
+    }
+    let n = x.len();
+    let ones = Tensor::full(&[n], 1.0);
+    for op in UnaryOp::ALL {
+        let input: Vec<f32> = match op {
+            UnaryOp::Log => x.iter().map(|v| v.abs() + 0.1).collect(),
+            UnaryOp::Exp => x.iter().map(|v| v.clamp(-20.0, 20.0)).collect(),
+            _ => x.clone(),
+        };
+        let xt = Tensor::from_slice(&input, &[n]).unwrap();
+        let y = ops::unary(op, &xt).unwrap();
+        let dx = ops::unary_backward(op, &xt, &y, &ones)
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        for (&xi, &di) in input.iter().zip(&dx) {
+            let v = xi as f64;
+            let sigmoid = |z: f64| 1.0 / (1.0 + (-z).exp());
+            let expect = match op {
+                UnaryOp::Relu => f64::from(u8::from(v > 0.0)),
+                UnaryOp::Gelu => {
+                    let c = (2.0 / std::f64::consts::PI).sqrt();
+                    let th = (c * (v + 0.044715 * v.powi(3))).tanh();
+                    let du = c * (1.0 + 3.0 * 0.044715 * v * v);
+                    0.5 * (1.0 + th) + 0.5 * v * (1.0 - th * th) * du
+                }
+                UnaryOp::Silu => sigmoid(v) * (1.0 + v * (1.0 - sigmoid(v))),
+                UnaryOp::Tanh => 1.0 - v.tanh().powi(2),
+                UnaryOp::Sigmoid => sigmoid(v) * (1.0 - sigmoid(v)),
+                UnaryOp::Softplus => sigmoid(v),
+                UnaryOp::Exp => v.exp(),
+                UnaryOp::Log => 1.0 / v,
+            };
+            // f32 with a few roundings: 1e-5 of the scale holds them (the gate read back
+            // as y/x adds about two).
+            assert!(
+                (di as f64 - expect).abs() <= 1e-5 * expect.abs().max(1.0),
+                "{op:?}'({xi}) = {di}, expected {expect}"
+            );
+        }
+    }
+}
+
+#[test]
 fn activations_do_not_overflow_at_extremes() {
     let x = Tensor::from_vec(vec![-100.0, 100.0, -1e4, 1e4], &[4]).unwrap();
     let softplus = ops::unary(UnaryOp::Softplus, &x).unwrap().to_vec().unwrap();

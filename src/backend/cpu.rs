@@ -184,10 +184,37 @@ fn unary_with(x: &[f32], y: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
 
 /// dx = f'(x)·dy elementwise.
 pub fn unary_backward(op: UnaryOp, x: &[f32], y: &[f32], dy: &[f32], dx: &mut [f32]) {
+    // One loop per op, as in `unary`: a match and three bounds checks per element were a
+    // quarter of a score network's training profile.
+    let d = |op: UnaryOp| move |x: f32, y: f32| op.derivative(x, y);
+    match op {
+        UnaryOp::Relu => unary_backward_with(x, y, dy, dx, d(UnaryOp::Relu)),
+        UnaryOp::Gelu => unary_backward_with(x, y, dy, dx, d(UnaryOp::Gelu)),
+        UnaryOp::Silu => unary_backward_with(x, y, dy, dx, d(UnaryOp::Silu)),
+        UnaryOp::Tanh => unary_backward_with(x, y, dy, dx, d(UnaryOp::Tanh)),
+        UnaryOp::Sigmoid => unary_backward_with(x, y, dy, dx, d(UnaryOp::Sigmoid)),
+        UnaryOp::Softplus => unary_backward_with(x, y, dy, dx, d(UnaryOp::Softplus)),
+        UnaryOp::Exp => unary_backward_with(x, y, dy, dx, d(UnaryOp::Exp)),
+        UnaryOp::Log => unary_backward_with(x, y, dy, dx, d(UnaryOp::Log)),
+    }
+}
+
+/// [`unary_backward`] for one op's derivative `f(x, y)`.
+fn unary_backward_with(
+    x: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) {
     for_chunks(dx, |start, chunk| {
-        for (i, o) in chunk.iter_mut().enumerate() {
-            let idx = start + i;
-            *o = op.derivative(x[idx], y[idx]) * dy[idx];
+        let end = start + chunk.len();
+        let inputs = x[start..end]
+            .iter()
+            .zip(&y[start..end])
+            .zip(&dy[start..end]);
+        for (o, ((&xv, &yv), &g)) in chunk.iter_mut().zip(inputs) {
+            *o = f(xv, yv) * g;
         }
     });
 }
