@@ -18,7 +18,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::estimators::score::NoiseSchedule;
+use crate::estimators::score::{NoiseSchedule, ScoreNetConfig};
 
 /// Smallest residual variance (standardized units) the base keeps, so that its ε at
 /// γ = 1 is 0 rather than 0/0.
@@ -119,9 +119,17 @@ impl GaussianBase {
         self.weight.len() / self.bias.len().max(1)
     }
 
-    /// Checks that the base fits a network of these sizes and holds finite values with
-    /// positive variances (a model file may say anything).
-    pub fn validate(&self, op: &'static str, dim_theta: usize, dim_x: usize) -> Result<()> {
+    /// Checks that the base can sit under `network`: its x path reads one observation
+    /// (not a set), the sizes fit, and the values are finite with positive variances (a
+    /// model file may say anything).
+    pub fn validate(&self, op: &'static str, network: &ScoreNetConfig) -> Result<()> {
+        if network.x_encoder.is_some() {
+            return Err(Error::invalid(
+                op,
+                "a Gaussian base is linear in one observation: a set encoder's network has none",
+            ));
+        }
+        let (dim_theta, dim_x) = (network.dim_theta, network.dim_x);
         let sizes_fit = self.bias.len() == dim_theta
             && self.variance.len() == dim_theta
             && self.weight.len() == dim_theta * dim_x;
@@ -222,8 +230,11 @@ mod tests {
                 "{fitted} vs {truth}"
             );
         }
-        base.validate("test", 3, 2).unwrap();
-        assert!(base.validate("test", 3, 3).is_err());
+        base.validate("test", &ScoreNetConfig::new(3, 2, 8))
+            .unwrap();
+        assert!(base
+            .validate("test", &ScoreNetConfig::new(3, 3, 8))
+            .is_err());
 
         // E[ε | θ_t] by regression on draws at γ = 0.3, given x = (1, −1): the base's
         // c·θ_t − s·m must match it in slope and intercept.

@@ -466,19 +466,19 @@ impl ScoreModel {
 
         // Fitted to every row, as the standardizations are, so that the members of an
         // ensemble trained on the same simulations share it.
-        let gaussian_base = match (options.gaussian_base, xs) {
-            (false, _) => None,
-            (true, XData::Rows(x)) => Some(GaussianBase::fit(&u, x, dim_theta, network.dim_x)?),
+        let (gaussian_base, base_means) = match (options.gaussian_base, xs) {
+            (false, _) => (None, Vec::new()),
+            (true, XData::Rows(x)) => {
+                let base = GaussianBase::fit(&u, x, dim_theta, network.dim_x)?;
+                let means = base.means(x);
+                (Some(base), means)
+            }
             (true, XData::Sets(_)) => {
                 return Err(Error::invalid(
                     op,
                     "a Gaussian base is linear in one observation: a set encoder's network cannot have one",
                 ))
             }
-        };
-        let base_means = match (&gaussian_base, xs) {
-            (Some(base), XData::Rows(x)) => base.means(x),
-            _ => Vec::new(),
         };
         let base_terms = gaussian_base.as_ref().map(|base| BaseTerms {
             base,
@@ -809,9 +809,7 @@ impl ScoreModel {
             ));
         }
         if let Some(base) = &config.gaussian_base {
-            // The plan refuses a base that does not fit, or one under a set encoder.
-            ScorePlan::new(&net, &store)?
-                .with_base(base.clone(), config.schedule)
+            base.validate("ScoreModel::load", &config.network)
                 .map_err(|e| {
                     Error::invalid("ScoreModel::load", format!("{}: {e}", dir.display()))
                 })?;

@@ -285,15 +285,7 @@ impl ScorePlan {
     /// level by `schedule`. An error if the base does not fit the network's sizes, or if
     /// the network reads sets (the base is linear in one observation).
     pub fn with_base(self, base: GaussianBase, schedule: NoiseSchedule) -> Result<Self> {
-        let op = "ScorePlan::with_base";
-        let c = self.config;
-        if c.x_encoder.is_some() {
-            return Err(Error::invalid(
-                op,
-                "a Gaussian base is linear in one observation: a set encoder's network has none",
-            ));
-        }
-        base.validate(op, c.dim_theta, c.dim_x)?;
+        base.validate("ScorePlan::with_base", &self.config)?;
         Ok(ScorePlan {
             base: Some((base, schedule)),
             ..self
