@@ -33,6 +33,7 @@ const TF32: f32 = 2e-3;
 /// The backend of cuda:0 with output poisoning on, or `None` (after printing why) when
 /// there is none and the environment does not require one.
 fn gpu(test: &str) -> Option<Arc<CudaBackend>> {
+    common::cuda_emulator::install();
     let why = match CudaBackend::shared(0) {
         Ok(g) => {
             if amortize::devices::nvrtc_present() {
@@ -66,7 +67,7 @@ op_parity_tests! {device:
     layer_norm_forward_and_backward => layer_norm_forward_and_backward,
     masked_set_reduce_forward_and_backward => masked_set_reduce_forward_and_backward,
     masked_softmax_with_padding_and_causal_masks => masked_softmax_with_padding_and_causal_masks,
-    rq_spline_forward_inverse_and_backward => rq_spline_forward_inverse_and_backward(84),
+    rq_spline_forward_inverse_and_backward => rq_spline_forward_inverse_and_backward,
     gather_rows_forward_and_deterministic_backward => gather_rows_forward_and_deterministic_backward,
     mse_forward_and_backward => mse_forward_and_backward,
     adam_update_in_place_with_copy_on_write => adam_update_in_place_and_copy_on_write,
@@ -138,6 +139,10 @@ fn matmul_tf32_all_layouts_and_edge_shapes() {
         return;
     };
     assert_eq!(g.matmul_precision(), MatmulPrecision::F32, "the default");
+    if common::cuda_emulator::requested() {
+        eprintln!("skipping matmul_tf32: the CUDA emulator has no tensor cores (inline PTX)");
+        return;
+    }
     if g.compute_capability().0 < 8 {
         // TF32 tensor cores need compute capability 8.0: asking is an error that says so.
         let err = g

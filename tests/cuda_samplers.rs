@@ -36,6 +36,7 @@ const TOL: f32 = 2e-3;
 /// Whether cuda:0 can run the samplers; `false` (after printing why) when it cannot and
 /// the environment does not require it.
 fn gpu(test: &str) -> bool {
+    common::cuda_emulator::install();
     let why = match CudaBackend::shared(0) {
         Ok(_) if amortize::devices::nvrtc_present() => return true,
         Ok(_) => "no NVRTC library (libnvrtc.so) to compile the kernels".to_string(),

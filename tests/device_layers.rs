@@ -26,6 +26,7 @@ use common::{max_rel_err, randn, uniform};
 
 /// Whether `device` can run; if not, explains the skip (or fails when `require_var` is 1).
 fn usable(device: Device, require_var: &str, what: &str) -> bool {
+    common::cuda_emulator::install();
     match backend::for_device(device) {
         Ok(_) => true,
         Err(e) => {

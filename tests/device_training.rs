@@ -5,6 +5,8 @@
 //! wgpu runs on lavapipe in CI (`AMORTIZE_REQUIRE_WGPU=1` turns "no adapter" into a
 //! failure); CUDA runs where a device exists (`AMORTIZE_REQUIRE_CUDA=1` likewise).
 
+mod common;
+
 use amortize::backend::UnaryOp;
 use amortize::nn::{MlpShape, ResidualMlp};
 use amortize::optim::AdamConfig;
@@ -75,6 +77,7 @@ fn loss_curve(device: Device) -> amortize::Result<Vec<(f32, f32)>> {
 
 /// Compares `device`'s curve with the CPU's, or explains the skip.
 fn check(device: Device, require_var: &str) {
+    common::cuda_emulator::install();
     if let Err(e) = backend::for_device(device) {
         if std::env::var(require_var).as_deref() == Ok("1") {
             panic!("{require_var}=1 but {device} is unusable: {e}");

@@ -65,7 +65,7 @@ op_parity_tests! {device:
     reductions_and_their_backward => reductions_and_their_backward,
     softmax_family_forward_and_backward => softmax_family_and_logsumexp,
     masked_softmax_with_padding_and_causal_masks => masked_softmax_with_padding_and_causal_masks,
-    rq_spline_forward_inverse_and_backward => rq_spline_forward_inverse_and_backward(46),
+    rq_spline_forward_inverse_and_backward => rq_spline_forward_inverse_and_backward,
     layer_norm_forward_and_backward => layer_norm_forward_and_backward,
     masked_set_reduce_forward_and_backward => masked_set_reduce_forward_and_backward,
     gather_rows_forward_and_backward_with_repeats => gather_rows_forward_and_deterministic_backward,

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod cuda_emulator;
+
 use amortize::rng::{streams, PhiloxStream};
 use amortize::{Result, Tape, Tensor, Var};
 

@@ -402,10 +402,17 @@ pub fn masked_softmax_with_padding_and_causal_masks(device: Device) {
     }
 }
 
-/// On the draws of `seed` and `seed + 1` (knots), `seed + 2` and `seed + 3` (upstream
-/// gradients). Each suite keeps its own seed: on lavapipe the inverse's dx misses 1e-5 on
-/// some draws (CUDA's seed 84: 1.36e-5), which the wgpu suite's seed 46 does not show.
-pub fn rq_spline_forward_inverse_and_backward(device: Device, seed: u64) {
+/// The spline's backward differentiates through f32 bin arithmetic (the inverse through
+/// the root of a quadratic, then 1/f' and d ln f'/dx) against the CPU's f64. Over 200
+/// draws of this case's shapes, lavapipe and the CUDA emulator both reach relative errors
+/// of 1.2e-5 (forward, dwidths) and 5.0e-5 (inverse, dx and dheights): rounding, not a
+/// fault, since the outputs y and logdet stay within 3.6e-6. 1e-4 leaves twice that; a
+/// wrong partial, sign or bin errs by O(1).
+const SPLINE_BACKWARD: f32 = 1e-4;
+
+/// Knots, inputs and upstream gradients drawn with seeds 84 to 87.
+pub fn rq_spline_forward_inverse_and_backward(device: Device) {
+    let seed = 84;
     let g = &*backend(device);
     let c = cpu();
     let (n, bins, bound) = (300, 6, 3.0);
@@ -430,7 +437,7 @@ pub fn rq_spline_forward_inverse_and_backward(device: Device, seed: u64) {
             .iter()
             .zip(got.iter().zip(&want))
         {
-            check(&format!("{what} backward {name}"), g, a, b, ELEMENTWISE);
+            check(&format!("{what} backward {name}"), g, a, b, SPLINE_BACKWARD);
         }
     }
 }
