@@ -10,7 +10,10 @@
 //! is built in the same way. Files of inline PTX (tensor cores) have no C++ build: their kernels fail
 //! to load on the emulator, and their tests skip there. The library is cached under
 //! `target/tmp/cuda-emulator/<hash of its inputs>/`, written through a temporary folder
-//! and a rename so parallel test processes never load half a build.
+//! and a rename so parallel test processes never load half a build; `current` links to the
+//! build of the sources last tested, for other binaries:
+//! `LD_PRELOAD=target/tmp/cuda-emulator/current/libcuda.so amortize sample --device cuda:0 ...`
+//! runs the command line on the emulator.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -77,6 +80,17 @@ fn translation_unit(text: &str, entries: &[&str]) -> String {
     out
 }
 
+/// Points `root/current` at `build`, the emulator of the sources this process was built
+/// from, for `LD_PRELOAD=target/tmp/cuda-emulator/current/libcuda.so amortize ...`.
+fn point_current_at(root: &Path, build: &Path) {
+    let link = root.join(format!("current.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_file(&link);
+    // Best effort: the link is a convenience for running binaries by hand.
+    if std::os::unix::fs::symlink(build, &link).is_ok() {
+        let _ = std::fs::rename(&link, root.join("current"));
+    }
+}
+
 /// The names of the `__global__ void NAME(` functions of `text`.
 pub fn global_functions(text: &str) -> Vec<&str> {
     text.split("__global__ void ")
@@ -120,6 +134,7 @@ fn build() -> Result<PathBuf, String> {
     let done = root.join(format!("{:016x}", hasher.finish()));
     let library = done.join("libcuda.so");
     if library.exists() {
+        point_current_at(&root, &done);
         return Ok(library);
     }
     let work = root.join(format!("build-{}", std::process::id()));
@@ -175,6 +190,7 @@ fn build() -> Result<PathBuf, String> {
         let _ = std::fs::remove_dir_all(&work);
     }
     if library.exists() {
+        point_current_at(&root, &done);
         Ok(library)
     } else {
         Err(format!("{library:?} missing after the build"))

@@ -153,7 +153,9 @@ pub fn config(algorithm: Algorithm, corrector: Corrector) -> SamplerConfig {
 /// The cases every backend runs (a table: rustfmt would give each row eight lines). dim θ
 /// 3 is not a multiple of 4 (the noise blocks have ragged ends); width 16 is one column per
 /// WGSL invocation and one per CUDA thread column; dim θ 5 with width 48 gives two columns
-/// per invocation and thread, the second ragged, and ragged CUDA weight slabs.
+/// per invocation and thread, the second ragged, and ragged CUDA weight slabs; dim θ 10 with
+/// width 128 is gaussian10's network at its benchmark size (four CUDA columns per thread),
+/// and width 200 the widest column count (eight, the last ragged).
 #[rustfmt::skip]
 pub fn cases() -> Vec<Case> {
     let diffusion = |c| config(Algorithm::Diffusion, c);
@@ -165,6 +167,7 @@ pub fn cases() -> Vec<Case> {
     let base = |c: Case| Case { base: true, ..c };
     let noisy_last = |c: Case| Case { config: SamplerConfig { denoise_last: false, ..c.config }, ..c };
     let (small, wide) = ((3, 16), (5, 48));
+    let (bench, widest) = ((10, 128), (7, 200));
     use PriorCase::*;
     vec![
         case("diffusion n=1", 1, 20, small, StandardNormal, diffusion(Corrector::NONE)),
@@ -173,6 +176,8 @@ pub fn cases() -> Vec<Case> {
         case("diffusion n=1 corrector", 1, 20, small, StandardNormal, diffusion(CORRECTOR)),
         case("diffusion n=3 corrector", 3, 20, small, StandardNormal, diffusion(CORRECTOR)),
         case("diffusion n=3 width 48", 3, 20, wide, StandardNormal, diffusion(CORRECTOR)),
+        case("diffusion n=8 width 128", 8, 4, bench, StandardNormal, diffusion(Corrector::NONE)),
+        gauss(case("diffusion n=2 gauss width 200", 2, 4, widest, StandardNormal, diffusion(CORRECTOR))),
         case("diffusion n=3 gaussian", 3, 20, wide, Gaussian, diffusion(Corrector::NONE)),
         case("diffusion n=3 box", 3, 20, small, Box, diffusion(CORRECTOR)),
         case("diffusion n=3 log-normal", 3, 20, small, LogNormal, diffusion(CORRECTOR)),
