@@ -12,8 +12,14 @@ use amortize::estimators::set_npe::SetEncoderConfig;
 use amortize::io::npy::write_npy;
 
 fn amortize(args: &[&str]) -> (bool, String) {
+    amortize_with(&[], args)
+}
+
+/// [`amortize`] with extra environment variables.
+fn amortize_with(env: &[(&str, &Path)], args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_amortize"))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     (
@@ -473,6 +479,90 @@ fn a_score_model_trains_on_wgpu_from_the_command_line() {
         "cuda:7",
     ]);
     assert!(!ok && err.contains("cuda:7"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The environment under which `amortize` sees cuda:0: the CUDA emulator preloaded when
+/// the tests run on it, nothing more with a real device; `None` (after printing why) when
+/// there is neither and `AMORTIZE_REQUIRE_CUDA` is not 1.
+fn cuda_environment(test: &str) -> Option<Vec<(&'static str, PathBuf)>> {
+    if let Some(library) = common::cuda_emulator::library() {
+        return Some(vec![("LD_PRELOAD", library)]);
+    }
+    match amortize::backend::for_device(amortize::Device::Cuda(0)) {
+        Ok(_) => Some(Vec::new()),
+        Err(e) if std::env::var("AMORTIZE_REQUIRE_CUDA").as_deref() == Ok("1") => {
+            panic!("{test}: AMORTIZE_REQUIRE_CUDA=1 but cuda:0 is unusable: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipping {test}: {e}");
+            None
+        }
+    }
+}
+
+#[test]
+fn a_score_model_trains_and_samples_on_cuda_from_the_command_line() {
+    let test = "a_score_model_trains_and_samples_on_cuda_from_the_command_line";
+    let Some(env) = cuda_environment(test) else {
+        return;
+    };
+    let env: Vec<(&str, &Path)> = env.iter().map(|(k, v)| (*k, v.as_path())).collect();
+    let dir = scratch("cuda");
+    let (data, model) = (dir.join("data"), dir.join("model"));
+    simulate_two_moons(300, &data);
+    let (ok, err) = amortize_with(
+        &env,
+        &[
+            "train",
+            "--data",
+            s(&data),
+            "--task",
+            "two_moons",
+            "--out",
+            s(&model),
+            "--epochs",
+            "2",
+            "--width",
+            "16",
+            "--device",
+            "cuda:0",
+        ],
+    );
+    assert!(ok, "{err}");
+    let obs = dir.join("obs.npy");
+    write_npy(&obs, &[0.1, 0.2, 0.0, 0.3, 0.2, 0.1], &[3, 2]).unwrap();
+    // The same model, observations and seed on both devices: the fused kernel draws what
+    // the CPU sampler draws, up to f32 rounding along the chain (the tolerance of
+    // tests/cuda_samplers.rs); GAUSS's pilot runs on each device too.
+    let draws = |device: &str| {
+        let out = dir.join(format!("draws-{}.npy", device.replace(':', "")));
+        let args = [
+            "sample",
+            "--model",
+            s(&model),
+            "--obs",
+            s(&obs),
+            "--num",
+            "100",
+            "--levels",
+            "20",
+            "--seed",
+            "7",
+            "--device",
+            device,
+            "--out",
+            s(&out),
+        ];
+        let (ok, err) = amortize_with(&env, &args);
+        assert!(ok, "{device}: {err}");
+        amortize::io::npy::read_npy(&out).unwrap()
+    };
+    let (cpu, cuda) = (draws("cpu"), draws("cuda:0"));
+    assert_eq!(cpu.shape, [100, 2]);
+    assert_eq!(cuda.shape, cpu.shape);
+    let err = common::max_rel_err(&cuda.data, &cpu.data);
+    assert!(err <= 2e-3, "cuda:0 draws differ from the CPU's by {err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -16,8 +16,11 @@ use amortize::{backend, Device, ParamStore, Tape, Tensor};
 
 const ROWS: usize = 256;
 
-/// Per-epoch training and validation losses of a small MLP fitted on `device`.
-fn loss_curve(device: Device) -> amortize::Result<Vec<(f32, f32)>> {
+/// Per-epoch training and validation losses of a small MLP fitted on `device`, and after
+/// each epoch the CUDA emulator's count of device allocations (`None` off the emulator).
+type Curve = (Vec<(f32, f32)>, Vec<Option<u64>>);
+
+fn loss_curve(device: Device) -> amortize::Result<Curve> {
     let mut x = vec![0.0; ROWS * 3];
     PhiloxStream::new(1, streams::DATA, 0).fill_uniform(-2.0, 2.0, &mut x);
     let y: Vec<f32> = x
@@ -56,7 +59,7 @@ fn loss_curve(device: Device) -> amortize::Result<Vec<(f32, f32)>> {
         warmup_steps: 5,
         ..TrainConfig::default()
     };
-    let mut curve = Vec::new();
+    let (mut curve, mut allocations) = (Vec::new(), Vec::new());
     fit(
         &mut on_device,
         ROWS,
@@ -67,12 +70,15 @@ fn loss_curve(device: Device) -> amortize::Result<Vec<(f32, f32)>> {
             let pred = net.forward(tape, store, xb)?;
             tape.mse(pred, yb)
         },
-        |e| curve.push((e.train_loss, e.validation_loss.unwrap_or(f32::NAN))),
+        |e| {
+            curve.push((e.train_loss, e.validation_loss.unwrap_or(f32::NAN)));
+            allocations.push(common::cuda_emulator::allocation_count());
+        },
     )?;
     for (_, name, t) in on_device.iter() {
         assert_eq!(t.device(), device, "{name} left the device");
     }
-    Ok(curve)
+    Ok((curve, allocations))
 }
 
 /// Compares `device`'s curve with the CPU's, or explains the skip.
@@ -85,8 +91,18 @@ fn check(device: Device, require_var: &str) {
         eprintln!("skipping the {device} training run: {e}");
         return;
     }
-    let cpu = loss_curve(Device::Cpu).unwrap();
-    let gpu = loss_curve(device).unwrap();
+    let (cpu, _) = loss_curve(Device::Cpu).unwrap();
+    let (gpu, allocations) = loss_curve(device).unwrap();
+    if device == Device::Cuda(0) && allocations[0].is_some() {
+        // The emulator counts cuMemAlloc calls: every shape the loop uses (training and
+        // validation batches, activations, gradients, Adam moments) is met in the first
+        // epoch, so the caching allocator serves every later epoch from its free lists.
+        assert!(
+            allocations.windows(2).all(|w| w[0] == w[1]),
+            "device allocations after each epoch: {allocations:?}"
+        );
+        eprintln!("{device}: device allocations after each epoch: {allocations:?}");
+    }
     assert_eq!(cpu.len(), gpu.len(), "early stopping differs");
     for (epoch, ((ct, cv), (gt, gv))) in cpu.iter().zip(&gpu).enumerate() {
         // Each op agrees to 1e-5..1e-4 (contract 2); over 48 Adam steps the differences

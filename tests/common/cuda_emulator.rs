@@ -30,16 +30,42 @@ pub fn requested() -> bool {
     std::env::var(VAR).as_deref() == Ok("1")
 }
 
+/// The emulator, once [`install`] loaded it.
+static LOADED: OnceLock<Result<libloading::Library, String>> = OnceLock::new();
+
 /// Loads the emulator as this process's CUDA driver when [`requested`] (building it on
 /// first use), and says whether it did. Panics with the compiler's output when the build
 /// fails: a test that asked for the emulator must not pass by skipping.
 pub fn install() -> bool {
-    static LOADED: OnceLock<Result<libloading::Library, String>> = OnceLock::new();
-    if !requested() {
+    let Some(path) = library() else {
         return false;
-    }
-    match LOADED.get_or_init(|| build().and_then(|path| load(&path))) {
+    };
+    match LOADED.get_or_init(|| load(&path)) {
         Ok(_) => true,
+        Err(e) => panic!("{VAR}=1 but the CUDA emulator is unusable: {e}"),
+    }
+}
+
+/// How many device allocations (`cuMemAlloc`) the emulator has made in this process, or
+/// `None` when it is not installed.
+pub fn allocation_count() -> Option<u64> {
+    let library = LOADED.get()?.as_ref().ok()?;
+    // SAFETY: driver.cpp defines `unsigned long long emu_allocation_count()`.
+    let count =
+        unsafe { library.get::<unsafe extern "C" fn() -> u64>(b"emu_allocation_count") }.ok()?;
+    // SAFETY: it takes nothing and reads an atomic.
+    Some(unsafe { count() })
+}
+
+/// The emulator's library when [`requested`] (built on first use), for child processes
+/// (`LD_PRELOAD`); panics as [`install`] when the build fails.
+pub fn library() -> Option<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    if !requested() {
+        return None;
+    }
+    match BUILT.get_or_init(build) {
+        Ok(path) => Some(path.clone()),
         Err(e) => panic!("{VAR}=1 but the CUDA emulator is unusable: {e}"),
     }
 }

@@ -26,6 +26,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -336,6 +337,7 @@ const int kSharedOptin = 227 * 1024;
 
 std::mutex memory_lock;
 std::map<uintptr_t, Region> allocations;  // by start address
+std::atomic<unsigned long long> allocation_count{0};
 
 int context_token, stream_token, event_token;
 
@@ -457,8 +459,13 @@ CUresult cuMemAlloc_v2(CUdeviceptr* ptr, size_t bytes) {
     std::lock_guard<std::mutex> guard(memory_lock);
     allocations[reinterpret_cast<uintptr_t>(start)] = region;
     *ptr = reinterpret_cast<uintptr_t>(start);
+    ++allocation_count;
     return CUDA_SUCCESS;
 }
+
+// Not the driver's: how many cuMemAlloc calls succeeded so far, so that tests can check
+// that a loop allocates nothing after its first iteration.
+unsigned long long emu_allocation_count() { return allocation_count.load(); }
 
 CUresult cuMemFree_v2(CUdeviceptr ptr) {
     std::lock_guard<std::mutex> guard(memory_lock);
