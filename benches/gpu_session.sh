@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
 # One GPU session in one device call: the fused CUDA sampler's throughput, the eager
 # PyTorch baseline on a trained model of the same size side by side, every test binary
-# with CUDA required, the CUDA matmul and the WGSL sampler, each under its own time limit
-# so that one call of the device tool (at most 600 s) brings everything back.
+# with CUDA required, the CUDA matmul and the WGSL sampler (small, and at the CUDA
+# bench's size), each under its own time limit so that one call of the device tool (at
+# most 600 s) brings everything back.
+#
+# Dry run without a GPU, on the CUDA emulator (tests/cuda_emulator; a check of this
+# script and of the binaries, no measurement): after the CUDA tests ran with
+# AMORTIZE_CUDA_EMULATOR=1,
+#   LD_PRELOAD=$PWD/target/tmp/cuda-emulator/current/libcuda.so AMORTIZE_CUDA_EMULATOR=1 \
+#   AMORTIZE_BENCH_DRAWS=64 benches/gpu_session.sh run
 #
 # Here (Rust toolchain, no GPU):
 #   benches/gpu_session.sh prepare
@@ -76,9 +83,11 @@ run() {
         step "torch_reference_n$n" 100 python3 benches/torch_reference.py \
             --model .gpu/g10-w128 --obs ".gpu/obs-n$n.npy" --num 100000 --levels 400
     done
-    step tests 150 .gpu/run
-    step matmul 60 .gpu/run bench-matmul --bench --warm-up-time 1 --measurement-time 2
-    step sample_wgpu 60 .gpu/run bench-sample_wgpu
+    step tests 130 .gpu/run
+    step matmul 45 .gpu/run bench-matmul --bench --warm-up-time 1 --measurement-time 2
+    # The fused WGSL sampler, small (its CPU ratio) and at sample_cuda's size (its CUDA ratio).
+    step sample_wgpu 30 .gpu/run bench-sample_wgpu
+    AMORTIZE_BENCH_SIZE=gaussian10 step sample_wgpu_gaussian10 60 .gpu/run bench-sample_wgpu
     cat "$out/summary.txt"
 }
 

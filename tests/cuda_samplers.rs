@@ -26,8 +26,8 @@ use amortize::backend::cuda::CudaBackend;
 use amortize::samplers::cuda::sample_cuda;
 use amortize::samplers::{Algorithm, SamplerConfig, Target};
 use sampler_cases::{
-    assert_rounding_noise_moves_draws_far_less_than, compare, config, cpu_draws, gpu_prior, setup,
-    Case, PriorCase, Setup, CORRECTOR, NUM,
+    assert_rounding_noise_moves_draws_far_less_than, compare, compare_cases, config, cpu_draws,
+    gpu_prior, setup, widest_cases, Case, PriorCase, Setup, CORRECTOR, NUM,
 };
 
 /// Elementwise tolerance relative to max(1, |cpu|) (module docs).
@@ -79,6 +79,12 @@ fn fused_diffusion_matches_the_cpu_sampler() {
         return;
     }
     compare_on_cuda(|c| c.algorithm == Algorithm::Diffusion);
+    compare_cases(
+        &widest_cases(),
+        TOL,
+        |_| true,
+        |target, config| sample_cuda(0, target, NUM, config),
+    );
 }
 
 #[test]
