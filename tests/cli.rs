@@ -41,6 +41,18 @@ fn s(p: &Path) -> &str {
 
 /// `amortize sample --model MODEL --obs OBS --num NUM --levels 5 EXTRA --out OUT`.
 fn sample_few(model: &Path, obs: &Path, num: usize, extra: &[&str], out: &Path) -> (bool, String) {
+    sample_few_with(&[], model, obs, num, extra, out)
+}
+
+/// [`sample_few`] with extra environment variables.
+fn sample_few_with(
+    env: &[(&str, &Path)],
+    model: &Path,
+    obs: &Path,
+    num: usize,
+    extra: &[&str],
+    out: &Path,
+) -> (bool, String) {
     let num = num.to_string();
     let args = [
         &["sample", "--model", s(model), "--obs", s(obs)][..],
@@ -49,7 +61,7 @@ fn sample_few(model: &Path, obs: &Path, num: usize, extra: &[&str], out: &Path) 
         &["--out", s(out)],
     ]
     .concat();
-    amortize(&args)
+    amortize_with(env, &args)
 }
 
 /// `amortize simulate --task two_moons --num NUM --out DIR`, which must succeed.
@@ -206,13 +218,25 @@ fn train_two_moons(
     epochs: &str,
     extra: &[&str],
 ) -> (bool, String) {
+    train_two_moons_with(&[], estimator, data, model, epochs, extra)
+}
+
+/// [`train_two_moons`] with extra environment variables.
+fn train_two_moons_with(
+    env: &[(&str, &Path)],
+    estimator: &str,
+    data: &Path,
+    model: &Path,
+    epochs: &str,
+    extra: &[&str],
+) -> (bool, String) {
     let args = [
         &["train", "--estimator", estimator, "--data", s(data)][..],
         &["--task", "two_moons", "--out", s(model), "--epochs", epochs],
         extra,
     ]
     .concat();
-    amortize(&args)
+    amortize_with(env, &args)
 }
 
 /// Trains `estimator` on two_moons for two epochs (extra arguments `train_args`),
@@ -511,24 +535,8 @@ fn a_score_model_trains_and_samples_on_cuda_from_the_command_line() {
     let dir = scratch("cuda");
     let (data, model) = (dir.join("data"), dir.join("model"));
     simulate_two_moons(300, &data);
-    let (ok, err) = amortize_with(
-        &env,
-        &[
-            "train",
-            "--data",
-            s(&data),
-            "--task",
-            "two_moons",
-            "--out",
-            s(&model),
-            "--epochs",
-            "2",
-            "--width",
-            "16",
-            "--device",
-            "cuda:0",
-        ],
-    );
+    let extra = ["--width", "16", "--device", "cuda:0"];
+    let (ok, err) = train_two_moons_with(&env, "score", &data, &model, "2", &extra);
     assert!(ok, "{err}");
     let obs = dir.join("obs.npy");
     write_npy(&obs, &[0.1, 0.2, 0.0, 0.3, 0.2, 0.1], &[3, 2]).unwrap();
@@ -537,24 +545,8 @@ fn a_score_model_trains_and_samples_on_cuda_from_the_command_line() {
     // tests/cuda_samplers.rs); GAUSS's pilot runs on each device too.
     let draws = |device: &str| {
         let out = dir.join(format!("draws-{}.npy", device.replace(':', "")));
-        let args = [
-            "sample",
-            "--model",
-            s(&model),
-            "--obs",
-            s(&obs),
-            "--num",
-            "100",
-            "--levels",
-            "20",
-            "--seed",
-            "7",
-            "--device",
-            device,
-            "--out",
-            s(&out),
-        ];
-        let (ok, err) = amortize_with(&env, &args);
+        let extra = ["--seed", "7", "--device", device];
+        let (ok, err) = sample_few_with(&env, &model, &obs, 100, &extra, &out);
         assert!(ok, "{device}: {err}");
         amortize::io::npy::read_npy(&out).unwrap()
     };

@@ -22,6 +22,19 @@ use std::sync::OnceLock;
 
 use amortize::backend::cuda::{kernel_source, KERNELS};
 
+/// g++'s options for every translation unit: no contraction, as `__fadd_rn` and friends
+/// ask of NVCC (emu.h).
+const CXX_FLAGS: &[&str] = &[
+    "-std=c++17",
+    "-O2",
+    "-fPIC",
+    "-ffp-contract=off",
+    "-Wall",
+    "-Wno-unknown-pragmas",
+    "-Wno-unused-function",
+    "-Wno-unused-variable",
+];
+
 /// The variable that turns the emulator on.
 pub const VAR: &str = "AMORTIZE_CUDA_EMULATOR";
 
@@ -155,6 +168,7 @@ fn build() -> Result<PathBuf, String> {
     }
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     read("emu.h")?.hash(&mut hasher);
+    CXX_FLAGS.hash(&mut hasher);
     units.hash(&mut hasher);
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cuda-emulator");
     let done = root.join(format!("{:016x}", hasher.finish()));
@@ -172,12 +186,7 @@ fn build() -> Result<PathBuf, String> {
         let source = work.join(format!("{name}.cpp"));
         std::fs::write(&source, text).map_err(|e| format!("{source:?}: {e}"))?;
         let child = Command::new("g++")
-            .args(["-std=c++17", "-O2", "-fPIC", "-ffp-contract=off", "-Wall"])
-            .args([
-                "-Wno-unknown-pragmas",
-                "-Wno-unused-function",
-                "-Wno-unused-variable",
-            ])
+            .args(CXX_FLAGS)
             .arg("-I")
             .arg(&emulator)
             .arg("-c")

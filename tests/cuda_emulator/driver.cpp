@@ -155,9 +155,16 @@ struct Block {
     Region shared{};
     char* shared_start = nullptr;
     size_t shared_bytes = 0;
+
+    ~Block();
 };
 
 const size_t kStackBytes = 256 * 1024;
+
+Block::~Block() {
+    if (stacks) munmap(stacks, stack_count * (kStackBytes + kPage));
+    if (shared_start) munmap(shared.base, shared.map_bytes);
+}
 
 thread_local Block block;
 // What the signal handler reports.
