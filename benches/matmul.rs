@@ -63,7 +63,26 @@ fn matmul_cuda(c: &mut Criterion) {
     };
     let mut precisions = vec![MatmulPrecision::F32];
     if gpu.compute_capability().0 >= 8 {
-        precisions.push(MatmulPrecision::Tf32);
+        // A device that reports compute 8.0 but cannot run the TF32 kernels (the CUDA
+        // emulator of tests/cuda_emulator) gets the F32 rows only.
+        let one = gpu.upload(&[1.0], &[1, 1]).unwrap();
+        let dims = MatmulDims {
+            batch: 1,
+            m: 1,
+            k: 1,
+            n: 1,
+        };
+        match gpu.matmul_with_precision(
+            &one,
+            &one,
+            MatLayout::NN,
+            dims,
+            &[1, 1],
+            MatmulPrecision::Tf32,
+        ) {
+            Ok(_) => precisions.push(MatmulPrecision::Tf32),
+            Err(e) => eprintln!("matmul_cuda: no TF32 rows: {e}"),
+        }
     }
     let mut group = c.benchmark_group("matmul_cuda");
     for (m, k, n) in [(4096, 128, 128), (256, 10, 128), (4096, 4096, 4096)] {
