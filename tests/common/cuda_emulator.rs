@@ -6,14 +6,16 @@
 //! The build needs g++ (x86-64 Linux). Each kernel file is compiled from the text NVRTC
 //! sees ([`kernel_source`]) with `emu.h` in front and one `EMU_KERNEL(entry)` line per
 //! entry of [`KERNELS`] after it; `extern __shared__ T name[];` becomes the block's dynamic
-//! shared memory. `selftest.cu` (the emulator's own checks, `tests/cuda_emulator_checks.rs`)
-//! is built in the same way. Files of inline PTX (tensor cores) have no C++ build: their kernels fail
-//! to load on the emulator, and their tests skip there. The library is cached under
-//! `target/tmp/cuda-emulator/<hash of its inputs>/`, written through a temporary folder
-//! and a rename so parallel test processes never load half a build; `current` links to the
-//! build of the sources last tested, for other binaries:
-//! `LD_PRELOAD=target/tmp/cuda-emulator/current/libcuda.so amortize sample --device cuda:0 ...`
-//! runs the command line on the emulator.
+//! shared memory. `selftest.cu` (the emulator's own checks,
+//! `tests/cuda_emulator_checks.rs`) is built in the same way. Files of inline PTX (tensor
+//! cores) have no C++ build: their kernels fail to load on the emulator, and their tests
+//! skip there.
+//!
+//! The library is cached under `target/tmp/cuda-emulator/<hash of its inputs>/`, written
+//! through a temporary folder and a rename so parallel test processes never load half a
+//! build; `current` links to the build of the sources last tested, for other binaries:
+//! `LD_PRELOAD=target/tmp/cuda-emulator/current/libcuda.so amortize sample --device
+//! cuda:0 ...` runs the command line on the emulator.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -131,7 +133,7 @@ fn point_current_at(root: &Path, build: &Path) {
 }
 
 /// The names of the `__global__ void NAME(` functions of `text`.
-pub fn global_functions(text: &str) -> Vec<&str> {
+fn global_functions(text: &str) -> Vec<&str> {
     text.split("__global__ void ")
         .skip(1)
         .filter_map(|rest| rest.split('(').next())
