@@ -124,34 +124,14 @@ fn matmul_tf32_inline_ptx_assembles_for_sm_80_and_sm_90() {
     if !nvrtc_or_skip("matmul_tf32_inline_ptx_assembles_for_sm_80_and_sm_90") {
         return;
     }
-    use cudarc::nvrtc::{result, sys};
-    let source = std::ffi::CString::new(cuda::kernel_source("matmul_tf32").unwrap()).unwrap();
     for arch in ["sm_80", "sm_90"] {
-        let mut options = cuda::compile_options(arch);
-        options.push("--ptxas-options=-v".into());
-        let prog = result::create_program(&source, Some(c"matmul_tf32.cu")).unwrap();
-        // SAFETY: `prog` was just created and is destroyed once, below.
-        let compiled = unsafe { result::compile_program(prog, &options) };
-        let log = unsafe { result::get_program_log(prog) }.unwrap();
-        let log: String = log
-            .iter()
-            .take_while(|&&c| c != 0)
-            .map(|&c| c as u8 as char)
-            .collect();
-        let mut cubin_len = 0usize;
-        // SAFETY: writes one usize; `prog` is live.
-        let cubin = unsafe { sys::nvrtcGetCUBINSize(prog, &mut cubin_len) }.result();
-        unsafe { result::destroy_program(prog) }.unwrap();
-        assert!(compiled.is_ok(), "matmul_tf32.cu for {arch}:\n{log}");
-        assert!(cubin.is_ok() && cubin_len > 0, "no SASS for {arch}:\n{log}");
-        // ptxas -v reports "N bytes stack frame, N bytes spill stores, ..." per kernel.
-        let spills: Vec<&str> = log
-            .lines()
-            .filter(|l| l.contains("bytes spill stores"))
-            .collect();
+        let functions = cuda::ptxas_resources("matmul_tf32", arch)
+            .unwrap_or_else(|e| panic!("matmul_tf32.cu for {arch}: {e}"));
+        let entries: Vec<_> = functions.iter().filter(|f| f.entry).collect();
+        assert_eq!(entries.len(), 3, "{arch}: {functions:?}");
         assert!(
-            spills.len() == 3 && spills.iter().all(|l| l.contains(" 0 bytes spill stores")),
-            "matmul_tf32.cu spills registers on {arch}:\n{log}"
+            functions.iter().all(|f| f.spill_stores == 0),
+            "matmul_tf32.cu spills registers on {arch}: {functions:?}"
         );
     }
 }

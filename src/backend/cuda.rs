@@ -278,6 +278,99 @@ pub fn compile_ptx(name: &str, expanded: &str, arch: &str) -> Result<String> {
     }
 }
 
+/// What ptxas reports (`-v`) for one function of a kernel file assembled for a real
+/// architecture: an `extern "C"` entry or a device function it calls (`__noinline__`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KernelResources {
+    /// The function's name (mangled, for device functions).
+    pub function: String,
+    /// Whether this is an entry point (else a device function).
+    pub entry: bool,
+    /// Registers per thread (entries only).
+    pub registers: Option<u32>,
+    /// Static shared memory in bytes (entries only; 0 when ptxas names none).
+    pub shared_bytes: u32,
+    /// Bytes of stack frame per thread.
+    pub stack_bytes: u32,
+    /// Bytes of register spill stores and loads per thread.
+    pub spill_stores: u32,
+    /// See `spill_stores`.
+    pub spill_loads: u32,
+}
+
+/// Assembles kernel file `name` for real architecture `arch` (e.g. `sm_90`) through NVRTC,
+/// which runs ptxas, and returns what ptxas reports per function: registers, shared memory,
+/// stack and spills. Static facts of the compiled code, for occupancy and spill checks
+/// without a GPU. Errors as [`compile_ptx`], with NVRTC's log.
+pub fn ptxas_resources(name: &str, arch: &str) -> Result<Vec<KernelResources>> {
+    use cudarc::nvrtc::{result, sys};
+    if !devices::nvrtc_present() {
+        return Err(Error::invalid(
+            "nvrtc",
+            "no NVRTC library on the library path",
+        ));
+    }
+    let source = std::ffi::CString::new(kernel_source(name)?)
+        .map_err(|_| Error::invalid("nvrtc", format!("kernels/{name}.cu holds a NUL byte")))?;
+    let mut options = compile_options(arch);
+    options.push("--ptxas-options=-v".into());
+    let fail = |e: &dyn std::fmt::Display| Error::invalid("nvrtc", format!("{name}.cu: {e}"));
+    let prog = result::create_program(&source, None).map_err(|e| fail(&e))?;
+    // SAFETY: `prog` was just created; it is destroyed once, below, after its last use.
+    let compiled = unsafe { result::compile_program(prog, &options) };
+    let log = unsafe { result::get_program_log(prog) };
+    let mut cubin_bytes = 0usize;
+    // SAFETY: writes one usize; `prog` is live.
+    let cubin = unsafe { sys::nvrtcGetCUBINSize(prog, &mut cubin_bytes) }.result();
+    unsafe { result::destroy_program(prog) }.map_err(|e| fail(&e))?;
+    let log: String = log
+        .map_err(|e| fail(&e))?
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8 as char)
+        .collect();
+    if compiled.is_err() || cubin.is_err() || cubin_bytes == 0 {
+        return Err(Error::invalid(
+            "nvrtc",
+            format!("kernels/{name}.cu failed to assemble for {arch}:\n{log}"),
+        ));
+    }
+    Ok(parse_ptxas_log(&log))
+}
+
+/// The functions of a `ptxas -v` log, in its order.
+fn parse_ptxas_log(log: &str) -> Vec<KernelResources> {
+    // The number before `unit` in `text`, e.g. 472 in "472 bytes stack frame".
+    let number_before = |text: &str, unit: &str| -> Option<u32> {
+        let at = text.find(unit)?;
+        text[..at].split_whitespace().last()?.parse().ok()
+    };
+    let mut entries: Vec<String> = Vec::new();
+    let mut out: Vec<KernelResources> = Vec::new();
+    for line in log.lines() {
+        if let Some(rest) = line.split("Compiling entry function '").nth(1) {
+            entries.extend(rest.split('\'').next().map(str::to_string));
+        } else if let Some(rest) = line.split("Function properties for ").nth(1) {
+            let function = rest.trim().to_string();
+            out.push(KernelResources {
+                entry: entries.contains(&function),
+                function,
+                ..Default::default()
+            });
+        } else if let Some(f) = out.last_mut() {
+            if line.contains("bytes stack frame") {
+                f.stack_bytes = number_before(line, "bytes stack frame").unwrap_or(0);
+                f.spill_stores = number_before(line, "bytes spill stores").unwrap_or(0);
+                f.spill_loads = number_before(line, "bytes spill loads").unwrap_or(0);
+            } else if line.contains("Used ") && line.contains(" registers") {
+                f.registers = number_before(line, " registers");
+                f.shared_bytes = number_before(line, " bytes smem").unwrap_or(0);
+            }
+        }
+    }
+    out
+}
+
 /// The virtual architectures the loaded NVRTC can target, as `major*10 + minor`.
 pub fn nvrtc_supported_archs() -> Result<Vec<i32>> {
     if !devices::nvrtc_present() {
@@ -1865,6 +1958,41 @@ mod tests {
         assert_ne!(a, ptx_cache_file(dir, "k", "int b;", "compute_80"));
         assert_ne!(a, ptx_cache_file(dir, "k", "int a;", "compute_90"));
         assert!(a.to_string_lossy().ends_with("-compute_80.ptx"), "{a:?}");
+    }
+
+    #[test]
+    fn ptxas_logs_parse_per_function() {
+        let log = "ptxas info    : Compiling entry function 'k' for 'sm_90'
+ptxas info    : Function properties for helper
+ptxas         .     0 bytes stack frame, 8 bytes spill stores, 24 bytes spill loads
+ptxas info    : Function properties for k
+ptxas         .     472 bytes stack frame, 820 bytes spill stores, 1136 bytes spill loads
+ptxas info    : Used 128 registers, used 1 barriers, 8320 bytes smem, 472 bytes cumulative stack size
+";
+        let f = parse_ptxas_log(log);
+        assert_eq!(f.len(), 2);
+        assert_eq!(
+            f[0],
+            KernelResources {
+                function: "helper".into(),
+                entry: false,
+                spill_stores: 8,
+                spill_loads: 24,
+                ..Default::default()
+            }
+        );
+        assert_eq!(
+            f[1],
+            KernelResources {
+                function: "k".into(),
+                entry: true,
+                registers: Some(128),
+                shared_bytes: 8320,
+                stack_bytes: 472,
+                spill_stores: 820,
+                spill_loads: 1136,
+            }
+        );
     }
 
     #[test]
