@@ -506,12 +506,15 @@ fn a_score_model_trains_on_wgpu_from_the_command_line() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// The environment under which `amortize` sees cuda:0: the CUDA emulator preloaded when
-/// the tests run on it, nothing more with a real device; `None` (after printing why) when
-/// there is neither and `AMORTIZE_REQUIRE_CUDA` is not 1.
+/// The environment under which `amortize` sees cuda:0: the CUDA emulator preloaded (and
+/// logging its launches) when the tests run on it, nothing more with a real device; `None`
+/// (after printing why) when there is neither and `AMORTIZE_REQUIRE_CUDA` is not 1.
 fn cuda_environment(test: &str) -> Option<Vec<(&'static str, PathBuf)>> {
     if let Some(library) = common::cuda_emulator::library() {
-        return Some(vec![("LD_PRELOAD", library)]);
+        return Some(vec![
+            ("LD_PRELOAD", library),
+            ("AMORTIZE_CUDA_EMULATOR_LOG", PathBuf::from("1")),
+        ]);
     }
     match amortize::backend::for_device(amortize::Device::Cuda(0)) {
         Ok(_) => Some(Vec::new()),
@@ -538,6 +541,9 @@ fn a_score_model_trains_and_samples_on_cuda_from_the_command_line() {
     let extra = ["--width", "16", "--device", "cuda:0"];
     let (ok, err) = train_two_moons_with(&env, "score", &data, &model, "2", &extra);
     assert!(ok, "{err}");
+    // On the emulator its log shows the kernels ran there: no silent CPU fallback.
+    let emulated = common::cuda_emulator::requested();
+    assert!(!emulated || err.contains("launch matmul_nn"), "{err}");
     let obs = dir.join("obs.npy");
     write_npy(&obs, &[0.1, 0.2, 0.0, 0.3, 0.2, 0.1], &[3, 2]).unwrap();
     // The same model, observations and seed on both devices: the fused kernel draws what
@@ -548,6 +554,8 @@ fn a_score_model_trains_and_samples_on_cuda_from_the_command_line() {
         let extra = ["--seed", "7", "--device", device];
         let (ok, err) = sample_few_with(&env, &model, &obs, 100, &extra, &out);
         assert!(ok, "{device}: {err}");
+        let fused = err.contains("launch sample_diffusion");
+        assert!(!emulated || fused == (device != "cpu"), "{device}: {err}");
         amortize::io::npy::read_npy(&out).unwrap()
     };
     let (cpu, cuda) = (draws("cpu"), draws("cuda:0"));

@@ -586,6 +586,13 @@ CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, uns
     if (f->kernel->params > 0 && params == nullptr) {
         return fail(CUDA_ERROR_INVALID_VALUE, f->name + ": no arguments");
     }
+    // AMORTIZE_CUDA_EMULATOR_LOG=1: one line per launch, so a test of a whole program can
+    // see that its kernels ran here and not on the CPU.
+    static const bool log = getenv("AMORTIZE_CUDA_EMULATOR_LOG") != nullptr;
+    if (log) {
+        fprintf(stderr, "CUDA emulator: launch %s grid (%u, %u, %u) block (%u, %u, %u)\n",
+                f->name.c_str(), gx, gy, gz, bx, by, bz);
+    }
     install_fault_report();
     Block& b = block;
     if (!reserve_stacks(b, threads)) return CUDA_ERROR_OUT_OF_MEMORY;
