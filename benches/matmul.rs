@@ -63,8 +63,8 @@ fn matmul_cuda(c: &mut Criterion) {
     };
     let mut precisions = vec![MatmulPrecision::F32];
     if gpu.compute_capability().0 >= 8 {
-        // A device that reports compute 8.0 but cannot run the TF32 kernels (the CUDA
-        // emulator of tests/cuda_emulator) gets the F32 rows only.
+        // A device that reports compute 8.0 but rejects the TF32 kernels gets the F32
+        // rows only, with the reason.
         let one = gpu.upload(&[1.0], &[1, 1]).unwrap();
         let dims = MatmulDims {
             batch: 1,

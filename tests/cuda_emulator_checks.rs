@@ -1,7 +1,7 @@
 //! The CUDA emulator's own checks (`tests/cuda_emulator/driver.cpp`): the kernels of
 //! `tests/cuda_emulator/selftest.cu` each break or probe one rule, and the emulator must
-//! catch the break (a race, a barrier some threads skip, a write past a buffer) or honour
-//! the rule (indices, poisoned shared memory). These run only under the emulator
+//! catch the break (a race within a block or a warp, a barrier some threads skip, a write
+//! past a buffer) or honour the rule (indices, poisoned shared memory). These run only under the emulator
 //! (`AMORTIZE_CUDA_EMULATOR=1`, as `.ci/run` sets): on a GPU a race may well pass.
 
 mod common;
@@ -59,6 +59,35 @@ fn a_missing_barrier_changes_the_result() {
             // Thread 0 sums before some threads have written: the shuffled order runs it
             // before at least one of 255 others unless it happens to come last.
             assert!(got.is_nan(), "without the barrier thread 0 read {got}");
+        }
+    }
+}
+
+#[test]
+fn a_missing_warp_barrier_changes_the_result() {
+    let Some((stream, function)) = emulator("a_missing_warp_barrier_changes_the_result") else {
+        return;
+    };
+    let f = function("selftest_warp_sum");
+    let input: Vec<f32> = (0..128).map(|i| i as f32).collect();
+    let want: Vec<f32> = input.chunks(32).map(|w| w.iter().sum()).collect();
+    let input = stream.clone_htod(&input).unwrap();
+    for sync in [1i32, 0] {
+        let mut out = stream.alloc_zeros::<f32>(4).unwrap();
+        let mut l = stream.launch_builder(&f);
+        l.arg(&mut out).arg(&input).arg(&sync);
+        // SAFETY: out holds one float per warp, input and the shared memory one per thread.
+        unsafe { l.launch(block(128, 128)) }.unwrap();
+        let got = stream.clone_dtoh(&out).unwrap();
+        if sync == 1 {
+            assert_eq!(got, want, "with __syncwarp()");
+        } else {
+            // Each warp's lane 0 sums before some of its lanes have written (unless it
+            // happens to run last of its 32).
+            assert!(
+                got.iter().all(|v| v.is_nan()),
+                "without __syncwarp(): {got:?}"
+            );
         }
     }
 }

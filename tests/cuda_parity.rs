@@ -139,10 +139,6 @@ fn matmul_tf32_all_layouts_and_edge_shapes() {
         return;
     };
     assert_eq!(g.matmul_precision(), MatmulPrecision::F32, "the default");
-    if common::cuda_emulator::requested() {
-        eprintln!("skipping matmul_tf32: the CUDA emulator has no tensor cores (inline PTX)");
-        return;
-    }
     if g.compute_capability().0 < 8 {
         // TF32 tensor cores need compute capability 8.0: asking is an error that says so.
         let err = g

@@ -7,9 +7,9 @@
 //! sees ([`kernel_source`]) with `emu.h` in front and one `EMU_KERNEL(entry)` line per
 //! entry of [`KERNELS`] after it; `extern __shared__ T name[];` becomes the block's dynamic
 //! shared memory. `selftest.cu` (the emulator's own checks,
-//! `tests/cuda_emulator_checks.rs`) is built in the same way. Files of inline PTX (tensor
-//! cores) have no C++ build: their kernels fail to load on the emulator, and their tests
-//! skip there.
+//! `tests/cuda_emulator_checks.rs`) is built in the same way. Functions of inline PTX (the
+//! tensor-core helpers of `matmul_tf32.cu`) are dropped and `emu_wmma.h`'s C++ stand-ins
+//! included in their place.
 //!
 //! The library is cached under `target/tmp/cuda-emulator/<hash of its inputs>/`, written
 //! through a temporary folder and a rename so parallel test processes never load half a
@@ -145,6 +145,59 @@ fn has_inline_ptx(text: &str) -> bool {
     text.contains("asm(") || text.contains("asm volatile(")
 }
 
+/// `text` with every top-level function that holds inline PTX dropped and
+/// `#include "emu_wmma.h"` (their C++ stand-ins) where the first one was. A function runs
+/// from its line starting with `__device__` to the brace closing its body; braces in
+/// comments, strings (PTX operand lists) and character literals do not count.
+fn with_emulated_ptx(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = String::new();
+    let (mut depth, mut i, mut copied) = (0usize, 0usize, 0usize);
+    let mut start = None; // where the current top-level function's signature begins
+    let mut included = false;
+    while i < bytes.len() {
+        let rest = &text[i..];
+        if rest.starts_with("//") {
+            i += rest.find('\n').unwrap_or(rest.len());
+            continue;
+        }
+        if rest.starts_with("/*") {
+            i += rest.find("*/").map_or(rest.len(), |e| e + 2);
+            continue;
+        }
+        match bytes[i] {
+            quote @ (b'"' | b'\'') => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != quote {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'{' => depth += 1,
+            b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    if let Some(s) = start.take() {
+                        let function = &text[s..=i];
+                        if has_inline_ptx(function) {
+                            out.push_str(&text[copied..s]);
+                            if !included {
+                                out.push_str("#include \"emu_wmma.h\"\n");
+                                included = true;
+                            }
+                            copied = i + 1;
+                        }
+                    }
+                }
+            }
+            b'\n' if depth == 0 && rest[1..].starts_with("__device__") => start = Some(i + 1),
+            _ => {}
+        }
+        i += 1;
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
 /// Builds the library (or finds it built) and returns its path.
 fn build() -> Result<PathBuf, String> {
     if !cfg!(all(target_arch = "x86_64", target_os = "linux")) {
@@ -163,13 +216,15 @@ fn build() -> Result<PathBuf, String> {
         ),
     ];
     for k in KERNELS {
-        let text = kernel_source(k.name).map_err(|e| e.to_string())?;
-        if !has_inline_ptx(&text) {
-            units.push((k.name.to_string(), translation_unit(&text, k.entries)));
+        let mut text = kernel_source(k.name).map_err(|e| e.to_string())?;
+        if has_inline_ptx(&text) {
+            text = with_emulated_ptx(&text);
         }
+        units.push((k.name.to_string(), translation_unit(&text, k.entries)));
     }
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     read("emu.h")?.hash(&mut hasher);
+    read("emu_wmma.h")?.hash(&mut hasher);
     CXX_FLAGS.hash(&mut hasher);
     units.hash(&mut hasher);
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cuda-emulator");

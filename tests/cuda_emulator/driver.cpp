@@ -14,11 +14,15 @@
 // * barriers: each CUDA thread is a fiber, `__syncthreads()` parks it, and between two
 //   barriers the threads run one after the other in a shuffled order that changes at every
 //   barrier, so a missing barrier usually changes the result; a barrier that some threads
-//   of a block skip (returned early) fails the launch;
+//   of a block skip (returned early) fails the launch; `__syncwarp()` parks a lane until
+//   its warp's live lanes are all parked, so missing warp barriers show too;
+// * the TF32 matmul: its tensor-core helpers (inline PTX) run as emu_wmma.h's C++, with a
+//   fragment layout of the emulator's own (PTX leaves it unspecified);
 // * memory: every allocation (and the dynamic shared memory) ends at an inaccessible
 //   page, so a read or write past its end stops the process with the kernel and thread.
-// What it cannot: timing, warp-level behaviour, races between blocks, resource limits
-// beyond those listed in `attribute`, PTX or its assembly. Results are not GPU results.
+// What it cannot: timing, lockstep warp behaviour (shuffles, votes: no kernel uses them),
+// races between blocks, resource limits beyond those listed in `attribute`, the tensor
+// cores' own rounding, PTX or its assembly. Results are not GPU results.
 //
 // x86-64 Linux only (the fiber switch is a few lines of assembly).
 
@@ -139,7 +143,7 @@ emu_switch:
     .size emu_switch, .-emu_switch
 )");
 
-enum class State : unsigned char { Runnable, AtBarrier, Done };
+enum class State : unsigned char { Runnable, AtBarrier, AtWarpBarrier, Done };
 
 struct Block {
     void* scheduler_sp = nullptr;
@@ -170,11 +174,39 @@ thread_local Block block;
 // What the signal handler reports.
 thread_local const char* running_kernel = nullptr;
 
-void syncthreads() {
+// Parks the running fiber in `state` until the scheduler releases it.
+void park(State state) {
     Block& b = block;
     const unsigned i = b.running;
-    b.state[i] = State::AtBarrier;
+    b.state[i] = state;
     emu_switch(&b.sp[i], b.scheduler_sp);
+}
+
+void syncthreads() { park(State::AtBarrier); }
+
+void syncwarp() { park(State::AtWarpBarrier); }
+
+thread_local char shared_anchor;
+
+unsigned shared_offset(const void* p) {
+    // Static shared arrays are thread-local storage of this library, as is the anchor:
+    // one TLS block, so the distance fits in 32 bits, as a .shared address does.
+    return static_cast<unsigned>(reinterpret_cast<uintptr_t>(p) -
+                                 reinterpret_cast<uintptr_t>(&shared_anchor));
+}
+
+void* shared_pointer(unsigned offset) {
+    return &shared_anchor + static_cast<int>(offset);
+}
+
+unsigned warp_lane() {
+    const uint3 t = current.thread_idx, d = current.block_dim;
+    return ((t.z * d.y + t.y) * d.x + t.x) % 32;
+}
+
+unsigned warp_index() {
+    const uint3 t = current.thread_idx, d = current.block_dim;
+    return ((t.z * d.y + t.y) * d.x + t.x) / 32;
 }
 
 void* dynamic_shared() { return block.shared_start; }
@@ -230,37 +262,72 @@ uint64_t mix(uint64_t x) {
     return x ^ (x >> 33);
 }
 
-// Runs every thread of the block at blockIdx `current.block_idx` to completion. Between
-// barriers the threads run in an order shuffled by (block, phase). Returns an error
-// message, or nullptr.
+// Runs every runnable thread of the block, in an order shuffled by (block, round), until
+// each parks at a barrier or returns.
+void run_round(Block& b, unsigned threads, uint64_t block_number, uint64_t round,
+               std::vector<unsigned>& order) {
+    // Fisher–Yates driven by SplitMix64.
+    for (unsigned i = 0; i < threads; ++i) order[i] = i;
+    uint64_t s = (block_number << 32) ^ round;
+    for (unsigned i = threads; i > 1; --i) {
+        s += 0x9E3779B97F4A7C15ULL;
+        std::swap(order[i - 1], order[mix(s) % i]);
+    }
+    const uint3 dim = current.block_dim;
+    for (unsigned i : order) {
+        if (b.state[i] != State::Runnable) continue;
+        b.running = i;
+        current.thread_idx = uint3{i % dim.x, i / dim.x % dim.y, i / (dim.x * dim.y)};
+        emu_switch(&b.scheduler_sp, b.sp[i]);
+    }
+}
+
+// Releases every warp whose live lanes all wait at `__syncwarp()`; says whether any did.
+bool release_warps(Block& b, unsigned threads) {
+    bool released = false;
+    for (unsigned w = 0; w * 32 < threads; ++w) {
+        const unsigned end = std::min(threads, 32 * w + 32);
+        bool waiting = false, all = true;
+        for (unsigned i = 32 * w; i < end; ++i) {
+            waiting |= b.state[i] == State::AtWarpBarrier;
+            all &= b.state[i] == State::AtWarpBarrier || b.state[i] == State::Done;
+        }
+        if (!waiting || !all) continue;
+        for (unsigned i = 32 * w; i < end; ++i) {
+            if (b.state[i] == State::AtWarpBarrier) b.state[i] = State::Runnable;
+        }
+        released = true;
+    }
+    return released;
+}
+
+// Runs every thread of the block at blockIdx `current.block_idx` to completion: rounds of
+// the runnable threads in shuffled orders, releasing warps at `__syncwarp()` as they
+// gather, and the block at `__syncthreads()` once every live thread waits there. Returns
+// an error message, or nullptr.
 const char* run_block(Block& b, unsigned threads, uint64_t block_number) {
     for (unsigned i = 0; i < threads; ++i) {
         b.sp[i] = fresh_fiber(b, i);
         b.state[i] = State::Runnable;
     }
     std::vector<unsigned> order(threads);
-    const uint3 dim = current.block_dim;
-    for (uint64_t phase = 0;; ++phase) {
-        // Fisher–Yates driven by SplitMix64, seeded by (block, phase).
-        for (unsigned i = 0; i < threads; ++i) order[i] = i;
-        uint64_t s = (block_number << 32) ^ phase;
-        for (unsigned i = threads; i > 1; --i) {
-            s += 0x9E3779B97F4A7C15ULL;
-            std::swap(order[i - 1], order[mix(s) % i]);
+    for (uint64_t round = 0;; ++round) {
+        run_round(b, threads, block_number, round, order);
+        if (release_warps(b, threads)) continue;
+        unsigned done = 0, at_warp_barrier = 0;
+        for (unsigned i = 0; i < threads; ++i) {
+            done += b.state[i] == State::Done;
+            at_warp_barrier += b.state[i] == State::AtWarpBarrier;
         }
-        for (unsigned i : order) {
-            if (b.state[i] == State::Done) continue;
-            b.state[i] = State::Runnable;
-            b.running = i;
-            current.thread_idx = uint3{i % dim.x, i / dim.x % dim.y, i / (dim.x * dim.y)};
-            emu_switch(&b.scheduler_sp, b.sp[i]);
-        }
-        unsigned done = 0;
-        for (unsigned i = 0; i < threads; ++i) done += b.state[i] == State::Done;
         if (done == threads) return nullptr;
+        if (at_warp_barrier != 0) {
+            return "__syncwarp() waits for lanes that wait at __syncthreads()";
+        }
         if (done != 0) {
             return "__syncthreads() reached by some threads of a block after others returned";
         }
+        // Every thread waits at __syncthreads(): the next phase.
+        for (unsigned i = 0; i < threads; ++i) b.state[i] = State::Runnable;
     }
 }
 

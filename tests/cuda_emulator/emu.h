@@ -9,7 +9,11 @@
 // are glibc's, within the kernels' tolerances of CUDA's (≤ 2 ulp).
 //
 // Not here, so a kernel that needs them does not build: warp shuffles and votes, atomics,
-// tensor cores (inline PTX), textures.
+// inline PTX, textures. (The tensor-core helpers of matmul_tf32.cu, which are inline PTX,
+// are replaced by emu_wmma.h's.)
+//
+// The emulated device is compute capability 9.0.
+#define __CUDA_ARCH__ 900
 #pragma once
 
 #include <cmath>
@@ -50,6 +54,18 @@ extern thread_local Indices current;
 /// parked, then the scheduler resumes them all.
 void syncthreads();
 
+/// `__syncwarp()`: parks the calling fiber until every live lane of its warp is parked.
+void syncwarp();
+
+/// `__cvta_generic_to_shared`: a 32-bit address of shared memory (an offset from a
+/// thread-local anchor), and back.
+unsigned shared_offset(const void* p);
+void* shared_pointer(unsigned offset);
+
+/// The calling thread's lane and warp within its block.
+unsigned warp_lane();
+unsigned warp_index();
+
 /// The block's dynamic shared memory (`extern __shared__ T name[]`), as many bytes as
 /// the launch asked for, filled with 0xFF bytes (NaN) before the block starts.
 void* dynamic_shared();
@@ -80,6 +96,8 @@ inline To bit_cast(From from) {
 #define __shared__ static thread_local
 
 inline void __syncthreads() { emu::syncthreads(); }
+inline void __syncwarp() { emu::syncwarp(); }
+inline unsigned long long __cvta_generic_to_shared(const void* p) { return emu::shared_offset(p); }
 
 inline float __int_as_float(int v) { return emu::bit_cast<float>(v); }
 inline float __uint_as_float(unsigned int v) { return emu::bit_cast<float>(v); }

@@ -15,6 +15,19 @@ extern "C" __global__ void selftest_block_sum(float* out, const float* in, int b
     }
 }
 
+// out[w] = sum of in over warp w's lanes, gathered through the dynamic shared memory by
+// the warp's lane 0, after __syncwarp() or (sync = 0) without it.
+extern "C" __global__ void selftest_warp_sum(float* out, const float* in, int sync) {
+    extern __shared__ float selftest_lanes[];
+    selftest_lanes[threadIdx.x] = in[threadIdx.x];
+    if (sync) __syncwarp();
+    if (threadIdx.x % 32 == 0) {
+        float s = 0.0f;
+        for (unsigned int i = 0; i < 32; ++i) s += selftest_lanes[threadIdx.x + i];
+        out[threadIdx.x / 32] = s;
+    }
+}
+
 // Thread 0 returns before a barrier the others wait at: the launch must fail.
 extern "C" __global__ void selftest_early_return(float* out) {
     if (threadIdx.x == 0) return;
