@@ -33,22 +33,9 @@ const TF32: f32 = 2e-3;
 /// The backend of cuda:0 with output poisoning on, or `None` (after printing why) when
 /// there is none and the environment does not require one.
 fn gpu(test: &str) -> Option<Arc<CudaBackend>> {
-    common::cuda_emulator::install();
-    let why = match CudaBackend::shared(0) {
-        Ok(g) => {
-            if amortize::devices::nvrtc_present() {
-                g.set_poison_outputs(true);
-                return Some(g);
-            }
-            "no NVRTC library (libnvrtc.so) to compile the kernels".to_string()
-        }
-        Err(e) => e.to_string(),
-    };
-    if std::env::var("AMORTIZE_REQUIRE_CUDA").as_deref() == Ok("1") {
-        panic!("{test}: AMORTIZE_REQUIRE_CUDA=1 but CUDA is unusable: {why}");
-    }
-    eprintln!("skipping {test}: {why} (set AMORTIZE_REQUIRE_CUDA=1 to fail instead)");
-    None
+    let g = common::cuda_or_skip(test)?;
+    g.set_poison_outputs(true);
+    Some(g)
 }
 
 /// cuda:0 for the shared op cases (its backend poisoning outputs), or `None` as [`gpu`].

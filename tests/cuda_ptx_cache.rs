@@ -15,22 +15,6 @@ use std::process::Command;
 use amortize::backend::for_device;
 use amortize::Device;
 
-/// Whether cuda:0 and NVRTC are usable here; `false` (after printing why) when not and
-/// the environment does not require them.
-fn cuda(test: &str) -> bool {
-    common::cuda_emulator::install();
-    let why = match for_device(Device::Cuda(0)) {
-        Ok(_) if amortize::devices::nvrtc_present() => return true,
-        Ok(_) => "no NVRTC library (libnvrtc.so) to compile the kernels".to_string(),
-        Err(e) => e.to_string(),
-    };
-    if std::env::var("AMORTIZE_REQUIRE_CUDA").as_deref() == Ok("1") {
-        panic!("{test}: AMORTIZE_REQUIRE_CUDA=1 but CUDA is unusable: {why}");
-    }
-    eprintln!("skipping {test}: {why} (set AMORTIZE_REQUIRE_CUDA=1 to fail instead)");
-    false
-}
-
 /// The kernel file the children run (`scale`: no other test of this binary loads it).
 const MODULE: &str = "scale";
 
@@ -79,7 +63,7 @@ fn cached(cache: &Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn a_second_process_runs_the_kernels_from_the_disk_cache() {
-    if !cuda("a_second_process_runs_the_kernels_from_the_disk_cache") {
+    if common::cuda_or_skip("a_second_process_runs_the_kernels_from_the_disk_cache").is_none() {
         return;
     }
     let cache = std::env::temp_dir().join(format!("amortize-ptx-cache-{}", std::process::id()));

@@ -36,17 +36,7 @@ const TOL: f32 = 2e-3;
 /// Whether cuda:0 can run the samplers; `false` (after printing why) when it cannot and
 /// the environment does not require it.
 fn gpu(test: &str) -> bool {
-    common::cuda_emulator::install();
-    let why = match CudaBackend::shared(0) {
-        Ok(_) if amortize::devices::nvrtc_present() => return true,
-        Ok(_) => "no NVRTC library (libnvrtc.so) to compile the kernels".to_string(),
-        Err(e) => e.to_string(),
-    };
-    if std::env::var("AMORTIZE_REQUIRE_CUDA").as_deref() == Ok("1") {
-        panic!("{test}: AMORTIZE_REQUIRE_CUDA=1 but CUDA is unusable: {why}");
-    }
-    eprintln!("skipping {test}: {why} (set AMORTIZE_REQUIRE_CUDA=1 to fail instead)");
-    false
+    common::cuda_or_skip(test).is_some()
 }
 
 /// The setup of a dim θ 5, width 48 network for `n` observations on a `levels`-level grid.

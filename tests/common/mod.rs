@@ -6,6 +6,23 @@ pub mod cuda_emulator;
 use amortize::rng::{streams, PhiloxStream};
 use amortize::{Result, Tape, Tensor, Var};
 
+/// The CUDA backend of cuda:0 (the CUDA emulator when [`cuda_emulator::requested`]) when
+/// it and NVRTC are usable; `None` (after printing why) when not and
+/// `AMORTIZE_REQUIRE_CUDA` is not 1.
+pub fn cuda_or_skip(test: &str) -> Option<std::sync::Arc<amortize::backend::cuda::CudaBackend>> {
+    cuda_emulator::install();
+    let why = match amortize::backend::cuda::CudaBackend::shared(0) {
+        Ok(g) if amortize::devices::nvrtc_present() => return Some(g),
+        Ok(_) => "no NVRTC library (libnvrtc.so) to compile the kernels".to_string(),
+        Err(e) => e.to_string(),
+    };
+    if std::env::var("AMORTIZE_REQUIRE_CUDA").as_deref() == Ok("1") {
+        panic!("{test}: AMORTIZE_REQUIRE_CUDA=1 but CUDA is unusable: {why}");
+    }
+    eprintln!("skipping {test}: {why} (set AMORTIZE_REQUIRE_CUDA=1 to fail instead)");
+    None
+}
+
 /// A tensor of N(0, 1) draws, seeded so every run sees the same "fresh" inputs.
 pub fn randn(shape: &[usize], seed: u64) -> Tensor {
     let mut data = vec![0.0; shape.iter().product()];
