@@ -37,59 +37,71 @@ fn block(threads: u32, shared_floats: u32) -> LaunchConfig {
     }
 }
 
-#[test]
-fn a_missing_barrier_changes_the_result() {
-    let Some((stream, function)) = emulator("a_missing_barrier_changes_the_result") else {
+/// Launches `kernel` (`selftest_block_sum` or `selftest_warp_sum`: each group of `group`
+/// threads writes its inputs to shared memory, and its first thread sums them into
+/// `out[group index]`) on one block of `threads`, with its barrier and without: with it
+/// the sums are exact; without it each first thread sums before some of its group have
+/// written, and reads the NaN the shared memory starts as (unless the shuffled order
+/// happens to run it last of its group).
+fn check_missing_barrier(test: &str, kernel: &str, threads: u32, group: u32) {
+    let Some((stream, function)) = emulator(test) else {
         return;
     };
-    let f = function("selftest_block_sum");
-    let input: Vec<f32> = (0..256).map(|i| i as f32).collect();
-    let want = input.iter().sum::<f32>();
+    let f = function(kernel);
+    let input: Vec<f32> = (0..threads).map(|i| i as f32).collect();
+    let want: Vec<f32> = input
+        .chunks(group as usize)
+        .map(|g| g.iter().sum())
+        .collect();
     let input = stream.clone_htod(&input).unwrap();
     for barrier in [1i32, 0] {
-        let mut out = stream.clone_htod(&[0.0f32]).unwrap();
+        let mut out = stream.alloc_zeros::<f32>(want.len()).unwrap();
         let mut l = stream.launch_builder(&f);
         l.arg(&mut out).arg(&input).arg(&barrier);
-        // SAFETY: out holds 1 float, input 256, the block 256 threads and 256 shared floats.
-        unsafe { l.launch(block(256, 256)) }.unwrap();
-        let got = stream.clone_dtoh(&out).unwrap()[0];
+        // SAFETY: out holds one float per group, input and the shared memory one per thread.
+        unsafe { l.launch(block(threads, threads)) }.unwrap();
+        let got = stream.clone_dtoh(&out).unwrap();
         if barrier == 1 {
-            assert_eq!(got, want, "with the barrier");
+            assert_eq!(got, want, "{kernel} with its barrier");
         } else {
-            // Thread 0 sums before some threads have written: the shuffled order runs it
-            // before at least one of 255 others unless it happens to come last.
-            assert!(got.is_nan(), "without the barrier thread 0 read {got}");
+            assert!(
+                got.iter().all(|v| v.is_nan()),
+                "{kernel} without its barrier: {got:?}"
+            );
         }
     }
 }
 
 #[test]
+fn a_missing_barrier_changes_the_result() {
+    check_missing_barrier(
+        "a_missing_barrier_changes_the_result",
+        "selftest_block_sum",
+        256,
+        256,
+    );
+}
+
+#[test]
 fn a_missing_warp_barrier_changes_the_result() {
-    let Some((stream, function)) = emulator("a_missing_warp_barrier_changes_the_result") else {
-        return;
-    };
-    let f = function("selftest_warp_sum");
-    let input: Vec<f32> = (0..128).map(|i| i as f32).collect();
-    let want: Vec<f32> = input.chunks(32).map(|w| w.iter().sum()).collect();
-    let input = stream.clone_htod(&input).unwrap();
-    for sync in [1i32, 0] {
-        let mut out = stream.alloc_zeros::<f32>(4).unwrap();
-        let mut l = stream.launch_builder(&f);
-        l.arg(&mut out).arg(&input).arg(&sync);
-        // SAFETY: out holds one float per warp, input and the shared memory one per thread.
-        unsafe { l.launch(block(128, 128)) }.unwrap();
-        let got = stream.clone_dtoh(&out).unwrap();
-        if sync == 1 {
-            assert_eq!(got, want, "with __syncwarp()");
-        } else {
-            // Each warp's lane 0 sums before some of its lanes have written (unless it
-            // happens to run last of its 32).
-            assert!(
-                got.iter().all(|v| v.is_nan()),
-                "without __syncwarp(): {got:?}"
-            );
-        }
-    }
+    let test = "a_missing_warp_barrier_changes_the_result";
+    check_missing_barrier(test, "selftest_warp_sum", 128, 32);
+}
+
+/// Launches `f(out)` on one block of `threads` with as many floats of dynamic shared
+/// memory (or none), `out` holding one float per thread; returns `out`.
+fn launch_per_thread(
+    stream: &Arc<CudaStream>,
+    f: &CudaFunction,
+    threads: u32,
+    shared: bool,
+) -> Result<Vec<f32>, cudarc::driver::DriverError> {
+    let mut out = stream.alloc_zeros::<f32>(threads as usize)?;
+    let mut l = stream.launch_builder(f);
+    l.arg(&mut out);
+    // SAFETY: the selftest kernels taking only `out` write at most one float per thread.
+    unsafe { l.launch(block(threads, if shared { threads } else { 0 })) }?;
+    stream.clone_dtoh(&out)
 }
 
 #[test]
@@ -97,12 +109,9 @@ fn a_barrier_some_threads_skip_fails_the_launch() {
     let Some((stream, function)) = emulator("a_barrier_some_threads_skip_fails_the_launch") else {
         return;
     };
-    let f = function("selftest_early_return");
-    let mut out = stream.alloc_zeros::<f32>(64).unwrap();
-    let mut l = stream.launch_builder(&f);
-    l.arg(&mut out);
-    // SAFETY: out holds one float per thread of the block.
-    let err = unsafe { l.launch(block(64, 0)) }.unwrap_err().to_string();
+    let err = launch_per_thread(&stream, &function("selftest_early_return"), 64, false)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("CUDA_ERROR_LAUNCH_FAILED"), "{err}");
 }
 
@@ -144,13 +153,7 @@ fn dynamic_shared_memory_starts_as_nan() {
     let Some((stream, function)) = emulator("dynamic_shared_memory_starts_as_nan") else {
         return;
     };
-    let f = function("selftest_read_shared");
-    let mut out = stream.alloc_zeros::<f32>(32).unwrap();
-    let mut l = stream.launch_builder(&f);
-    l.arg(&mut out);
-    // SAFETY: out and the shared memory hold one float per thread.
-    unsafe { l.launch(block(32, 32)) }.unwrap();
-    let got = stream.clone_dtoh(&out).unwrap();
+    let got = launch_per_thread(&stream, &function("selftest_read_shared"), 32, true).unwrap();
     assert!(got.iter().all(|v| v.is_nan()), "{got:?}");
 }
 
